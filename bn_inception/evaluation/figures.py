@@ -1,0 +1,191 @@
+"""Figures 1 and 2 of the paper from a sweep's runs, written as PNG and SVG with matplotlib's Agg canvas.
+
+The figures are built on `matplotlib.figure.Figure` with an Agg canvas (no pyplot, no global backend
+switch), and SVGs use a fixed hash salt and no date, so the same logs give the same files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bn_inception.evaluation.runlogs import (
+    PERCENTILE_TAGS,
+    ReportError,
+    RunLog,
+    act_percentiles,
+    is_mnist_run,
+    last_hidden_probe,
+    uses_batch_norm,
+)
+from bn_inception.evaluation.table2 import network_name, variant_order
+
+# Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
+_SVG_RC = {"svg.hashsalt": "bn-inception-report"}
+WITHOUT_BN, WITH_BN = "Without BN", "With BN"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Mean over seeds at every evaluated step, with the min-max band (equal to the mean for one seed)."""
+
+    steps: tuple[int, ...]
+    mean: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    n_runs: int
+
+
+def mean_curve(runs: list[RunLog]) -> Curve:
+    """Top-1 averaged over the runs that have a finite evaluation at each step (union of their steps)."""
+    by_step: dict[int, list[float]] = {}
+    for run in runs:
+        for e in run.finite_evals():
+            by_step.setdefault(e.step, []).append(e.top1)
+    steps = sorted(by_step)
+    return Curve(
+        steps=tuple(steps),
+        mean=tuple(math.fsum(by_step[s]) / len(by_step[s]) for s in steps),
+        low=tuple(min(by_step[s]) for s in steps),
+        high=tuple(max(by_step[s]) for s in steps),
+        n_runs=len(runs),
+    )
+
+
+def _save(figure: Figure, stem: Path) -> list[Path]:
+    FigureCanvasAgg(figure)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    with matplotlib.rc_context(_SVG_RC):
+        figure.savefig(paths[0], dpi=150)
+        figure.savefig(paths[1], metadata={"Date": None})
+    return paths
+
+
+def _plot_curve(ax, curve: Curve, label: str, color: str) -> None:
+    ax.plot(
+        curve.steps,
+        curve.mean,
+        color=color,
+        label=label + (f" (n={curve.n_runs})" if curve.n_runs > 1 else ""),
+    )
+    if curve.n_runs > 1:
+        ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
+
+
+def _divergence_point(run: RunLog) -> tuple[int, float]:
+    """Where to draw a diverged run's x: its divergence step, at its last accuracy before it (0 if none)."""
+    before = [e.top1 for e in run.finite_evals() if e.step <= run.diverged_at_step]
+    return run.diverged_at_step, before[-1] if before else 0.0
+
+
+def plot_figure2(runs: list[RunLog], target_top1: float | None, stem: Path) -> list[Path]:
+    """Figure 2: validation top-1 vs steps, one line per variant (mean over seeds, min-max band)."""
+    runs = [run for run in runs if not is_mnist_run(run)]
+    figure = Figure(figsize=(7.0, 4.5))
+    ax = figure.add_subplot()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    any_diverged = False
+    for i, variant in enumerate(variant_order({run.experiment for run in runs})):
+        color = colors[i % len(colors)]
+        group = [run for run in runs if run.experiment == variant]
+        _plot_curve(ax, mean_curve(group), network_name(variant), color)
+        for run in group:
+            if run.diverged:
+                step, top1 = _divergence_point(run)
+                ax.plot([step], [top1], marker="x", markersize=9, mew=2, color=color, ls="none")
+                any_diverged = True
+    if any_diverged:  # one neutral legend entry for every variant's x
+        ax.plot([], [], marker="x", markersize=9, mew=2, color="k", ls="none", label="diverged")
+    if target_top1 is not None:
+        ax.axhline(
+            target_top1, color="0.4", ls="--", lw=1, label=f"target {target_top1:.2f}% (Inception best)"
+        )
+    ax.set_xlabel("Steps")
+    ax.set_ylabel("Validation accuracy @1 (%)")
+    ax.set_title("Figure 2: single-crop validation accuracy during training")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    return _save(figure, stem)
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Figure 1 (b, c): the 15/50/85th percentiles of one probe's input over training, for one run."""
+
+    run_path: str
+    probe: str
+    series: dict[str, list[tuple[int, float]]]  # "p15"/"p50"/"p85" -> [(step, value)]
+
+
+@dataclass(frozen=True)
+class Figure1Data:
+    runs: dict[str, list[RunLog]]  # WITHOUT_BN / WITH_BN -> runs (several seeds possible)
+    percentiles: dict[str, Percentiles | None]  # from the lowest-seed run of each group with act/ scalars
+
+
+def _group_percentiles(group: list[RunLog], probe: str | None) -> Percentiles | None:
+    for run in group:  # runs are sorted by seed: the first one with act/ scalars is the one shown
+        probes = act_percentiles(run.run_dir)
+        if not probes:
+            continue
+        if probe is not None and probe not in probes:
+            raise ReportError(
+                f"probe {probe!r} has no act/{probe}/p15|p50|p85 scalars in run {run.path}; "
+                f"its probes are: {', '.join(sorted(probes))}"
+            )
+        chosen = probe if probe is not None else last_hidden_probe(sorted(probes))
+        return Percentiles(run.path, chosen, probes[chosen])
+    return None
+
+
+def figure1_data(runs: list[RunLog], probe: str | None = None) -> Figure1Data | None:
+    """Split the `mnist_figure1` runs into without/with BN (`uses_batch_norm`); None if there are none."""
+    mnist = [run for run in runs if is_mnist_run(run)]
+    if not mnist:
+        return None
+    groups: dict[str, list[RunLog]] = {WITHOUT_BN: [], WITH_BN: []}
+    for run in mnist:
+        groups[WITH_BN if uses_batch_norm(run) else WITHOUT_BN].append(run)
+    return Figure1Data(groups, {label: _group_percentiles(group, probe) for label, group in groups.items()})
+
+
+def _plot_percentiles(ax, percentiles: Percentiles | None, title: str, color: str) -> None:
+    if percentiles is None:
+        ax.text(
+            0.5, 0.5, "no act/<probe>/p15|p50|p85 scalars", ha="center", va="center", transform=ax.transAxes
+        )
+    else:
+        for stat, style in zip(PERCENTILE_TAGS, (":", "-", "--"), strict=True):
+            steps, values = zip(*percentiles.series[stat], strict=True)
+            ax.plot(steps, values, color=color, ls=style, label=stat)
+        ax.legend(loc="best", fontsize="small")
+    probe = f" ({percentiles.probe})" if percentiles else ""
+    ax.set_title(f"{title}: last hidden layer input{probe}", fontsize="medium")
+    ax.set_xlabel("Steps")
+    ax.grid(alpha=0.3)
+
+
+def plot_figure1(data: Figure1Data, stem: Path) -> list[Path]:
+    """Figure 1: (a) test accuracy with and without BN; (b, c) sigmoid-input percentiles without / with BN."""
+    figure = Figure(figsize=(13.0, 4.0))
+    ax_a, ax_b, ax_c = figure.subplots(1, 3)
+    ax_c.sharey(ax_b)  # same scale, so (b)'s drift and (c)'s stability compare by eye as in the paper
+    for label, color in ((WITHOUT_BN, "C0"), (WITH_BN, "C1")):
+        if data.runs[label]:
+            _plot_curve(ax_a, mean_curve(data.runs[label]), label, color)
+    ax_a.set_title("(a) test accuracy", fontsize="medium")
+    ax_a.set_xlabel("Steps")
+    ax_a.set_ylabel("Test accuracy (%)")
+    ax_a.grid(alpha=0.3)
+    ax_a.legend(loc="lower right", fontsize="small")
+    _plot_percentiles(ax_b, data.percentiles[WITHOUT_BN], "(b) " + WITHOUT_BN, "C0")
+    _plot_percentiles(ax_c, data.percentiles[WITH_BN], "(c) " + WITH_BN, "C1")
+    ax_b.set_ylabel("Sigmoid input: 15/50/85th percentiles")
+    figure.tight_layout()
+    return _save(figure, stem)

@@ -1,0 +1,343 @@
+"""Table 2 (the paper's Figure 3 table): steps to reach Inception's best accuracy, best accuracies, speed-ups.
+
+Definition (stated again under the rendered table, `DEFINITION`):
+- Runs are grouped by the `experiment` field of their results.json; Figure 1's `mnist_figure1` runs are
+  left out. Rows follow the paper's order (`paper.VARIANTS`), then other experiments alphabetically.
+- A run's best top-1 is the maximum finite `top1` of its `evals`. A run reaches a target at the first
+  evaluated step (in step order) whose top-1 is >= target - 1e-9 (the tolerance absorbs float rounding of
+  the mean, so a single Inception run always reaches its own best).
+- The target is the mean, over the `inception` runs with at least one evaluation, of their best top-1
+  (the paper's 72.2%: Inception's own best). Without `inception` runs there is no target.
+- Per variant: steps to target = mean and sample standard deviation over the runs that reached the target,
+  shown with "k/N reached"; best top-1 = mean and sample standard deviation over the runs with at least one
+  evaluation. Diverged runs count in N; one that reached the target before diverging counts as reached.
+- Speed-up = Inception's mean steps to target / the variant's mean steps to target (means over reached
+  runs). With one Inception run this is the paper's: Inception's steps to its own best / the variant's steps
+  to reach it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from bn_inception.evaluation import paper
+from bn_inception.evaluation.runlogs import RunLog, is_mnist_run
+
+TARGET_TOLERANCE = 1e-9  # percentage points
+
+DEFINITION = (
+    "Target = mean over the `inception` runs of each run's best validation top-1 (max over its evaluations); "
+    "with one Inception run, its best (the paper's 72.2%). Steps to target = first evaluated step with "
+    "top-1 >= target; mean ± sample std over the runs that reached it (k/N reached). Best top-1 = mean ± "
+    "sample std over runs with at least one evaluation. Speed-up = Inception's mean steps to target / the "
+    "variant's mean steps to target. Steps are this sweep's optimizer steps (its batch size), not the "
+    "paper's 32-image steps: compare speed-ups and accuracies, not raw step counts. Paper columns: "
+    "Figure 3 (steps in 10^6, target 72.2%); paper speed-up = 31.0 / the variant's steps."
+)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Mean, sample standard deviation (None for n < 2), range and count of a few per-seed values."""
+
+    mean: float
+    std: float | None
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stats | None:
+        if not values:
+            return None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.fmean(values), std, min(values), max(values), len(values))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run's numbers in Table 2."""
+
+    path: str
+    seed: int | None
+    status: str
+    best_top1: float | None  # None: no finite evaluation
+    best_step: int | None  # first step at which best_top1 was evaluated
+    steps_to_target: int | None  # None: never reached (or no target)
+    diverged_at_step: int | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One variant: its runs, their aggregates and the paper's numbers for it (if it is a paper variant)."""
+
+    variant: str
+    runs: tuple[RunResult, ...]
+    steps_to_target: Stats | None
+    best_top1: Stats | None
+    best_step: Stats | None  # steps to each run's own best
+    speedup: float | None
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.runs)
+
+    @property
+    def n_reached(self) -> int:
+        return sum(r.steps_to_target is not None for r in self.runs)
+
+    @property
+    def published(self) -> paper.Figure3Row | None:
+        return paper.FIGURE3_BY_VARIANT.get(self.variant)
+
+
+@dataclass(frozen=True)
+class Table2:
+    target_top1: float | None  # None: no inception runs
+    n_inception_runs: int
+    rows: tuple[Row, ...]
+
+    def row(self, variant: str) -> Row | None:
+        return next((row for row in self.rows if row.variant == variant), None)
+
+
+def best_top1(run: RunLog) -> tuple[float, int] | None:
+    """(best top-1, first step at which it was evaluated), or None without a finite evaluation."""
+    evals = run.finite_evals()
+    if not evals:
+        return None
+    best = max(e.top1 for e in evals)
+    return best, next(e.step for e in evals if e.top1 == best)
+
+
+def steps_to_reach(run: RunLog, target: float) -> int | None:
+    """First evaluated step whose top-1 reaches `target` (within TARGET_TOLERANCE); None if never."""
+    return next((e.step for e in run.finite_evals() if e.top1 >= target - TARGET_TOLERANCE), None)
+
+
+def variant_order(variants: set[str]) -> list[str]:
+    """The paper's five first, in its order, then the rest alphabetically."""
+    known = [v for v in paper.VARIANTS if v in variants]
+    return known + sorted(variants - set(paper.VARIANTS))
+
+
+def inception_target(runs: list[RunLog]) -> float | None:
+    """Mean of the best top-1 of the `inception` runs that have an evaluation; None if there are none."""
+    bests = [b[0] for run in runs if run.experiment == "inception" and (b := best_top1(run)) is not None]
+    return statistics.fmean(bests) if bests else None
+
+
+def _run_result(run: RunLog, target: float | None) -> RunResult:
+    best = best_top1(run)
+    return RunResult(
+        path=run.path,
+        seed=run.seed,
+        status=run.status,
+        best_top1=best[0] if best else None,
+        best_step=best[1] if best else None,
+        steps_to_target=steps_to_reach(run, target) if target is not None else None,
+        diverged_at_step=run.diverged_at_step,
+    )
+
+
+def build_table2(runs: list[RunLog]) -> Table2:
+    """Compute Table 2 from every non-Figure-1 run (see the module docstring for the definition)."""
+    runs = [run for run in runs if not is_mnist_run(run)]
+    target = inception_target(runs)
+    results: dict[str, list[RunResult]] = {}
+    for run in runs:
+        results.setdefault(run.experiment, []).append(_run_result(run, target))
+    inception_steps = Stats.of(
+        [float(r.steps_to_target) for r in results.get("inception", []) if r.steps_to_target is not None]
+    )
+    rows = []
+    for variant in variant_order(set(results)):
+        variant_runs = results[variant]
+        steps = Stats.of([float(r.steps_to_target) for r in variant_runs if r.steps_to_target is not None])
+        speedup = inception_steps.mean / steps.mean if inception_steps and steps and steps.mean > 0 else None
+        rows.append(
+            Row(
+                variant=variant,
+                runs=tuple(variant_runs),
+                steps_to_target=steps,
+                best_top1=Stats.of([r.best_top1 for r in variant_runs if r.best_top1 is not None]),
+                best_step=Stats.of([float(r.best_step) for r in variant_runs if r.best_step is not None]),
+                speedup=speedup,
+            )
+        )
+    n_inception = len(results.get("inception", []))
+    return Table2(target_top1=target, n_inception_runs=n_inception, rows=tuple(rows))
+
+
+# ---- rendering ----------------------------------------------------------------------------------------
+
+
+def network_name(variant: str) -> str:
+    return paper.NETWORK_NAMES.get(variant, variant)
+
+
+def _format_stats(stats: Stats | None, digits: int, n_all: int | None = None) -> str:
+    if stats is None:
+        return "–"
+    text = f"{stats.mean:.{digits}f}"
+    if stats.std is not None:
+        text += f" ± {stats.std:.{digits}f}"
+    if n_all is not None and stats.n != n_all:
+        text += f" (n={stats.n})"
+    return text
+
+
+def _run_label(run: RunResult) -> str:
+    return f"seed {run.seed}" if run.seed is not None else run.path
+
+
+def _steps_cell(row: Row, has_target: bool) -> str:
+    if not has_target:
+        return "no target (no inception runs)"
+    if row.steps_to_target is not None:
+        return _format_stats(row.steps_to_target, 0)
+    diverged = [r.diverged_at_step for r in row.runs if r.diverged_at_step is not None]
+    if len(diverged) == row.n_runs:
+        steps = ", ".join(str(s) for s in diverged)
+        return f"diverged at step{'s' if len(diverged) > 1 else ''} {steps}"
+    return "never"
+
+
+def _best_cell(row: Row) -> str:
+    if row.best_top1 is None:
+        return "no evaluation"
+    return _format_stats(row.best_top1, 2, row.n_runs)
+
+
+def _notes_cell(row: Row) -> str:
+    notes = []
+    for run in row.runs:
+        if run.diverged_at_step is not None:
+            notes.append(f"{_run_label(run)} diverged at step {run.diverged_at_step}")
+        elif run.status != "completed":
+            notes.append(f"{_run_label(run)} {run.status}")
+    return "; ".join(notes)
+
+
+def _paper_cells(row: Row) -> list[str]:
+    published = row.published
+    if published is None:
+        return ["–", "–", "–"]
+    if published.steps_to_target_e6 is None:
+        return ["never", f"{published.max_top1:.1f}", "never"]
+    inception = paper.FIGURE3_BY_VARIANT["inception"].steps_to_target_e6
+    speedup = (
+        f"{paper.figure3_speedup(row.variant):.1f}x ({inception:.1f}/{published.steps_to_target_e6:.1f})"
+    )
+    return [f"{published.steps_to_target_e6:.1f}", f"{published.max_top1:.1f}", speedup]
+
+
+TABLE2_HEADER = (
+    "network",
+    "runs",
+    "steps to target",
+    "reached",
+    "best top-1 (%)",
+    "speed-up",
+    "paper: steps to 72.2% (10^6)",
+    "paper: max accuracy (%)",
+    "paper: speed-up",
+    "notes",
+)
+
+
+def table2_markdown(table: Table2) -> str:
+    """The table, its target, its definition and its notes as Markdown (deterministic)."""
+    has_target = table.target_top1 is not None
+    lines = ["# Table 2 (the paper's Figure 3): steps to reach Inception's best validation top-1", ""]
+    if not table.rows:
+        lines.append(
+            "**No runs for Table 2 in this sweep** (only `mnist_figure1` runs, which make Figure 1)."
+        )
+    elif has_target:
+        lines.append(
+            f"Target: **{table.target_top1:.2f}%** validation top-1, the mean best of "
+            f"{table.n_inception_runs} `inception` run{'s' if table.n_inception_runs != 1 else ''} "
+            f"(paper: {paper.FIGURE3_TARGET_TOP1}%)."
+        )
+    else:
+        lines.append(
+            "**No `inception` runs in this sweep**: there is no target, so steps to target and speed-ups are "
+            "not computed; best accuracies are reported."
+        )
+    lines += ["", "| " + " | ".join(TABLE2_HEADER) + " |", "|" + "---|" * len(TABLE2_HEADER)]
+    for row in table.rows:
+        reached = f"{row.n_reached}/{row.n_runs}" if has_target else "–"
+        speedup = f"{row.speedup:.2f}x" if row.speedup is not None else "–"
+        cells = [
+            f"{network_name(row.variant)} (`{row.variant}`)",
+            str(row.n_runs),
+            _steps_cell(row, has_target),
+            reached,
+            _best_cell(row),
+            speedup,
+            *_paper_cells(row),
+            _notes_cell(row),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", DEFINITION, ""]
+    return "\n".join(lines)
+
+
+def _stats_json(stats: Stats | None) -> dict | None:
+    if stats is None:
+        return None
+    return {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max, "n": stats.n}
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def table2_json(table: Table2) -> dict:
+    """Table 2 as plain JSON-ready data (no NaN), with every run's numbers."""
+    rows = []
+    for row in table.rows:
+        published = row.published
+        rows.append(
+            {
+                "variant": row.variant,
+                "network": network_name(row.variant),
+                "n_runs": row.n_runs,
+                "n_reached": row.n_reached if table.target_top1 is not None else None,
+                "n_diverged": sum(r.diverged_at_step is not None for r in row.runs),
+                "steps_to_target": _stats_json(row.steps_to_target),
+                "best_top1": _stats_json(row.best_top1),
+                "steps_to_best": _stats_json(row.best_step),
+                "speedup": _finite_or_none(row.speedup),
+                "runs": [
+                    {
+                        "path": r.path,
+                        "seed": r.seed,
+                        "status": r.status,
+                        "best_top1": r.best_top1,
+                        "best_step": r.best_step,
+                        "steps_to_target": r.steps_to_target,
+                        "diverged_at_step": r.diverged_at_step,
+                    }
+                    for r in row.runs
+                ],
+                "paper": None
+                if published is None
+                else {
+                    "steps_to_72_2_e6": published.steps_to_target_e6,
+                    "max_top1": published.max_top1,
+                    "speedup": paper.figure3_speedup(row.variant),
+                },
+            }
+        )
+    return {
+        "target_top1": table.target_top1,
+        "target_definition": "mean over inception runs of each run's best validation top-1",
+        "n_inception_runs": table.n_inception_runs,
+        "paper_target_top1": paper.FIGURE3_TARGET_TOP1,
+        "definition": DEFINITION,
+        "rows": rows,
+    }

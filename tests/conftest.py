@@ -1,0 +1,30 @@
+"""Shared fixtures: tests run on CPU, fast, on tiny generated data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for running the entry points as subprocesses (no GPU, quiet, importable package)."""
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    return env
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable
