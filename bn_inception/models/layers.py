@@ -1,0 +1,87 @@
+"""The unit every network here is made of: a weight layer, then BN (or nothing), then the nonlinearity.
+
+z = g(BN(Wu)) (Sec. 3.2): BN normalises the weight layer's output before the nonlinearity, so the weight
+layer has no bias when BN follows (beta takes its role); without BN (the Inception baseline) it keeps it.
+
+Initialisation (the paper does not state one; training.md asks for one under which the non-BN baseline
+learns at lr 0.0015): zero-mean Gaussian weights with variance gain**2 / fan_in (He et al. 2015, "fan_in"
+mode), gain = sqrt(2) before a ReLU (He), 1 before a sigmoid (LeCun / Xavier-style fan-in scaling), 1 for a
+layer followed by no nonlinearity (the depthwise half of the separable stem, the classifier). Biases start
+at 0, BN's gamma at 1 and beta at 0. The BN variants use the same scheme. ``init_scale`` multiplies the
+initial convolution weights (the ensemble members' "larger initial weights", Sec. 4.2.3).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from .batchnorm import check_choice
+
+ACTS = ("relu", "sigmoid")
+
+
+def make_act(act: str) -> nn.Module:
+    """A fresh nonlinearity module: every use gets its own instance, so a forward pre-hook on it sees the
+    input of exactly that nonlinearity (Figure 1's view)."""
+    check_choice("act", act, ACTS)
+    return nn.ReLU() if act == "relu" else nn.Sigmoid()
+
+
+def init_weight(layer: nn.Conv2d | nn.Linear, nonlinearity: str, scale: float = 1.0) -> None:
+    """Fan-in Gaussian initialisation (module docstring); ``nonlinearity``: "relu", "sigmoid" or "linear"."""
+    nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity=nonlinearity)
+    if scale != 1.0:
+        layer.weight.data.mul_(scale)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def gaussian_init(layer: nn.Linear, std: float) -> None:
+    """The Sec. 4.1 MLP's "small random Gaussian values"; zero bias."""
+    nn.init.normal_(layer.weight, 0.0, std)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+class ConvNormAct(nn.Module):
+    """conv -> BN (or identity) -> nonlinearity. ``conv`` is an ``nn.Conv2d`` or, for the separable stem,
+    an ``nn.Sequential(depthwise, pointwise)``; BN folding (``fold_bn``) folds into its last convolution."""
+
+    def __init__(self, conv: nn.Module, bn: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+        self.bn = bn
+        self.act = act
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self.act(self.bn(self.conv(x)))
+
+
+class LinearNormAct(nn.Module):
+    """fully connected -> BN (or identity) -> nonlinearity: y = g(BN(Wu)), or g(Wu + b) without BN."""
+
+    def __init__(self, fc: nn.Linear, bn: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.fc = fc
+        self.bn = bn
+        self.act = act
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self.act(self.bn(self.fc(x)))
+
+
+def separable_conv(in_chans: int, out_chans: int, kernel: int, stride: int, bias: bool) -> nn.Sequential:
+    """Figure 5's "convolution*": a depthwise ``kernel`` x ``kernel`` convolution with depth multiplier 8
+    (3 -> 24 channels at RGB input) then a 1x1 pointwise convolution (24 -> 64), as TF-slim's inception_v2.
+    7x7 at RGB: 1,176 + 1,536 = 2,712 weights, GoogLeNet's "2.7K" first layer."""
+    mid = in_chans * 8
+    depthwise = nn.Conv2d(in_chans, mid, kernel, stride, padding=kernel // 2, groups=in_chans, bias=False)
+    pointwise = nn.Conv2d(mid, out_chans, 1, bias=bias)
+    return nn.Sequential(depthwise, pointwise)
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a positive number")

@@ -1,0 +1,122 @@
+"""The Sec. 4.1 network (Figure 1): 28x28 input -> 3 fully connected hidden layers of 100 sigmoid units
+-> 10-way fully connected output; with BN on every hidden layer (before the sigmoid) in the BN variant."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .batchnorm import NORMS, check_choice, make_norm
+from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, make_act
+
+
+class BNMLP(nn.Module):
+    """y = g(Wu + b) per hidden layer without BN, y = g(BN(Wu)) with it (Sec. 3.2; the bias is dropped).
+
+    Args:
+        num_classes: outputs of the last (linear) layer; 0 leaves it out.
+        in_chans, img_size: the input, flattened to ``in_chans * H * W`` values (28x28x1 by default).
+        hidden, depth: width and number of hidden layers (100 and 3 in Sec. 4.1).
+        norm: "none" (Figure 1's baseline), "batch", "paper" or "ghost": BN on every hidden layer.
+        act: "sigmoid" (Sec. 4.1) or "relu".
+        init_std: std of the Gaussian initial weights ("small random Gaussian values"; the paper gives no
+            number). Default None = 1/sqrt(fan_in) per layer (LeCun), e.g. 0.036 for the 784-wide input and
+            0.1 for the 100-wide layers: small enough that the sigmoids start in their near-linear range.
+        drop_rate: dropout before the output layer (0: the paper has none here).
+        bn_eps, bn_momentum, ghost_batch_size: as ``BNInception``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        img_size: int | tuple[int, int] = 28,
+        hidden: int = 100,
+        depth: int = 3,
+        norm: str = "batch",
+        act: str = "sigmoid",
+        init_std: float | None = None,
+        drop_rate: float = 0.0,
+        bn_eps: float = 1e-5,
+        bn_momentum: float | None = 0.1,
+        ghost_batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        check_choice("norm", norm, NORMS)
+        check_choice("act", act, ACTS)
+        if depth < 1 or hidden < 1:
+            raise ValueError(f"depth={depth!r}, hidden={hidden!r} are not valid; both must be at least 1")
+        self.norm, self.in_chans, self.num_classes, self.drop_rate = norm, in_chans, num_classes, drop_rate
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.in_features = in_chans * self.img_size[0] * self.img_size[1]
+        self.init_std = init_std
+        bn = dict(conv=False, eps=bn_eps, momentum=bn_momentum, ghost_batch_size=ghost_batch_size)
+        layers, width = [], self.in_features
+        for _ in range(depth):
+            fc = nn.Linear(width, hidden, bias=norm == "none")
+            self._init(fc)
+            layers.append(LinearNormAct(fc, make_norm(norm, hidden, **bn), make_act(act)))
+            width = hidden
+        self.hidden = nn.ModuleList(layers)
+        self.num_features = hidden
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = self._classifier(num_classes)
+
+    def _init(self, layer: nn.Linear) -> None:
+        gaussian_init(
+            layer, self.init_std if self.init_std is not None else 1.0 / math.sqrt(layer.in_features)
+        )
+
+    def _classifier(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        fc = nn.Linear(self.num_features, num_classes)
+        if self.init_std is None:
+            init_weight(fc, "linear")
+        else:
+            gaussian_init(fc, self.init_std)
+        return fc
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.fc = self._classifier(num_classes)
+
+    def probe_modules(self) -> dict[str, nn.Module]:
+        """The nonlinearity of every hidden layer: "hidden1", "hidden2", ..., the last one suffixed "_last"
+        ("hidden3_last"): the layer Figure 1(b, c) follows ("a typical sigmoid input of the last hidden
+        layer"), also the highest-numbered name."""
+        names = [f"hidden{i + 1}" for i in range(len(self.hidden))]
+        names[-1] += "_last"
+        return {name: layer.act for name, layer in zip(names, self.hidden, strict=True)}
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim < 2 or x[0].numel() != self.in_features:
+            raise ValueError(
+                f"bn_mlp expects {self.in_features} values per example (in_chans={self.in_chans}, "
+                f"img_size={self.img_size}), got input of shape {tuple(x.shape)}"
+            )
+        if self.training and self.norm != "none" and x.shape[0] < 2:
+            raise ValueError(
+                f"a batch of {x.shape[0]} cannot be batch-normalised in training mode (norm={self.norm!r}); "
+                "use at least 2 examples or call model.eval()"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = x.flatten(1)
+        for layer in self.hidden:
+            x = layer(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
