@@ -1,0 +1,36 @@
+"""Data: ImageNet (+ subsets), Fashion-MNIST, synthetic ImageNet-layout trees; Sec. 4.2.1 transforms;
+loaders with the paper's two shuffling regimes, exact resume and unreadable-image accounting."""
+
+from bn_inception.data.build import DATASETS, DataSplits, build_datasets
+from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
+from bn_inception.data.decode import BadImageError, decode_image_file
+from bn_inception.data.imagenet import DatasetLayoutError, imagenet100_classes
+from bn_inception.data.loader import (
+    EvalLoader,
+    TrainLoader,
+    build_eval_loader,
+    build_train_loader,
+    epoch_order,
+)
+from bn_inception.data.synthetic import make_synthetic_imagenet
+from bn_inception.data.transforms import eval_resize_crop, eval_sizes
+
+__all__ = [
+    "DATASETS",
+    "BadImageError",
+    "DataSplits",
+    "DatasetLayoutError",
+    "EvalLoader",
+    "ImageFileDataset",
+    "InMemoryImageDataset",
+    "TrainLoader",
+    "build_datasets",
+    "build_eval_loader",
+    "build_train_loader",
+    "decode_image_file",
+    "epoch_order",
+    "eval_resize_crop",
+    "eval_sizes",
+    "imagenet100_classes",
+    "make_synthetic_imagenet",
+]

@@ -1,0 +1,238 @@
+"""``build_datasets``: from the keys of ``configs/data/<name>.yaml`` to train/val datasets.
+
+Datasets: ``imagenet`` (ILSVRC-2012), ``imagenet_subset`` (N classes x K images of it), ``fashion_mnist``
+(the offline default) and ``synthetic`` (a generated ImageNet-layout tree). The loader keys of the data
+config (shuffle, shard_size, shuffle_buffer, workers, max_bad_fraction) are validated here and returned in
+``DataSplits.loader`` so a typo fails at start-up, not at the first batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from bn_inception.data import fashion_mnist as fmnist
+from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
+from bn_inception.data.imagenet import (
+    ImageFolderSplit,
+    choose_subset_classes,
+    resolve_imagenet_root,
+    scan_imagenet,
+    take_per_class,
+    write_or_check_manifest,
+)
+from bn_inception.data.loader import DEFAULT_SHARD_SIZE, DEFAULT_SHUFFLE_BUFFER, check_shuffle
+from bn_inception.data.synthetic import make_synthetic_imagenet
+from bn_inception.data.transforms import TrainAugment, distortion_strength
+
+DATASETS = ("imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
+DEFAULT_IMAGENET_ROOT = "data/imagenet"  # relative to the working directory (the repo's ignored data/)
+
+
+@dataclass
+class DataSplits:
+    """What the trainer needs from the data side."""
+
+    train: Any  # Dataset of (float32 normalised CHW image, int label), training augmentation applied
+    val: Any  # Dataset of the same, single-crop evaluation transform applied
+    num_classes: int
+    in_chans: int
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]  # class names (wnids for ImageNet) in label order
+    name: str = ""
+    loader: dict[str, Any] = field(default_factory=dict)  # shuffle, shard_size, shuffle_buffer, workers, ...
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bn_inception"
+
+
+def _pair(value: Sequence[float], key: str) -> tuple[float, float]:
+    pair = tuple(float(v) for v in value)
+    if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+        raise ValueError(
+            f"data.{key} must be two positive numbers [low, high] with low <= high, got {list(value)}"
+        )
+    return pair
+
+
+def build_datasets(
+    name: str,
+    root: str | os.PathLike | None = None,
+    input_size: int = 224,
+    crop_scale: Sequence[float] = (0.08, 1.0),
+    crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+    distortion: str = "full",
+    reduced_strength: float = 0.5,
+    shuffle: str = "global",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    workers: int = 2,
+    max_bad_fraction: float = 0.001,
+    seed: int = 0,
+    **dataset_kwargs: Any,
+) -> DataSplits:
+    """Train/val datasets of ``name`` with the Sec. 4.2.1 transforms; other keys go to the dataset's
+    builder (``_build_<name>``), which rejects keys it does not know."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    scale, ratio = _pair(crop_scale, "crop_scale"), _pair(crop_ratio, "crop_ratio")
+    if scale[1] > 1.0:
+        raise ValueError(
+            f"data.crop_scale is a fraction of the image area, at most 1.0; got {list(crop_scale)}"
+        )
+    strength = distortion_strength(distortion, reduced_strength)
+    check_shuffle(shuffle)
+    builder = _BUILDERS[name]
+    try:
+        splits = builder(root=root, input_size=int(input_size), **dataset_kwargs)
+    except TypeError as e:
+        if "unexpected keyword" not in str(e):
+            raise
+        raise ValueError(
+            f"data={name} does not take {str(e).split('argument ')[-1]}; see configs/data/{name}.yaml"
+        ) from e
+    mean, std = splits.mean, splits.std
+    splits.train.enable_training(TrainAugment(int(input_size), scale, ratio, strength, mean, std, int(seed)))
+    splits.name = name
+    splits.loader = {
+        "shuffle": shuffle,
+        "shard_size": int(shard_size),
+        "shuffle_buffer": int(shuffle_buffer),
+        "workers": int(workers),
+        "max_bad_fraction": float(max_bad_fraction),
+    }
+    return splits
+
+
+def _file_splits(train: ImageFolderSplit, val: ImageFolderSplit, input_size: int) -> DataSplits:
+    mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+    return DataSplits(
+        train=ImageFileDataset(train.paths, train.labels, train.classes, input_size, mean, std),
+        val=ImageFileDataset(val.paths, val.labels, val.classes, input_size, mean, std),
+        num_classes=len(train.classes),
+        in_chans=3,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        classes=list(train.classes),
+    )
+
+
+def _build_imagenet(
+    root: str | os.PathLike | None,
+    input_size: int,
+    val_labels: str | None = None,
+    synset_map: str | None = None,
+) -> DataSplits:
+    train, val = scan_imagenet(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map)
+    return _file_splits(train, val, input_size)
+
+
+def _build_imagenet_subset(
+    root: str | os.PathLike | None,
+    input_size: int,
+    classes: str | None = "imagenet100",
+    num_classes: int | None = None,
+    images_per_class: int | None = None,
+    val_images_per_class: int | None = None,
+    subset_seed: int = 0,
+    manifest: str | None = None,
+    val_labels: str | None = None,
+    synset_map: str | None = None,
+) -> DataSplits:
+    base = resolve_imagenet_root(root or DEFAULT_IMAGENET_ROOT)
+    available = sorted(e.name for e in os.scandir(base / "train") if e.is_dir())
+    chosen = choose_subset_classes(available, classes, num_classes, subset_seed)
+    train, val = scan_imagenet(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map, classes=chosen)
+    train = take_per_class(train, images_per_class, subset_seed)
+    val = take_per_class(val, val_images_per_class, subset_seed)
+    if manifest:
+        write_or_check_manifest(manifest, {"train": train, "val": val}, base)
+    return _file_splits(train, val, input_size)
+
+
+def _build_fashion_mnist(
+    root: str | os.PathLike | None, input_size: int, download: bool = True
+) -> DataSplits:
+    data = fmnist.load_fashion_mnist(root, download=download)
+    mean, std = fmnist.MEAN, fmnist.STD
+    return DataSplits(
+        train=InMemoryImageDataset(*data["train"], fmnist.CLASSES, input_size, mean, std),
+        val=InMemoryImageDataset(*data["test"], fmnist.CLASSES, input_size, mean, std),
+        num_classes=len(fmnist.CLASSES),
+        in_chans=1,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        classes=list(fmnist.CLASSES),
+    )
+
+
+def _build_synthetic(
+    root: str | os.PathLike | None,
+    input_size: int,
+    num_classes: int = 10,
+    train_per_class: int = 64,
+    val_per_class: int = 16,
+    min_size: int = 48,
+    max_size: int = 96,
+    val_layout: str = "sorted",
+    quirks: Sequence[str] = (),
+    generator_seed: int = 0,
+) -> DataSplits:
+    settings = {
+        "num_classes": int(num_classes),
+        "train_per_class": int(train_per_class),
+        "val_per_class": int(val_per_class),
+        "min_size": int(min_size),
+        "max_size": int(max_size),
+        "val_layout": str(val_layout),
+        "quirks": [str(q) for q in quirks],
+        "seed": int(generator_seed),
+    }
+    tree = Path(root).expanduser() if root else _synthetic_cache_path(settings)
+    if not (tree / "train").is_dir():
+        _generate_atomically(tree, settings)
+    train, val = scan_imagenet(tree)
+    return _file_splits(train, val, input_size)
+
+
+def _synthetic_cache_path(settings: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "synthetic" / digest
+
+
+def _generate_atomically(tree: Path, settings: dict[str, Any]) -> None:
+    # Generate next to the target and rename, so concurrent ranks never read a half-written tree.
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=tree.name + ".tmp-", dir=tree.parent))
+    try:
+        make_synthetic_imagenet(tmp, label_files=("devkit", "kaggle"), **settings)
+        try:
+            os.replace(tmp, tree)
+        except OSError:
+            if not (tree / "train").is_dir():  # not a lost race with another process: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_BUILDERS = {
+    "imagenet": _build_imagenet,
+    "imagenet_subset": _build_imagenet_subset,
+    "fashion_mnist": _build_fashion_mnist,
+    "synthetic": _build_synthetic,
+}

@@ -1,0 +1,266 @@
+"""Map-style datasets returning (float32 normalised CHW image, label), with transforms applied.
+
+Two kinds share one interface:
+
+- :class:`ImageFileDataset` decodes files (ImageNet, subsets, synthetic) one sample at a time;
+- :class:`InMemoryImageDataset` holds uint8 tensors (Fashion-MNIST) and transforms whole batches at once
+  (crops with ``torchvision.ops.roi_align``), so the data side of a 28 px step costs well under a
+  millisecond.
+
+A sample is addressed by an int or by ``(index, epoch)``; the training loader sends the latter so each
+epoch's augmentation differs while staying a pure function of (seed, epoch, index). ``load_batch`` is what
+the loaders call: it returns a finished batch plus the unreadable files it met. An unreadable training
+image is replaced by another sample chosen from the same (seed, epoch, index) draws, so the batch keeps
+its shape; an unreadable evaluation image is dropped (the batch gets shorter).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.ops import roi_align
+
+from bn_inception.data.decode import BadImageError, load_image_crop, load_image_region
+from bn_inception.data.transforms import (
+    NUM_DRAWS,
+    TrainAugment,
+    eval_resize_crop,
+    eval_sizes,
+    normalize,
+    resize_square,
+)
+
+log = logging.getLogger(__name__)
+
+ON_BAD = ("substitute", "skip", "raise")
+
+
+# (images, labels, info) with info = {"requested": int, "skipped": int, "bad_files": list[str]}.
+BatchResult = tuple[torch.Tensor, torch.Tensor, dict[str, Any]]
+
+
+def split_key(key: Any) -> tuple[int, int]:
+    """(index, epoch) of a sample key: an int (epoch 0) or an (index, epoch) pair."""
+    if isinstance(key, (tuple, list)):
+        return int(key[0]), int(key[1])
+    return int(key), 0
+
+
+class PackedPaths(Sequence):
+    """File paths packed in one numpy bytes array. Forked loader workers read it without touching one
+    Python object per path, whose refcount updates would copy those pages into every worker (1.28M
+    ImageNet paths are ~170 MB as str objects; pytorch/pytorch#13246)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self._data = np.array([os.fsencode(p) for p in paths] or [b""], dtype=np.bytes_)[: len(paths)]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [os.fsdecode(p) for p in self._data[index]]
+        return os.fsdecode(self._data[index])
+
+
+class _BaseImageDataset(Dataset):
+    def __init__(
+        self,
+        labels: Sequence[int] | torch.Tensor,
+        classes: Sequence[str],
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: TrainAugment | None,
+    ) -> None:
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.classes = list(classes)
+        self.input_size = int(input_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augment = augment  # None: evaluation transform
+        self.default_on_bad = "substitute" if augment is not None else "raise"
+
+    @property
+    def train(self) -> bool:
+        return self.augment is not None
+
+    def enable_training(self, augment: TrainAugment) -> None:
+        """Switch to the training transform; unreadable images are then replaced, not raised."""
+        self.augment = augment
+        self.default_on_bad = "substitute"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, int]:
+        images, labels, _ = self.load_batch([key], on_bad=self.default_on_bad)
+        return images[0], int(labels[0])
+
+    def __getitems__(self, keys: Sequence[Any]) -> list[tuple[torch.Tensor, int]]:
+        # Lets a plain DataLoader with the default collate use the batched path.
+        images, labels, _ = self.load_batch(keys, on_bad=self.default_on_bad)
+        return list(zip(images, labels.tolist(), strict=True))
+
+    def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
+        raise NotImplementedError
+
+    def _draws(self, pairs: list[tuple[int, int]]) -> np.ndarray:
+        u = np.empty((len(pairs), NUM_DRAWS))
+        epochs = np.array([e for _, e in pairs], dtype=np.int64)
+        indices = np.array([i for i, _ in pairs], dtype=np.int64)
+        for epoch in np.unique(epochs):  # a loader batch has one epoch; plain keys may mix them
+            rows = epochs == epoch
+            u[rows] = self.augment.draws(int(epoch), indices[rows])
+        return u
+
+
+class ImageFileDataset(_BaseImageDataset):
+    """Images decoded from files by content; see the module docstring for keys and bad images."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        classes: Sequence[str],
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: TrainAugment | None = None,
+    ) -> None:
+        super().__init__(labels, classes, input_size, mean, std, augment)
+        self.paths = PackedPaths(paths)
+        self.in_chans = 3
+        self._known_bad: dict[int, str] = {}  # per process: do not re-decode a file known to be broken
+
+    def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
+        if on_bad not in ON_BAD:
+            raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
+        pairs = [split_key(k) for k in keys]
+        draws = self._draws(pairs) if self.augment is not None else None
+        crops, labels, used, bad = [], [], [], []
+        for row, (index, epoch) in enumerate(pairs):
+            u = draws[row : row + 1] if draws is not None else None
+            sample = self._load_sample(index, epoch, u, on_bad, bad)
+            if sample is not None:
+                crops.append(sample[0])
+                labels.append(sample[1])
+                used.append(sample[2])
+        size = self.input_size
+        if not crops:
+            images = torch.empty((0, 3, size, size))
+        elif self.augment is not None:
+            images = self.augment.finish_crops(crops, np.concatenate(used))
+        else:
+            images = normalize(torch.stack(crops), self.mean, self.std, scale=1.0 / 255.0)
+        info = {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
+        return images, torch.tensor(labels, dtype=torch.int64), info
+
+    def _load_sample(self, index: int, epoch: int, u: np.ndarray | None, on_bad: str, bad: list[str]):
+        """(uint8 crop, label, draws used) of sample ``index`` or of its replacement; None when skipped."""
+        if not 0 <= index < len(self.paths):
+            raise IndexError(f"sample index {index} out of range for a dataset of {len(self.paths)} images")
+        candidates = [index]
+        if on_bad == "substitute" and u is not None:
+            picks = np.floor(self.augment.replacement_draws(u)[0] * len(self.paths)).astype(np.int64)
+            candidates += [int(p) for p in picks]
+        last_error: BadImageError | None = None
+        for candidate in candidates:
+            if candidate in self._known_bad:
+                bad.append(self._known_bad[candidate])
+                continue
+            cu = u if candidate == index or u is None else self.augment.draws(epoch, [candidate])
+            try:
+                image = self._decode(candidate, cu)
+            except BadImageError as e:
+                self._known_bad[candidate] = self.paths[candidate]
+                bad.append(self.paths[candidate])
+                last_error = e
+                if on_bad == "raise":
+                    raise
+                if on_bad == "skip":
+                    return None
+                continue
+            return image, int(self.labels[candidate]), cu
+        if on_bad == "raise" and last_error is not None:
+            raise last_error
+        if on_bad == "skip":
+            return None
+        raise RuntimeError(
+            f"sample {index} and its {len(candidates) - 1} replacements are all unreadable "
+            f"(e.g. {bad[-1] if bad else '?'}); the dataset is mostly broken: check data.root"
+        )
+
+    def _decode(self, index: int, u: np.ndarray | None) -> torch.Tensor:
+        size = self.input_size
+        path = self.paths[index]
+        if u is None:  # evaluation: whole image, shorter side to resize, centre crop
+            resize, _ = eval_sizes(size)
+            img, _ = load_image_region(
+                path,
+                lambda h, w: (0, 0, h, w),
+                lambda h, w: (resize * w / min(h, w), resize * h / min(h, w)),
+            )
+            return eval_resize_crop(img, size)
+
+        row = u[0].tolist()
+
+        def choose(h: int, w: int) -> tuple[int, int, int, int]:
+            return self.augment.crop_box(row, h, w)
+
+        crop = resize_square(load_image_crop(path, choose, lambda h, w: (size, size)), size)
+        return crop.flip(-1) if self.augment.flips(u)[0] else crop  # on uint8: 4x less to move than float
+
+
+class InMemoryImageDataset(_BaseImageDataset):
+    """uint8 images held in memory, (N, H, W) or (N, C, H, W), transformed a whole batch at a time."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: Sequence[int] | torch.Tensor,
+        classes: Sequence[str],
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: TrainAugment | None = None,
+    ) -> None:
+        super().__init__(labels, classes, input_size, mean, std, augment)
+        if images.dtype != torch.uint8:
+            raise ValueError(f"in-memory images must be uint8, got {images.dtype}")
+        self.images = images if images.dim() == 4 else images.unsqueeze(1)
+        self.in_chans = self.images.shape[1]
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
+        pairs = [split_key(k) for k in keys]
+        index = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
+        if len(pairs) and (index.min() < 0 or index.max() >= len(self.images)):
+            raise IndexError(f"sample index out of range for a dataset of {len(self.images)} images")
+        # index_select, not images[index]: the advanced-indexing kernel stalls when both cores are busy.
+        x = self.images.index_select(0, index).float() / 255.0
+        if self.augment is None:
+            images = normalize(eval_resize_crop(x, self.input_size), self.mean, self.std)
+        else:
+            u = self._draws(pairs)
+            images = self.augment.finish(self._crop(x, u), u)
+        info = {"requested": len(keys), "skipped": 0, "bad_files": []}
+        return images, self.labels.index_select(0, index), info
+
+    def _crop(self, x: torch.Tensor, u: np.ndarray) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        top, left, h, w = self.augment.crop_boxes(u, height, width).T
+        boxes = torch.from_numpy(
+            np.stack([np.arange(len(u)), left, top, left + w, top + h], axis=1).astype(np.float32)
+        )
+        # aligned=True puts output pixel centres where F.resize (align_corners=False) puts them; an
+        # adaptive sampling_ratio averages ceil(crop/out) samples per output pixel when shrinking.
+        return roi_align(
+            x, boxes, output_size=self.input_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+        )

@@ -1,0 +1,143 @@
+"""Fashion-MNIST (Xiao et al. 2017) as uint8 tensors in memory: the project's offline dataset.
+
+Looked for, in order: ``root`` (IDX files, gzipped or not, directly in it or in torchvision's
+``FashionMNIST/raw/``), Debian's ``dataset-fashion-mnist`` package at /usr/share/datasets/fashion-mnist,
+then torchvision's downloader into ``root`` (or ~/.cache/bn_inception/fashion_mnist) where a network
+exists. The IDX format (LeCun's MNIST page): big-endian magic 0x0000080<ndim>, ndim uint32 sizes, data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+DEBIAN_PATH = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+# Per-pixel mean and std of the 60,000 training images in [0, 1] (tests/data check them against the data).
+MEAN = (0.2860,)
+STD = (0.3530,)
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class FashionMNISTNotFound(FileNotFoundError):
+    """None of the places Fashion-MNIST can come from worked."""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bn_inception" / "fashion_mnist"
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array of unsigned bytes."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(
+            f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}, expected 000008xx)"
+        )
+    ndim = data[3]
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(
+            f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but holds {body.size} bytes"
+        )
+    return body.reshape(dims)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzipped if the name ends in .gz); for tests and tools."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    payload = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(payload)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for sub in ("", "FashionMNIST/raw", "raw"):
+        for name in (stem + ".gz", stem):
+            candidate = folder / sub / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _load_from(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    paths = {split: [_find_idx(folder, stem) for stem in stems] for split, stems in _FILES.items()}
+    if any(p is None for pair in paths.values() for p in pair):
+        return None
+    out = {}
+    for split, (images_path, labels_path) in paths.items():
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"Fashion-MNIST {split} files disagree: images {images.shape} ({images_path}), "
+                f"labels {labels.shape} ({labels_path}); expected (N, 28, 28) and (N,)"
+            )
+        out[split] = (torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    return out
+
+
+def _download(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    from torchvision.datasets import FashionMNIST
+
+    out = {}
+    for split in ("train", "test"):
+        ds = FashionMNIST(str(folder), train=split == "train", download=True)
+        out[split] = (ds.data.to(torch.uint8), ds.targets.to(torch.int64))
+    return out
+
+
+def load_fashion_mnist(
+    root: str | os.PathLike | None = None, download: bool = True
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{"train": (images uint8 (60000, 28, 28), labels int64), "test": (10000 ...)} from the first place
+    that has it: ``root``, Debian's path, or a torchvision download (if ``download``)."""
+    tried = []
+    if root is not None:
+        found = _load_from(Path(root).expanduser())
+        if found is not None:
+            return found
+        tried.append(f"data.root={root} (no IDX files)")
+    else:
+        tried.append("data.root (not set)")
+    found = _load_from(DEBIAN_PATH)
+    if found is not None:
+        return found
+    tried.append(f"{DEBIAN_PATH} (install Debian's dataset-fashion-mnist)")
+    target = Path(root).expanduser() if root is not None else default_cache_dir()
+    if download:
+        try:
+            log.info("downloading Fashion-MNIST with torchvision into %s", target)
+            return _download(target)
+        except Exception as e:  # noqa: BLE001 - any download failure becomes the one-line error below
+            tried.append(f"torchvision download into {target} ({type(e).__name__}: {str(e).splitlines()[0]})")
+    else:
+        tried.append("torchvision download (disabled: data.download=false)")
+    raise FashionMNISTNotFound("Fashion-MNIST not found; tried " + "; ".join(tried))

@@ -1,0 +1,86 @@
+"""Process-group set-up for torchrun and SLURM (one process per GPU, or gloo processes on CPU)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from timm.utils.distributed import init_distributed_device_so, is_distributed_env
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    device: torch.device
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; a named device must exist."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"trainer.device={device!r} is not valid; use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("trainer.device=cuda but no GPU is visible; use trainer.device=cpu or auto")
+    return device
+
+
+def _export_slurm_rendezvous() -> None:
+    # Under SLURM (submitit launcher, one task per GPU) nobody sets MASTER_ADDR/PORT for env:// init;
+    # submitit knows the job's hosts. torchrun sets them itself, so this only fills what is missing.
+    if "SLURM_PROCID" in os.environ and "MASTER_ADDR" not in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that torchrun or SLURM describes in the environment (or run alone).
+
+    timm's ``init_distributed_device_so`` reads torchrun's and SLURM's variables and picks NCCL on CUDA,
+    gloo on CPU; we only add the SLURM rendezvous and a typed result.
+    """
+    device = resolve_device(device)
+    if is_distributed_env():
+        _export_slurm_rendezvous()
+    info = init_distributed_device_so(device=device)
+    return DistInfo(
+        device=torch.device(info["device"]),
+        rank=info["global_rank"],
+        local_rank=info["local_rank"],
+        world_size=info["world_size"],
+    )
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over processes (identity when running alone)."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every process (identity when running alone)."""
+    if dist.is_available() and dist.is_initialized():
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+    return obj

@@ -1,0 +1,118 @@
+"""What a run records about itself: results.json, the config digest, code revision, versions, hardware."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torchvision
+
+#: Keys that change how long or how verbosely a run goes, not what it computes: a run resumed with
+#: other values of these is still the same run (e.g. continuing to a larger trainer.max_steps).
+RUN_LENGTH_KEYS = frozenset(
+    {
+        "resume",
+        "trainer.max_steps",
+        "trainer.eval_limit",
+        "trainer.log_every",
+        "trainer.progress",
+        "trainer.eval_every",
+        "data.root",
+        "data.workers",
+        "trainer.eval_batch_size",
+        "trainer.device",
+        "trainer.compile",
+    }
+)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def identity_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config without :data:`RUN_LENGTH_KEYS`: what must match for a run to be resumed."""
+    return {k: v for k, v in flatten(config).items() if k not in RUN_LENGTH_KEYS}
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A stable digest of what the run computes (its identity config), for results.json and resume checks."""
+    text = json.dumps(identity_config(config), sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every identity key that differs between two resolved configs."""
+    a, b = identity_config(old), identity_config(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def _git_revision() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if rev.returncode != 0:
+            return None
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, world_size: int) -> dict[str, Any]:
+    """Code revision, package versions and hardware, so a result says what produced it."""
+    info: dict[str, Any] = {
+        "git": _git_revision(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "world_size": world_size,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info

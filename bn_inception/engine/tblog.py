@@ -1,0 +1,131 @@
+"""TensorBoard: the run's writer, HParams entries, the sweep-comparison layout, activation percentiles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+#: Metrics shown as columns of TensorBoard's HParams dashboard (logged as scalars at every evaluation).
+HPARAM_METRICS = ("hparam/best_top1", "hparam/final_top1", "hparam/final_top5", "hparam/steps_to_target")
+
+#: Figure 1 plots the 15th, 50th and 85th percentiles of a sigmoid's input over training (Sec. 4.1).
+PERCENTILES = (15, 50, 85)
+
+# torch.quantile refuses inputs above 2**24 elements; a strided subsample of this size keeps the
+# percentiles exact to well under 0.1% while costing little on large conv maps.
+_MAX_QUANTILE_ELEMENTS = 1 << 22
+
+
+def open_writer(run_dir: str, purge_step: int | None = None) -> SummaryWriter:
+    """The run's writer. ``purge_step`` (on resume) hides a crashed run's events at steps >= it."""
+    # flush_secs=10: the default 120 s could lose two minutes of scalars on SIGKILL.
+    return SummaryWriter(log_dir=run_dir, purge_step=purge_step, flush_secs=10)
+
+
+def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """Flatten a nested config to ``a.b.c -> value`` with values TensorBoard's HParams plugin accepts."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_hparams(value, prefix=f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        elif value is None:
+            flat[name] = "null"
+        else:  # lists and the like: their text, so they still show and compare
+            flat[name] = str(value)
+    return flat
+
+
+def write_hparams(writer: SummaryWriter, hparams: Mapping[str, Any]) -> None:
+    """Record the run's hyperparameters in the run itself (not in a child run, as ``add_hparams`` does).
+
+    The metric values arrive later as ordinary scalars under :data:`HPARAM_METRICS`.
+    """
+    exp, ssi, sei = hparams_summary(dict(hparams), {m: 0.0 for m in HPARAM_METRICS})
+    for summary in (exp, ssi, sei):
+        writer.file_writer.add_summary(summary)
+
+
+def write_compare_layout(writer: SummaryWriter) -> None:
+    """A custom-scalars layout that overlays every run's validation curves (a sweep on one chart)."""
+    writer.add_custom_scalars(
+        {
+            "Compare runs": {
+                "val top-1 (%)": ["Multiline", [r"val/top1"]],
+                "val top-5 (%)": ["Multiline", [r"val/top5"]],
+                "train loss": ["Multiline", [r"train/loss"]],
+                "learning rate": ["Multiline", [r"train/lr"]],
+            },
+            "Nonlinearity inputs (Figure 1)": {
+                "percentiles 15/50/85": ["Multiline", [r"act/.*"]],
+            },
+        }
+    )
+
+
+def write_scalars(writer: SummaryWriter, scalars: Mapping[str, float], step: int) -> None:
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+
+
+class ActivationPercentiles:
+    """Collects the inputs of chosen nonlinearities while :meth:`recording`, then their percentiles.
+
+    Forward pre-hooks see the *input* of a nonlinearity, the quantity Figure 1 (b, c) plots. Hooks stay
+    registered but do nothing outside :meth:`recording`, so training steps pay nothing.
+    """
+
+    def __init__(self, modules: Mapping[str, nn.Module], max_images: int) -> None:
+        self.max_images = max_images
+        self._active = False
+        self._seen: dict[str, int] = {}
+        self._values: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+        self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in modules.items()]
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            if not self._active or self._seen.get(name, 0) >= self.max_images:
+                return
+            x = inputs[0].detach()
+            take = min(x.shape[0], self.max_images - self._seen.get(name, 0))
+            self._seen[name] = self._seen.get(name, 0) + take
+            self._values[name].append(x[:take].float().flatten().cpu())
+
+        return hook
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        self._seen.clear()
+        for values in self._values.values():
+            values.clear()
+        self._active = True
+        try:
+            yield
+        finally:
+            self._active = False
+
+    def percentiles(self) -> dict[str, float]:
+        """``{"act/<name>/p15": ..., ...}`` over everything recorded (all units of the layer, all images)."""
+        out: dict[str, float] = {}
+        q = torch.tensor([p / 100 for p in PERCENTILES])
+        for name, chunks in self._values.items():
+            if not chunks:
+                continue
+            values = torch.cat(chunks)
+            if values.numel() > _MAX_QUANTILE_ELEMENTS:
+                values = values[:: values.numel() // _MAX_QUANTILE_ELEMENTS + 1]
+            for p, v in zip(PERCENTILES, torch.quantile(values, q).tolist(), strict=True):
+                out[f"act/{name}/p{p}"] = v
+        return out
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()

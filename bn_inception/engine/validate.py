@@ -1,0 +1,60 @@
+"""Single-crop validation during training: top-1/top-5 accuracy (%) on the val split (Sec. 4.2.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bn_inception.engine.distributed import all_reduce_sum
+
+
+def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
+    if amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    batches: Iterable,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Accuracy of ``model`` (in eval mode) over ``batches``; sums over processes when distributed.
+
+    Each process evaluates its own exact shard (no padding sampler, which would count images twice).
+    Returns ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy) and ``images``.
+    """
+    was_training = model.training
+    model.eval()
+    # Sums stay on the device; one transfer at the end instead of a host sync per batch.
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    for batch in batches:
+        images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp_dtype):
+            logits = model(images)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top5 = logits.topk(k, dim=1).indices
+        hits = top5 == labels[:, None]
+        totals += torch.stack(
+            [
+                hits[:, 0].sum(),
+                hits.any(dim=1).sum(),
+                F.cross_entropy(logits, labels, reduction="sum"),
+                torch.tensor(labels.numel(), device=device),
+            ]
+        ).to(torch.float64)
+    model.train(was_training)
+    top1, top5, loss_sum, n = all_reduce_sum(totals).tolist()
+    if n == 0:
+        raise RuntimeError("the validation split yielded no images; check data.root and trainer.eval_limit")
+    return {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "loss": loss_sum / n, "images": int(n)}

@@ -1,0 +1,98 @@
+"""Probability averaging (over crops, over ensemble members), top-k correctness, bootstrap intervals.
+
+The paper (Sec. 4.2.3): softmax probabilities are averaged over a model's crops, and the ensemble
+prediction is the arithmetic mean of the members' class probabilities. Errors are in percent, as in the
+paper's Table 3 (docs/design.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+TOPK = (1, 5)  # the paper reports top-1 and top-5 error
+
+
+def crop_averaged_probs(logits: torch.Tensor, n_crops: int) -> torch.Tensor:
+    """Softmax probabilities ``[B, K]`` averaged over the ``n_crops`` consecutive crops of each image.
+
+    ``logits`` is ``[B * n_crops, K]`` with an image's crops adjacent. Softmax in float32 (the logits may
+    come from bf16 autocast).
+    """
+    probs = logits.float().softmax(dim=-1)
+    return probs.view(-1, n_crops, probs.shape[-1]).mean(dim=1)
+
+
+def ensemble_probs(member_probs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The ensemble's class probabilities: the arithmetic mean of the members' (Sec. 4.2.3)."""
+    if not member_probs:
+        raise ValueError("an ensemble needs at least one member")
+    return torch.stack(list(member_probs)).mean(dim=0)
+
+
+def topk_correct(probs: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
+    """Boolean ``[B, len(ks)]``: whether the label is among the ``k`` most probable classes.
+
+    One sorted ``topk`` serves every k, so a top-1 hit is always a top-5 hit (top-5 error <= top-1 error);
+    k is capped at the number of classes.
+    """
+    maxk = min(max(ks), probs.shape[-1])
+    top = probs.topk(maxk, dim=-1, largest=True, sorted=True).indices
+    hit = top == labels.view(-1, 1).to(top.device)
+    return torch.stack([hit[:, : min(k, maxk)].any(dim=1) for k in ks], dim=1)
+
+
+def error_percent(correct: np.ndarray) -> np.ndarray:
+    """Error (%) per column of a boolean ``[N, ...]`` correctness array."""
+    return 100.0 * (1.0 - correct.mean(axis=0))
+
+
+def bootstrap_error_ci(
+    correct: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> np.ndarray:
+    """Percentile-bootstrap confidence intervals ``[..., 2]`` (low, high) of the error (%) per column.
+
+    ``correct`` is boolean ``[N]`` or ``[N, R]`` (one column per row/metric). Every column is resampled with
+    the same image indices (a paired bootstrap), and the draws depend only on ``seed`` and ``N`` (the chunk
+    size is a function of N alone), so a model's interval is the same whether it is evaluated alone or with
+    others. Resample counts per image are built with ``bincount`` and applied as a matrix product, which
+    keeps the memory at O(chunk x N).
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    squeeze = correct.ndim == 1
+    errors = 1.0 - np.asarray(correct, dtype=np.float64).reshape(correct.shape[0], -1)
+    n = errors.shape[0]
+    if n == 0:
+        raise ValueError("no images to bootstrap")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_resamples, (1 << 22) // n))
+    stats = []
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        draws = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=size * n).reshape(size, n)
+        stats.append(counts @ errors / n)
+    stats = 100.0 * np.concatenate(stats)
+    alpha = (1.0 - level) / 2.0
+    ci = np.stack([np.quantile(stats, alpha, axis=0), np.quantile(stats, 1.0 - alpha, axis=0)], axis=-1)
+    return ci[0] if squeeze else ci
+
+
+def per_class_error(
+    correct: np.ndarray, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Error (%) per class (NaN for a class with no images) and the image count per class.
+
+    ``correct`` is boolean ``[N]`` or ``[N, R]``; the error is ``[num_classes]`` or ``[num_classes, R]``.
+    """
+    counts = np.bincount(labels, minlength=num_classes)
+    flat = np.asarray(correct, dtype=np.float64).reshape(len(labels), -1)
+    hits = np.stack(
+        [np.bincount(labels, weights=flat[:, r], minlength=num_classes) for r in range(flat.shape[1])], 1
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = 100.0 * (1.0 - hits / counts[:, None])
+    return (err[:, 0] if correct.ndim == 1 else err), counts

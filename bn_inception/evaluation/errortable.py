@@ -1,0 +1,119 @@
+"""The evaluator's table in the form of the paper's Figure 4 table, as text, Markdown, JSON and TensorBoard.
+
+Columns as the paper's: model, resolution, crops, models, top-1 error, top-5 error (errors in percent),
+each error followed by its 95% bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bn_inception.engine.runinfo import write_json_atomic
+from bn_inception.evaluation.evaluator import Row
+
+COLUMNS = ("model", "resolution", "crops", "models", "top-1 error (%)", "top-5 error (%)")
+
+
+def _err(value: float, ci: tuple[float, float]) -> str:
+    if any(math.isnan(v) for v in ci):
+        return f"{value:.2f}"
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def table_cells(rows: Sequence[Row]) -> list[list[str]]:
+    return [
+        [
+            r.name,
+            str(r.resolution),
+            str(r.crops),
+            str(r.models),
+            _err(r.top1_err, r.top1_err_ci),
+            _err(r.top5_err, r.top5_err_ci),
+        ]
+        for r in rows
+    ]
+
+
+def caption(rows: Sequence[Row], data_name: str, bootstrap: int) -> str:
+    images = rows[0].images if rows else 0
+    ci = f"; [95% bootstrap interval, {bootstrap} resamples]" if bootstrap else ""
+    return f"{data_name} validation, {images} images; errors in percent{ci}"
+
+
+def format_text(rows: Sequence[Row], caption_text: str) -> str:
+    """A fixed-width table for the console."""
+    cells = table_cells(rows)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
+    align = ["<", ">", ">", ">", ">", ">"]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(f"{v:{a}{w}}" for v, a, w in zip(values, align, widths, strict=True))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([caption_text, line(COLUMNS), rule, *(line(c) for c in cells)])
+
+
+def format_markdown(rows: Sequence[Row], caption_text: str, command: str | None = None) -> str:
+    """A Markdown table with its caption (and the command that made it, when given)."""
+    cells = table_cells(rows)
+    out = [f"| {' | '.join(COLUMNS)} |", "|---|---:|---:|---:|---:|---:|"]
+    out += [f"| {' | '.join(c)} |" for c in cells]
+    out += ["", caption_text + "."]
+    if command:
+        out += ["", f"Command: `{command}`"]
+    if any(r.per_class for r in rows):
+        out += ["", per_class_markdown(rows)]
+    return "\n".join(out) + "\n"
+
+
+def per_class_markdown(rows: Sequence[Row]) -> str:
+    """Per-class top-1 error (%), one column per row that has it."""
+    with_classes = [r for r in rows if r.per_class]
+    head = ["class", "images", *(f"{r.name} top-1 err" for r in with_classes)]
+    out = ["Per-class top-1 error (%):", "", f"| {' | '.join(head)} |", "|---|" + "---:|" * (len(head) - 1)]
+    for i, entry in enumerate(with_classes[0].per_class):
+        errs = [r.per_class[i]["top1_err"] for r in with_classes]
+        cells = [entry["class"], str(entry["images"]), *("-" if e is None else f"{e:.2f}" for e in errs)]
+        out.append(f"| {' | '.join(cells)} |")
+    return "\n".join(out)
+
+
+def write_json(path: str | Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
+    """``{"rows": [...], **meta}`` written atomically (a reader never sees half a file)."""
+    write_json_atomic(path, {"rows": [_json_safe(r.to_dict()) for r in rows], **meta})
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/Inf are not JSON: write them as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def tag(name: str) -> str:
+    """A TensorBoard-friendly tag component (no spaces or brackets)."""
+    return re.sub(r"[^\w/.-]+", "_", name).strip("_")
+
+
+def write_tensorboard(log_dir: str | Path, rows: Sequence[Row], markdown: str) -> None:
+    """Scalars ``eval/top1_err/<row>`` and ``eval/top5_err/<row>`` at the checkpoints' (latest) step, and
+    the Markdown table as text ``eval/table``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        for r in rows:
+            step = max((s for s in r.steps if s is not None), default=0)
+            writer.add_scalar(f"eval/top1_err/{tag(r.name)}", r.top1_err, global_step=step)
+            writer.add_scalar(f"eval/top5_err/{tag(r.name)}", r.top5_err, global_step=step)
+        writer.add_text("eval/table", markdown, global_step=0)
+    finally:
+        writer.close()

@@ -1,0 +1,474 @@
+"""Evaluate checkpoints alone and as an ensemble, with 1, 10 or 144 crops (Sec. 4.2.3, Figure 4's table).
+
+One pass over the data: each validation image is read and decoded once, cut into the crops every member
+needs (one crop set per distinct input size), and every member runs on the same batch. Members may differ
+in input size and normalisation (each gets the crops of its own size, normalised with its own mean/std on
+the device); members with different class lists are refused.
+
+Library code: plain arguments only; ``evaluate.py`` turns the Hydra config into these.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import glob
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from bn_inception.evaluation.ensemble import (
+    TOPK,
+    bootstrap_error_ci,
+    crop_averaged_probs,
+    ensemble_probs,
+    error_percent,
+    per_class_error,
+    topk_correct,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "best.pt"  # what a run or sweep directory is searched for (docs/design.md run dir)
+
+
+class EvaluationError(RuntimeError):
+    """A known bad input (checkpoints, data, options); the message is one line that says what to do."""
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoints_under(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob(CHECKPOINT_NAME) if p.parent.name == "checkpoints")
+
+
+def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
+    """Expand checkpoint files, globs and run/sweep directories (searched for ``*/checkpoints/best.pt``).
+
+    Files named explicitly are kept in the order given (a file given twice is evaluated twice); a glob or a
+    directory contributes its matches in sorted order. Existence of explicit files is checked on loading.
+    """
+    specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
+    if not specs:
+        raise EvaluationError(
+            "no checkpoints given; pass checkpoints=PATH, a list [a.pt,b.pt], a glob or a sweep dir"
+        )
+    found: list[Path] = []
+    for spec in map(str, specs):
+        if glob.has_magic(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                raise EvaluationError(
+                    f"checkpoints={spec} matches no file; check the pattern (quote it for the shell)"
+                )
+            for match in map(Path, matches):
+                found += _checkpoints_under(match) if match.is_dir() else [match]
+        elif Path(spec).is_dir():
+            under = _checkpoints_under(Path(spec))
+            if not under:
+                raise EvaluationError(
+                    f"checkpoints={spec} is a directory without */checkpoints/{CHECKPOINT_NAME}; pass a run "
+                    f"or sweep directory written by train.py, or the .pt files themselves"
+                )
+            found += under
+        else:
+            found.append(Path(spec))
+    return found
+
+
+def member_names(paths: Sequence[Path]) -> list[str]:
+    """Short unique row names: run directories (or bare files, without ``.pt``) relative to their common
+    parent, e.g. ``bn_x30/seed0``; one alone is named by its last component.
+
+    A checkpoint in a run's ``checkpoints/`` other than ``best.pt`` keeps its stem (``seed0:last``);
+    repeats get ``#2``, ``#3``.
+    """
+    labels, suffixes = [], []
+    for p in paths:
+        in_run = p.parent.name == "checkpoints"
+        labels.append((p.parent.parent if in_run else p.with_suffix("")).resolve())
+        suffixes.append(f":{p.stem}" if in_run and p.name != CHECKPOINT_NAME else "")
+    common = Path(os.path.commonpath(labels)) if len(set(labels)) > 1 else labels[0].parent
+    names, seen = [], {}
+    for label, suffix in zip(labels, suffixes, strict=True):
+        name = label.relative_to(common).as_posix() + suffix
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return names
+
+
+@dataclass
+class Member:
+    """One network to evaluate, with what its checkpoint says about its inputs."""
+
+    name: str
+    path: Path
+    model: nn.Module
+    input_size: int  # pixels (square)
+    mean: tuple[float, ...]  # per channel, for inputs scaled to [0, 1]
+    std: tuple[float, ...]
+    in_chans: int
+    classes: tuple[str, ...]
+    step: int | None = None  # training step of the checkpoint
+    train_config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config
+    bn_stats: str = "running"  # "running": as trained; "recomputed": Algorithm 2 population statistics
+
+
+def load_member(path: Path, name: str, device: torch.device, channels_last: bool = False) -> Member:
+    """Load a checkpoint (``weights_only``) and rebuild its network in eval mode on ``device``."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    data = ckpt.get("data")
+    if not isinstance(data, dict) or not {"input_size", "mean", "std", "classes"} <= set(data):
+        raise CheckpointError(
+            f"checkpoint {path} has no data entry (input_size, mean, std, classes); "
+            "it was not written by train.py"
+        )
+    model = model_from_checkpoint(ckpt, path).eval().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"])
+    return Member(
+        name=name,
+        path=Path(path),
+        model=model,
+        input_size=int(data["input_size"]),
+        mean=mean,
+        std=std,
+        in_chans=int(data.get("in_chans", len(mean))),
+        classes=tuple(str(c) for c in data["classes"]),
+        step=int(ckpt["step"]) if ckpt.get("step") is not None else None,
+        train_config=dict(ckpt.get("config") or {}),
+    )
+
+
+def check_members(members: Sequence[Member]) -> None:
+    """Refuse an ensemble whose members predict different class lists (their probabilities do not align)."""
+    first = members[0]
+    for m in members[1:]:
+        if m.classes != first.classes:
+            raise EvaluationError(
+                f"{m.path}: {_class_difference(m.classes, first.classes, str(first.path))}; "
+                f"an ensemble needs members trained on the same class list"
+            )
+
+
+def check_data(members: Sequence[Member], classes: Sequence[str], in_chans: int, data_name: str) -> None:
+    """Refuse members the data cannot feed: another class list, or another number of image channels."""
+    classes = tuple(str(c) for c in classes)
+    for m in members:
+        if m.classes != classes:
+            raise EvaluationError(
+                f"{m.path}: {_class_difference(m.classes, classes, f'data {data_name}')}; "
+                f"evaluate it on the dataset it was trained on (data=<name> data.root=...)"
+            )
+        if m.in_chans != in_chans:
+            raise EvaluationError(
+                f"{m.path}: the model takes {m.in_chans}-channel images but data {data_name} "
+                f"gives {in_chans}-channel ones; evaluate it on the dataset it was trained on"
+            )
+
+
+def _class_difference(a: Sequence[str], b: Sequence[str], other: str) -> str:
+    if len(a) != len(b):
+        return f"it has {len(a)} classes, {other} has {len(b)}"
+    i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    return f"its class {i} is {a[i]!r}, {other}'s is {b[i]!r}"
+
+
+# ------------------------------------------------------------------------------------------- devices
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when a GPU is visible, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise EvaluationError(f"device={device!r} is not valid; use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("device=cuda but no GPU is visible; use device=cpu or auto")
+    return torch.device(device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """``auto`` -> bf16 autocast on a GPU, none on CPU (bf16 convolutions on CPU are slower than fp32)."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    choices = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in choices:
+        raise EvaluationError(f"amp={amp!r} is not valid; use auto, bf16, fp16 or none")
+    if amp == "fp16" and device.type != "cuda":
+        raise EvaluationError("amp=fp16 needs a GPU; use amp=bf16 or none on CPU")
+    return choices[amp]
+
+
+def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
+    if value == "auto":
+        return device.type == "cuda"
+    if isinstance(value, bool):
+        return value
+    raise EvaluationError(f"channels_last={value!r} is not valid; use auto, true or false")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+
+@functools.cache
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    # Made once per device: building a CUDA tensor from a list is a blocking host-to-device copy.
+    return (
+        torch.tensor(mean, device=device).view(1, -1, 1, 1),
+        torch.tensor(std, device=device).view(1, -1, 1, 1),
+    )
+
+
+def normalise(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool
+) -> torch.Tensor:
+    """``[N, C, S, S]`` on the device, uint8 (0-255) or float (0-1) -> float32 ``(x - mean) / std``.
+
+    The same arithmetic as the data pipeline's ``normalize`` (x / 255, then per channel), done on the
+    device so the loader ships uint8 crops (4x fewer bytes).
+    """
+    mean_t, std_t = _channel_stats(tuple(mean), tuple(std), images.device)
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    x = (x - mean_t) / std_t
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+
+@dataclass
+class Predictions:
+    """Per-image results of one pass: top-1/top-5 hits per row, the labels, and the throughput."""
+
+    labels: np.ndarray  # [N] int
+    correct: dict[str, np.ndarray]  # row key -> bool [N, 2] (top-1, top-5)
+    seconds: float
+
+    @property
+    def images(self) -> int:
+        return len(self.labels)
+
+
+def member_probs(
+    members: Sequence[Member],
+    views: dict[int, torch.Tensor],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+    forward_batch: int,
+) -> list[torch.Tensor]:
+    """Each member's class probabilities ``[B, K]``, averaged over the crops of each image.
+
+    ``views`` maps an input size to uint8/float crops ``[B, crops, C, S, S]``. The crops go to the device
+    in chunks of ``forward_batch``; a chunk is moved once per input size and normalised once per
+    (size, mean, std), then shared by every member that takes it.
+    """
+    flat = {s: v.flatten(0, 1) for s, v in views.items()}  # [B * crops, C, S, S], an image's crops adjacent
+    n_crops = next(iter(views.values())).shape[1]
+    total = next(iter(flat.values())).shape[0]
+    logits: list[list[torch.Tensor]] = [[] for _ in members]
+    for lo in range(0, total, forward_batch):
+        on_device: dict[int, torch.Tensor] = {}
+        inputs: dict[tuple, torch.Tensor] = {}
+        for i, m in enumerate(members):
+            key = (m.input_size, m.mean, m.std)
+            if key not in inputs:
+                if m.input_size not in on_device:
+                    on_device[m.input_size] = flat[m.input_size][lo : lo + forward_batch].to(
+                        device, non_blocking=True
+                    )
+                inputs[key] = normalise(on_device[m.input_size], m.mean, m.std, channels_last)
+            with _autocast(device, amp_dtype):
+                logits[i].append(m.model(inputs[key]).float())
+    return [crop_averaged_probs(torch.cat(chunks), n_crops) for chunks in logits]
+
+
+@torch.no_grad()
+def predict(
+    members: Sequence[Member],
+    batches: Iterable[tuple[dict[int, torch.Tensor], torch.Tensor]],
+    ensembles: dict[str, Sequence[int]],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    forward_batch: int = 256,
+    total: int | None = None,
+    progress: bool = True,
+) -> Predictions:
+    """Run every member on every batch of crops; record each member's and each ensemble's top-k hits.
+
+    ``ensembles`` maps a row key to member indices; their class probabilities (each averaged over the
+    crops) are averaged arithmetically (Sec. 4.2.3). ``forward_batch`` bounds the crops in one forward
+    pass (144 crops x a batch of images would not fit on a GPU at once).
+    """
+    hits: dict[str, list[torch.Tensor]] = {m.name: [] for m in members} | {k: [] for k in ensembles}
+    labels_seen: list[torch.Tensor] = []
+    bar = tqdm(
+        total=total, unit="img", dynamic_ncols=True, mininterval=1.0, disable=not progress, desc="eval"
+    )
+    start = time.perf_counter()
+    for views, labels in batches:
+        if labels.shape[0] == 0:  # every image of the batch was unreadable (the loader counts them)
+            continue
+        probs = member_probs(members, views, device, amp_dtype, channels_last, forward_batch)
+        labels_dev = labels.to(device)
+        for m, p in zip(members, probs, strict=True):
+            hits[m.name].append(topk_correct(p, labels_dev).cpu())
+        for key, idx in ensembles.items():
+            hits[key].append(topk_correct(ensemble_probs([probs[i] for i in idx]), labels_dev).cpu())
+        labels_seen.append(labels.cpu())
+        bar.update(labels.shape[0])
+    bar.close()
+    seconds = time.perf_counter() - start
+    if not labels_seen:
+        raise EvaluationError("the validation split yielded no images; check data.root and limit")
+    return Predictions(
+        labels=torch.cat(labels_seen).numpy().astype(np.int64),
+        correct={k: torch.cat(v).numpy() for k, v in hits.items()},
+        seconds=seconds,
+    )
+
+
+# ------------------------------------------------------------------------------- population statistics
+
+
+def with_population_stats(
+    member: Member,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_batches: int,
+    device: torch.device,
+    channels_last: bool,
+) -> Member:
+    """A copy of ``member`` whose BN statistics are recomputed over ``num_batches`` training batches.
+
+    Algorithm 2 (steps 8-12): the inference network's BN uses the population mean E[x] = E_B[mu_B] and the
+    unbiased variance m/(m-1) E_B[sigma_B^2] over training mini-batches, instead of the moving averages
+    kept during training. ``batches`` yields uint8 ``[m, C, S, S]`` single crops of training images; they
+    are normalised here with the member's mean/std. Computed in float32 (no autocast).
+    """
+    from bn_inception import recompute_population_stats
+
+    model = copy.deepcopy(member.model)
+
+    def normalised() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in batches:
+            yield normalise(images.to(device), member.mean, member.std, channels_last), labels.to(device)
+
+    recompute_population_stats(model, normalised(), num_batches)
+    model.eval()
+    return Member(
+        **{**member.__dict__, "model": model, "name": f"{member.name} [pop]", "bn_stats": "recomputed"}
+    )
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One line of the table (Figure 4's columns) with its intervals and provenance."""
+
+    name: str
+    models: int
+    crops: int
+    resolution: int | str  # input pixels, or "mixed" for an ensemble of different input sizes
+    top1_err: float  # percent
+    top5_err: float
+    top1_err_ci: tuple[float, float]  # 95% percentile-bootstrap interval, percent
+    top5_err_ci: tuple[float, float]
+    images: int
+    bn_stats: str
+    checkpoints: list[str]
+    steps: list[int | None]
+    per_class: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["top1_err_ci"], out["top5_err_ci"] = list(self.top1_err_ci), list(self.top5_err_ci)
+        if out["per_class"] is None:
+            del out["per_class"]
+        return out
+
+
+def build_rows(
+    members: Sequence[Member],
+    ensembles: dict[str, Sequence[int]],
+    predictions: Predictions,
+    crops: int,
+    classes: Sequence[str],
+    bootstrap: int = 1000,
+    seed: int = 0,
+    per_class: bool = False,
+) -> list[Row]:
+    """Errors (%), bootstrap intervals and (optionally) per-class errors for every member and ensemble."""
+    # Each ensemble's row follows its last member's: members, ensemble, [pop] members, ensemble [pop].
+    order = [(i, 0, m.name, [i]) for i, m in enumerate(members)]
+    order += [(max(idx), 1, key, list(idx)) for key, idx in ensembles.items()]
+    groups = [(key, [members[i] for i in idx]) for _, _, key, idx in sorted(order, key=lambda o: o[:2])]
+    keys = [key for key, _ in groups]
+    stacked = np.concatenate(
+        [predictions.correct[k] for k in keys], axis=1
+    )  # [N, 2 * rows], paired resampling
+    errors = error_percent(stacked).reshape(len(keys), len(TOPK))
+    cis = bootstrap_error_ci(stacked, bootstrap, seed).reshape(len(keys), len(TOPK), 2) if bootstrap else None
+    rows = []
+    for r, (key, group) in enumerate(groups):
+        sizes = {m.input_size for m in group}
+        table = None
+        if per_class:
+            err, counts = per_class_error(predictions.correct[key], predictions.labels, len(classes))
+            table = [
+                {"class": str(c), "images": int(n), "top1_err": _finite(e[0]), "top5_err": _finite(e[1])}
+                for c, n, e in zip(classes, counts, err, strict=True)
+            ]
+        rows.append(
+            Row(
+                name=key,
+                models=len(group),
+                crops=crops,
+                resolution=sizes.pop() if len(sizes) == 1 else "mixed",
+                top1_err=float(errors[r, 0]),
+                top5_err=float(errors[r, 1]),
+                top1_err_ci=tuple(map(float, cis[r, 0])) if cis is not None else (float("nan"),) * 2,
+                top5_err_ci=tuple(map(float, cis[r, 1])) if cis is not None else (float("nan"),) * 2,
+                images=predictions.images,
+                bn_stats=group[0].bn_stats,
+                checkpoints=[str(m.path) for m in group],
+                steps=[m.step for m in group],
+                per_class=table,
+            )
+        )
+    return rows
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def ensemble_groups(members: Sequence[Member]) -> dict[str, list[int]]:
+    """The ensembles to report: the as-trained members, and the recomputed-statistics ones (>= 2 each)."""
+    groups: dict[str, list[int]] = {}
+    for stats, key in (("running", "ensemble"), ("recomputed", "ensemble [pop]")):
+        idx = [i for i, m in enumerate(members) if m.bn_stats == stats]
+        if len(idx) >= 2:
+            groups[key] = idx
+    return groups

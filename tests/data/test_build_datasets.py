@@ -1,0 +1,81 @@
+"""build_datasets from the data config files: every key is accepted, bad values fail early."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bn_inception.data import DataSplits, build_datasets, imagenet100_classes
+
+
+def _config(repo, name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(repo / "configs" / "data" / f"{name}.yaml"))
+
+
+def test_every_config_key_has_a_comment(repo):
+    for path in sorted((repo / "configs" / "data").glob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if line and not line.startswith((" ", "#")) and not line.startswith("name:"):
+                assert "#" in line, f"{path.name}: {line}"
+
+
+@pytest.mark.parametrize("name", ["imagenet", "imagenet_subset", "synthetic", "fashion_mnist"])
+def test_each_data_config_builds_with_all_its_keys(repo, name, make_tree, idx_root, tmp_path, monkeypatch):
+    cfg = OmegaConf.load(repo / "configs" / "data" / f"{name}.yaml")  # as Hydra passes it (ListConfig values)
+    assert cfg.name == name
+    overrides = {"input_size": 16}
+    if name == "imagenet":
+        overrides["root"] = str(make_tree(num_classes=3).root)
+    elif name == "imagenet_subset":
+        tree = make_tree(
+            wnids=imagenet100_classes(), train_per_class=2, val_per_class=1, min_size=16, max_size=20
+        )
+        overrides.update(root=str(tree.root), images_per_class=1, manifest=str(tmp_path / "manifest.tsv"))
+    elif name == "fashion_mnist":
+        overrides["root"] = str(idx_root)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        overrides.update(num_classes=3, train_per_class=4, val_per_class=2)
+    splits = build_datasets(**{**cfg, **overrides}, seed=0)
+    assert isinstance(splits, DataSplits) and splits.name == name and splits.input_size == 16
+    assert (
+        splits.num_classes == len(splits.classes) and len(splits.mean) == len(splits.std) == splits.in_chans
+    )
+    assert splits.loader["shuffle"] == cfg.shuffle and splits.loader["workers"] == cfg.workers
+    x, y = splits.train[0]
+    assert x.shape == (splits.in_chans, 16, 16) and x.dtype == torch.float32 and 0 <= y < splits.num_classes
+    assert splits.val[0][0].shape == (splits.in_chans, 16, 16)
+    if name == "imagenet_subset":
+        assert (
+            splits.num_classes == 100 and len(splits.train) == 100 and (tmp_path / "manifest.tsv").is_file()
+        )
+    if name == "synthetic":
+        assert len(list((tmp_path / "cache" / "bn_inception" / "synthetic").iterdir())) == 1
+
+
+def test_training_augmentation_follows_seed_epoch_and_index(idx_root):
+    a = build_datasets("fashion_mnist", root=str(idx_root), input_size=28, seed=0)
+    b = build_datasets("fashion_mnist", root=str(idx_root), input_size=28, seed=0)
+    c = build_datasets("fashion_mnist", root=str(idx_root), input_size=28, seed=1)
+    assert torch.equal(a.train[(3, 1)][0], b.train[(3, 1)][0])
+    assert not torch.equal(a.train[(3, 1)][0], a.train[(3, 2)][0])
+    assert not torch.equal(a.train[(3, 1)][0], c.train[(3, 1)][0])
+    assert torch.equal(a.val[3][0], c.val[3][0])  # evaluation is deterministic
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"name": "cifar"}, "unknown dataset 'cifar'"),
+        ({"val_labels": "x"}, "data=fashion_mnist does not take 'val_labels'"),
+        ({"distortion": "heavy"}, "distortion must be one of full, reduced, none"),
+        ({"shuffle": "thorough"}, "shuffle must be one of global, shard"),
+        ({"crop_scale": [0.5, 2.0]}, "at most 1.0"),
+        ({"crop_ratio": [1.5, 1.0]}, "low <= high"),
+    ],
+)
+def test_bad_values_fail_at_build_time(idx_root, bad, message):
+    kwargs = {"name": "fashion_mnist", "root": str(idx_root), **bad}
+    with pytest.raises(ValueError, match=message):
+        build_datasets(**kwargs, seed=0)

@@ -1,0 +1,77 @@
+import errno
+import os
+import pickle
+
+import pytest
+import torch
+
+from bn_inception.engine import checkpoint as ckpt_mod
+from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def _state(value: float) -> dict:
+    return {"model": {"w": torch.full((3,), value)}, "step": int(value), "config": {"name": "x", "lr": 0.1}}
+
+
+def test_roundtrip_with_weights_only(tmp_path):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(_state(1.0), path)
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 1 and torch.equal(loaded["model"]["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(_state(1.0), path)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.os, "fsync", disk_full)
+    with pytest.raises(CheckpointError, match="free some disk space"):
+        save_checkpoint(_state(2.0), path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # the same payload as a plain pickle file
+    path.write_bytes(pickle.dumps({"model": _Payload(str(marker))}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+def test_corrupt_missing_or_truncated_files_give_one_line_errors(tmp_path, content):
+    path = tmp_path / "c.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(3.0), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path)

@@ -1,0 +1,81 @@
+"""The experiment configs say what the paper's variant table says (training.md), for every dataset."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from bn_inception.engine.cli import register_resolvers
+
+register_resolvers()
+
+# The paper's table (Sec. 4.2.2 / 4.2.1): norm, act, lr, dropout, weight decay (x w), decay speed-up,
+# LRN, shuffling, distortions.
+PAPER = {
+    "inception": ("none", "relu", 0.0015, 0.4, 1.0, 1, True, "shard", "full"),
+    "bn_baseline": ("batch", "relu", 0.0015, 0.4, 1.0, 1, True, "shard", "full"),
+    "bn_x5": ("batch", "relu", 0.0075, 0.0, 0.2, 6, False, "global", "reduced"),
+    "bn_x30": ("batch", "relu", 0.045, 0.0, 0.2, 6, False, "global", "reduced"),
+    "bn_x5_sigmoid": ("batch", "sigmoid", 0.0075, 0.0, 0.2, 6, False, "global", "reduced"),
+}
+
+
+def _compose(repo, overrides):
+    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=False)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("data", ["fashion_mnist", "imagenet"])
+@pytest.mark.parametrize("variant", list(PAPER))
+def test_variant_matches_the_paper(repo, variant, data):
+    cfg = _compose(repo, [f"experiment={variant}", f"data={data}"])
+    norm, act, lr, drop, wd_factor, speedup, lrn, shuffle, distortion = PAPER[variant]
+    assert cfg["name"] == variant
+    assert cfg["model"]["norm"] == norm and cfg["model"]["act"] == act
+    assert cfg["optim"]["lr"] == pytest.approx(lr)
+    assert cfg["model"]["drop_rate"] == pytest.approx(drop)
+    assert cfg["optim"]["weight_decay"] == pytest.approx(cfg["optim"]["base_weight_decay"] * wd_factor)
+    assert cfg["schedule"]["speedup"] == speedup
+    assert cfg["model"]["lrn"] is lrn
+    assert cfg["data"]["shuffle"] == shuffle and cfg["data"]["distortion"] == distortion
+    assert cfg["trainer"]["batch_size"] == 32 and cfg["optim"]["momentum"] == pytest.approx(0.9)
+
+
+def test_default_run_is_bn_x5_on_fashion_mnist(repo):
+    cfg = _compose(repo, [])
+    assert cfg["name"] == "bn_x5" and cfg["data"]["name"] == "fashion_mnist"
+
+
+def test_lr_override_wins_over_the_multiplier(repo):
+    assert _compose(repo, ["experiment=bn_x30", "optim.lr=0.01"])["optim"]["lr"] == 0.01
+    assert _compose(repo, ["experiment=bn_x30", "optim.base_lr=0.001"])["optim"]["lr"] == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("member", [f"ensemble_m{i}" for i in range(1, 7)])
+def test_ensemble_members_are_bn_x30_with_the_sec_423_changes(repo, member):
+    cfg = _compose(repo, [f"experiment={member}"])
+    assert cfg["optim"]["lr"] == pytest.approx(0.045) and cfg["model"]["norm"] == "batch"
+    assert cfg["model"]["drop_rate"] in (0.05, 0.10)
+    assert cfg["model"]["init_scale"] > 1.0 or cfg["model"]["last_bn"] or cfg["model"]["drop_rate"] > 0
+
+
+def test_mnist_figure1_is_the_sec_41_setup(repo):
+    cfg = _compose(repo, ["experiment=mnist_figure1"])
+    assert cfg["model"] == {"name": "bn_mlp", "norm": "none"}
+    assert cfg["trainer"]["batch_size"] == 60 and cfg["trainer"]["max_steps"] == 50_000
+    assert cfg["name"] == "mnist_figure1_none"
+    assert _compose(repo, ["experiment=mnist_figure1", "model.norm=batch"])["name"] == "mnist_figure1_batch"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.max_step=10"], "max_step"),
+        (["experiment=bn_x50"], "bn_x50"),
+        (["data=imagenet21k"], "imagenet21k"),
+    ],
+)
+def test_typos_fail_at_compose_time(repo, overrides, message):
+    with pytest.raises(ConfigCompositionException, match=message):
+        _compose(repo, overrides)

@@ -1,0 +1,102 @@
+"""Ensemble arithmetic (Sec. 4.2.3), top-k errors and bootstrap intervals."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bn_inception.evaluation.ensemble import (
+    bootstrap_error_ci,
+    crop_averaged_probs,
+    ensemble_probs,
+    error_percent,
+    per_class_error,
+    topk_correct,
+)
+
+
+def softmax(row):
+    e = [math.exp(v) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def test_crop_average_then_member_mean_matches_a_hand_computation():
+    # Two members, two images, two crops each, three classes; an image's crops are adjacent.
+    a = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
+    b = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [5.0, 0.0, 0.0]])
+    pa, pb = crop_averaged_probs(a, 2), crop_averaged_probs(b, 2)
+
+    def by_hand(logits, image):
+        c0, c1 = softmax(logits[2 * image].tolist()), softmax(logits[2 * image + 1].tolist())
+        return [(x + y) / 2 for x, y in zip(c0, c1, strict=True)]
+
+    for image in range(2):
+        ha, hb = by_hand(a, image), by_hand(b, image)
+        assert pa[image].tolist() == pytest.approx(ha, abs=1e-6)
+        expected = [(x + y) / 2 for x, y in zip(ha, hb, strict=True)]
+        assert ensemble_probs([pa, pb])[image].tolist() == pytest.approx(expected, abs=1e-6)
+    # Image 0: by hand the ensemble's most probable class is 1 (member a says 0 or 1, b says 1).
+    assert ensemble_probs([pa, pb])[0].argmax().item() == 1
+
+
+def test_ensemble_of_one_model_twice_is_the_model():
+    p = crop_averaged_probs(torch.randn(40, 7), 4)
+    assert torch.allclose(ensemble_probs([p, p]), p)
+
+
+def test_ensemble_is_the_mean_of_probabilities_not_logits():
+    # Mean of logits would pick class 0 (mean logit 5 vs 4.5); mean of probabilities picks class 1.
+    a = torch.tensor([[10.0, 9.0]])
+    b = torch.tensor([[0.0, 0.0]])
+    logit_mean = (a + b) / 2
+    assert logit_mean.argmax().item() == 0
+    p = ensemble_probs([crop_averaged_probs(a, 1), crop_averaged_probs(b, 1)])
+    assert p.tolist()[0] == pytest.approx([(softmax([10, 9])[0] + 0.5) / 2, (softmax([10, 9])[1] + 0.5) / 2])
+
+
+def test_topk_correct_and_top5_error_never_above_top1():
+    g = torch.Generator().manual_seed(0)
+    for classes in (3, 10, 100):
+        probs = torch.rand(500, classes, generator=g).softmax(-1)
+        labels = torch.randint(0, classes, (500,), generator=g)
+        correct = topk_correct(probs, labels).numpy()
+        top1_err, top5_err = error_percent(correct)
+        assert top5_err <= top1_err
+        assert (correct[:, 1] >= correct[:, 0]).all()  # every top-1 hit is a top-5 hit
+        assert correct[:, 0].tolist() == (probs.argmax(-1) == labels).tolist()
+    assert error_percent(topk_correct(torch.eye(3), torch.tensor([0, 1, 2])).numpy()).tolist() == [0.0, 0.0]
+    # Label ranked 3rd: a top-1 miss, a top-5 hit.
+    assert topk_correct(torch.tensor([[0.5, 0.3, 0.2, 0.0, 0.0, 0.0]]), torch.tensor([2])).tolist() == [
+        [False, True]
+    ]
+
+
+def test_bootstrap_ci_contains_the_estimate_is_deterministic_and_has_the_binomial_width():
+    rng = np.random.default_rng(1)
+    correct = rng.random((4000, 2)) < [0.7, 0.9]  # two columns: ~30% and ~10% error
+    point = error_percent(correct)
+    ci = bootstrap_error_ci(correct, n_resamples=500, seed=0)
+    assert ci.shape == (2, 2)
+    assert ((ci[:, 0] <= point) & (point <= ci[:, 1])).all()
+    assert np.array_equal(ci, bootstrap_error_ci(correct, n_resamples=500, seed=0))
+    assert not np.array_equal(ci, bootstrap_error_ci(correct, n_resamples=500, seed=1))
+    # The width matches the normal approximation 2 * 1.96 * sqrt(p (1 - p) / n) to within 15%.
+    p = point / 100
+    expected = 100 * 2 * 1.96 * np.sqrt(p * (1 - p) / len(correct))
+    assert np.allclose(ci[:, 1] - ci[:, 0], expected, rtol=0.15)
+    # A column's interval does not depend on which other columns are resampled with it.
+    assert np.array_equal(bootstrap_error_ci(correct[:, 1], n_resamples=500, seed=0), ci[1])
+
+
+def test_bootstrap_ci_of_a_perfect_model_is_zero():
+    assert bootstrap_error_ci(np.ones(50, dtype=bool), n_resamples=100).tolist() == [0.0, 0.0]
+
+
+def test_per_class_error_by_hand():
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    correct = np.array([True, False, True, True, False, True])
+    err, counts = per_class_error(correct, labels, num_classes=4)
+    assert counts.tolist() == [2, 3, 1, 0]
+    assert err[:3].tolist() == pytest.approx([50.0, 100 / 3, 0.0])
+    assert np.isnan(err[3])

@@ -1,0 +1,327 @@
+"""evaluate.py end to end, as a user runs it, on a tiny synthetic ImageNet tree; and its refusals.
+
+The checkpoints are made here with a tiny model (the Sec. 4.1 MLP at 16 px, with BN) in the documented
+checkpoint format (docs/design.md); the data config they record points at the generated tree, so no
+``data=`` is needed on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import bn_inception  # noqa: F401  (registers the models)
+from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet
+from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint
+from bn_inception.engine.validate import validate
+from bn_inception.evaluation.ensemble import crop_averaged_probs, ensemble_probs, error_percent, topk_correct
+from bn_inception.evaluation.evaluator import (
+    EvaluationError,
+    Member,
+    check_members,
+    find_checkpoints,
+    load_member,
+    member_names,
+    normalise,
+    predict,
+    with_population_stats,
+)
+from bn_inception.evaluation.pipeline import (
+    EvalOptions,
+    MultiCropImages,
+    evaluate_checkpoints,
+    resolve_data_kwargs,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+INPUT = 16
+CLASSES = 8
+
+
+def make_checkpoint(path: Path, splits, data_cfg: dict, seed: int, prefix: str = "", classes=None) -> Path:
+    """A checkpoint in train.py's format: a bn_mlp with BN whose running statistics were updated a little."""
+    classes = list(classes or splits.classes)
+    torch.manual_seed(seed)
+    kwargs = {"num_classes": len(classes), "in_chans": 3, "img_size": INPUT, "norm": "batch"}
+    model = timm.create_model("bn_mlp", **kwargs)
+    model.train()
+    with torch.no_grad():  # a few training-mode passes so the running averages are not the defaults
+        for images, _ in build_eval_loader(splits.train, batch_size=16, workers=0):
+            model(images)
+    state = {prefix + k: v for k, v in model.state_dict().items()}  # DDP/compile prefixes must load too
+    data = {
+        "input_size": INPUT,
+        "mean": list(splits.mean),
+        "std": list(splits.std),
+        "classes": classes,
+        "in_chans": 3,
+    }
+    ckpt = {
+        "model": state, "optimizer": {}, "step": 100 + seed, "best_top1": 0.0, "model_name": "bn_mlp",
+        "model_kwargs": kwargs, "data": data, "config": {"name": f"m{seed}", "data": data_cfg,
+                                                        "trainer": {"batch_size": 8}},
+    }  # fmt: skip
+    save_checkpoint(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    make_synthetic_imagenet(root / "data", num_classes=CLASSES, train_per_class=4, val_per_class=4,
+                            min_size=20, max_size=40, seed=0)  # fmt: skip
+    data_cfg = {"name": "synthetic", "root": str(root / "data"), "input_size": INPUT, "workers": 0}
+    splits = build_datasets(**data_cfg, seed=0)
+    runs = root / "sweep"
+    a = make_checkpoint(runs / "m1" / "seed0" / "checkpoints" / "best.pt", splits, data_cfg, seed=1)
+    b = make_checkpoint(
+        runs / "m2" / "seed0" / "checkpoints" / "best.pt", splits, data_cfg, seed=2, prefix="module."
+    )
+    other_classes = [f"n{i:08d}" for i in range(CLASSES)]
+    other = make_checkpoint(
+        root / "other.pt", splits, data_cfg, seed=3, prefix="_orig_mod.", classes=other_classes
+    )
+    return {
+        "root": root,
+        "splits": splits,
+        "data_cfg": data_cfg,
+        "a": a,
+        "b": b,
+        "runs": runs,
+        "other": other,
+    }
+
+
+def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "evaluate.py"), "progress=false", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def reference_rows(world) -> dict[str, tuple[float, float]]:
+    """Errors (%) as training-time validation computes them; the ensemble from the same probabilities."""
+    splits = world["splits"]
+    models = []
+    for key in ("a", "b"):
+        member = load_member(world[key], key, torch.device("cpu"))
+        models.append(member.model)
+    out = {}
+    for key, model in zip(("m1/seed0", "m2/seed0"), models, strict=True):
+        metrics = validate(
+            model, build_eval_loader(splits.val, batch_size=64, workers=0), torch.device("cpu")
+        )
+        out[key] = (100 - metrics["top1"], 100 - metrics["top5"])
+    images, labels = next(iter(build_eval_loader(splits.val, batch_size=1000, workers=0)))
+    with torch.no_grad():
+        probs = [crop_averaged_probs(m(images), 1) for m in models]
+    out["ensemble"] = tuple(error_percent(topk_correct(ensemble_probs(probs), labels).numpy()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_crop_run(world):
+    out = world["root"] / "eval" / "table.json"
+    proc = run_cli(f"checkpoints={world['runs']}", f"output={out}", f"tb_dir={world['root'] / 'tb'}",
+                   "per_class=true", "population_stats=2", "bootstrap=200")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(out.read_text()), out
+
+
+def test_single_crop_table_matches_training_time_validation(world, single_crop_run):
+    proc, table, _ = single_crop_run
+    rows = {r["name"]: r for r in table["rows"]}
+    assert list(rows) == [
+        "m1/seed0",
+        "m2/seed0",
+        "ensemble",
+        "m1/seed0 [pop]",
+        "m2/seed0 [pop]",
+        "ensemble [pop]",
+    ]
+    for name, (top1_err, top5_err) in reference_rows(world).items():
+        assert rows[name]["top1_err"] == pytest.approx(top1_err, abs=1e-9), name
+        assert rows[name]["top5_err"] == pytest.approx(top5_err, abs=1e-9), name
+    for r in table["rows"]:
+        assert r["crops"] == 1 and r["resolution"] == INPUT and r["images"] == CLASSES * 4
+        assert r["top5_err"] <= r["top1_err"]
+        for metric in ("top1_err", "top5_err"):
+            lo, hi = r[f"{metric}_ci"]
+            assert lo <= r[metric] <= hi
+        assert len(r["per_class"]) == CLASSES and sum(c["images"] for c in r["per_class"]) == r["images"]
+    assert rows["ensemble"]["models"] == 2 and rows["m1/seed0"]["models"] == 1
+    assert rows["m2/seed0"]["steps"] == [102] and rows["m1/seed0 [pop]"]["bn_stats"] == "recomputed"
+    assert table["bootstrap"]["resamples"] == 200 and table["data"]["name"] == "synthetic"
+    # The console shows the same table.
+    assert "ensemble [pop]" in proc.stdout and f"{rows['ensemble']['top1_err']:.2f}" in proc.stdout
+
+
+def test_markdown_and_tensorboard_outputs(world, single_crop_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, table, out = single_crop_run
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown.startswith("| model | resolution | crops | models | top-1 error (%) | top-5 error (%) |")
+    assert "| ensemble | 16 | 1 | 2 |" in markdown and "Per-class top-1 error" in markdown
+    acc = EventAccumulator(str(world["root"] / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert "eval/top1_err/ensemble" in acc.Tags()["scalars"]
+    ens = next(r for r in table["rows"] if r["name"] == "ensemble")
+    assert acc.Scalars("eval/top1_err/ensemble")[0].value == pytest.approx(ens["top1_err"])
+
+
+def test_144_crops_of_a_glob_with_a_limit(world):
+    out = world["root"] / "eval144.json"
+    glob = str(world["runs"] / "*" / "seed0" / "checkpoints" / "best.pt")
+    proc = run_cli(f"checkpoints='{glob}'", "crops=144", "limit=5", f"output={out}", "bootstrap=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["m1/seed0", "m2/seed0", "ensemble"]
+    assert all(r["crops"] == 144 and r["images"] == 5 for r in rows)
+    assert rows[0]["top1_err_ci"] == [None, None]  # bootstrap=0: no intervals
+
+
+def test_malicious_checkpoint_is_refused_and_its_payload_never_runs(world, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Payload(), "model_name": "bn_mlp"}, evil)
+    proc = run_cli(f"checkpoints=[{world['a']},{evil}]")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
+    assert (
+        proc.stderr.startswith("error: checkpoint") and str(evil) in proc.stderr and "refused" in proc.stderr
+    )
+    assert not marker.exists()
+    assert "top-1 error" not in proc.stdout  # no table at all
+
+
+def test_members_with_different_classes_are_refused_with_one_line(world):
+    proc = run_cli(f"checkpoints=[{world['a']},{world['other']}]")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {world['other']}") and "same class list" in line
+    assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{root}/nothing/*.pt", "matches no file"),
+        ("{root}/data", "is a directory without */checkpoints/best.pt"),
+        ("{root}/missing.pt", "does not exist"),
+        ("{root}/corrupt.pt", "is corrupt or truncated"),
+    ],
+)
+def test_bad_checkpoint_specs_are_one_line_errors(world, spec, message):
+    (world["root"] / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises((EvaluationError, CheckpointError), match=message.replace("*", r"\*")) as info:
+        evaluate_checkpoints(spec.format(root=world["root"]), EvalOptions(progress=False))
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_option_value_is_a_one_line_error(world):
+    with pytest.raises(EvaluationError, match="crops=5 is not valid; use one of 1, 10, 144"):
+        evaluate_checkpoints(str(world["a"]), EvalOptions(crops=5))
+    with pytest.raises(EvaluationError, match="device='tpu' is not valid"):
+        evaluate_checkpoints(str(world["a"]), EvalOptions(device="tpu"))
+
+
+def test_ensemble_of_the_same_checkpoint_twice_is_that_model(world):
+    report = evaluate_checkpoints(
+        [str(world["a"]), str(world["a"])], EvalOptions(progress=False, bootstrap=50)
+    )
+    alone, again, ensemble = report.rows
+    assert (alone.name, again.name) == ("seed0", "seed0#2")
+    assert (ensemble.top1_err, ensemble.top5_err) == (alone.top1_err, alone.top5_err)
+    assert ensemble.top1_err_ci == alone.top1_err_ci  # paired bootstrap: the same resamples
+
+
+def test_one_pass_feeds_members_of_different_sizes_and_normalisations():
+    """Members see their own crops and normalisation; the ensemble averages their probabilities."""
+    torch.manual_seed(0)
+    small = timm.create_model("bn_mlp", num_classes=5, in_chans=3, img_size=8).eval()
+    large = timm.create_model("bn_mlp", num_classes=5, in_chans=3, img_size=12).eval()
+    classes = tuple("abcde")
+    members = [
+        Member("s", Path("s.pt"), small, 8, (0.5,) * 3, (0.25,) * 3, 3, classes),
+        Member("l", Path("l.pt"), large, 12, (0.4,) * 3, (0.2,) * 3, 3, classes),
+    ]
+    g = torch.Generator().manual_seed(0)
+    views = {8: torch.randint(0, 256, (6, 10, 3, 8, 8), dtype=torch.uint8, generator=g),
+             12: torch.randint(0, 256, (6, 10, 3, 12, 12), dtype=torch.uint8, generator=g)}  # fmt: skip
+    labels = torch.randint(0, 5, (6,), generator=g)
+    preds = predict(members, [(views, labels)], {"ensemble": [0, 1]}, torch.device("cpu"), forward_batch=7,
+                    progress=False)  # fmt: skip
+
+    def by_hand(model, x, mean, std):
+        x = (x.flatten(0, 1).float() / 255 - mean) / std
+        with torch.no_grad():
+            return model(x).softmax(-1).view(6, 10, 5).mean(1)
+
+    ps, pl = by_hand(small, views[8], 0.5, 0.25), by_hand(large, views[12], 0.4, 0.2)
+    assert np.array_equal(preds.correct["s"], topk_correct(ps, labels).numpy())
+    assert np.array_equal(preds.correct["l"], topk_correct(pl, labels).numpy())
+    assert np.array_equal(preds.correct["ensemble"], topk_correct((ps + pl) / 2, labels).numpy())
+
+
+def test_checkpoint_discovery_and_names(world):
+    found = find_checkpoints(str(world["runs"]))
+    assert found == [world["a"], world["b"]]
+    assert member_names(found) == ["m1/seed0", "m2/seed0"]
+    assert member_names([world["a"]]) == ["seed0"]
+    assert member_names([world["a"], world["root"] / "other.pt"]) == ["sweep/m1/seed0", "other"]
+    last = world["a"].with_name("last.pt")
+    assert member_names([world["a"], last, world["a"]]) == ["seed0", "seed0:last", "seed0#2"]
+    with pytest.raises(EvaluationError, match="no checkpoints given"):
+        find_checkpoints([])
+
+
+def test_members_must_share_classes(world):
+    a = load_member(world["a"], "a", torch.device("cpu"))
+    other = load_member(world["other"], "o", torch.device("cpu"))
+    with pytest.raises(EvaluationError, match=r"its class 0 is 'n00000000'.*same class list"):
+        check_members([a, other])
+
+
+def test_data_config_falls_back_to_the_checkpoints_record():
+    recorded = {"name": "imagenet", "root": "/old", "input_size": 224, "workers": 8}
+    assert resolve_data_kwargs(None, {"root": "/new"}, recorded, "x.pt") == {**recorded, "root": "/new"}
+    assert resolve_data_kwargs(None, {"root": None}, recorded, "x.pt") == recorded
+    chosen = {"name": "synthetic", "root": None}
+    assert resolve_data_kwargs(chosen, {"root": None}, recorded, "x.pt") == chosen
+    with pytest.raises(EvaluationError, match="x.pt records no data config; pass data=<name>"):
+        resolve_data_kwargs(None, {}, None, "x.pt")
+
+
+def test_population_stats_follow_algorithm_2_on_a_copy(world):
+    """The recomputed first-layer BN mean is the average of the batch means of W u over the training
+    batches (Algorithm 2), with u normalised as the member's data; the evaluated member stays as trained."""
+    splits = world["splits"]
+    member = load_member(world["a"], "a", torch.device("cpu"))
+    before = {k: v.clone() for k, v in member.model.state_dict().items()}
+    loader = build_eval_loader(MultiCropImages(splits.train, 1, [INPUT]), batch_size=8, workers=0, limit=16)
+    batches = [(views[INPUT][:, 0], labels) for views, labels in loader]
+    pop = with_population_stats(member, iter(batches), 2, torch.device("cpu"), channels_last=False)
+
+    assert pop.bn_stats == "recomputed" and pop.name == "a [pop]" and pop.model is not member.model
+    assert all(torch.equal(v, member.model.state_dict()[k]) for k, v in before.items())
+    layer = member.model.hidden[0]
+    with torch.no_grad():
+        means = [
+            layer.fc(normalise(x, member.mean, member.std, False).flatten(1)).mean(0) for x, _ in batches
+        ]
+    expected = torch.stack(means).mean(0)
+    assert torch.allclose(pop.model.hidden[0].bn.running_mean, expected, atol=1e-5)
+    assert not torch.allclose(layer.bn.running_mean, expected, atol=1e-3)
