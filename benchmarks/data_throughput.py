@@ -4,22 +4,23 @@
     python benchmarks/data_throughput.py --input-size 128 --workers 4 --repeats 5
 
 Both pipelines read the same generated ImageNet-sized JPEGs (500x375, a quarter portrait, noise added so
-files are ~100 KB like ImageNet's ~110 KB average), with the same workers, batch size and output size, and
-produce float32 normalised batches:
+files are ~100 KB like ImageNet's ~110 KB average), with the same workers, batch size and output size:
 
 - baseline: ``ImageFolder`` + ``RandomResizedCrop(size)`` + ``RandomHorizontalFlip`` + ``ToTensor`` +
-  ``Normalize``, ``DataLoader(shuffle=True, drop_last=True, persistent_workers=True)``;
+  ``Normalize``, ``DataLoader(shuffle=True, drop_last=True, persistent_workers=True)``: float32
+  normalised batches;
 - ours: ``build_datasets("imagenet", ...)`` + ``build_train_loader`` with ``distortion=none`` (the same
-  work as the baseline) and ``distortion=full`` (plus the Sec. 4.2.1 colour distortions).
+  work as the baseline) and ``distortion=full`` (plus the Sec. 4.2.1 colour distortions): uint8 batches,
+  normalised on the training device by ``to_model_input`` (on a GPU one fused kernel; its CPU cost is
+  printed separately).
 
 Runs alternate between pipelines and the median of ``--repeats`` timings is reported. Per-core throughput
 is images per CPU-second of the loader's processes (workers + main, from /proc), which stays put when
 other processes share the cores; wall-clock images/s is shown too. Equivalence of the
 outputs: per-channel mean/std of the output pixels and mean |horizontal gradient| over one epoch of each
-pipeline (a resampling-sharpness check), quantiles of the crop area fraction, and the same crop boxes
-pushed through both resamplers (pixel difference, sharpness ratio, how many were decoded at reduced JPEG
-scale). Prints a
-self-contained Markdown table.
+pipeline (a resampling-sharpness check), ours after ``to_model_input`` with the same mean/std, quantiles of
+the crop area fraction, and the same crop boxes pushed through both resamplers (pixel difference,
+sharpness ratio, how many were decoded at reduced JPEG scale). Prints a self-contained Markdown table.
 """
 
 from __future__ import annotations
@@ -41,11 +42,17 @@ from torchvision import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bn_inception.data import build_datasets, build_train_loader, make_synthetic_imagenet  # noqa: E402
+from bn_inception.data import (  # noqa: E402
+    build_datasets,
+    build_train_loader,
+    make_synthetic_imagenet,
+    to_model_input,
+)
 from bn_inception.data.build import cache_dir  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BASELINE_STEP = "baseline: ImageFolder loader + RRC + flip + ToTensor + Normalize"
+NORMALISE_STEP = "ours: to_model_input on the CPU (on a GPU: one fused kernel there, not in the workers)"
 
 
 def make_images(folder: Path, count: int, noise: float, quality: int) -> Path:
@@ -133,9 +140,14 @@ def time_batches(batches, count: int, warmup: int) -> tuple[float, float]:
     return images / wall, images / max(cpu, 1e-9)
 
 
+def model_input(x: torch.Tensor) -> torch.Tensor:
+    """What the model receives: ours (uint8) normalised by to_model_input; the baseline's is already."""
+    return to_model_input(x, MEAN, STD, "cpu") if x.dtype == torch.uint8 else x
+
+
 def epoch_stats(batches, count: int) -> dict[str, str]:
-    """Per-channel mean/std of the output pixels (back in [0, 1]) and mean |horizontal gradient| over
-    ``count`` batches: one epoch, so both pipelines are measured on the same images."""
+    """Per-channel mean/std of the model inputs (de-normalised back to [0, 1]) and mean |horizontal
+    gradient| over ``count`` batches: one epoch, so both pipelines are measured on the same images."""
     total, total_sq, grad, pixels = (
         torch.zeros(3, dtype=torch.float64),
         torch.zeros(3, dtype=torch.float64),
@@ -144,7 +156,7 @@ def epoch_stats(batches, count: int) -> dict[str, str]:
     )
     for _ in range(count):
         x, _ = next(batches)
-        x = x.double() * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+        x = model_input(x).double() * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
         total += x.sum(dim=(0, 2, 3))
         total_sq += (x * x).sum(dim=(0, 2, 3))
         grad += (x[..., 1:] - x[..., :-1]).abs().mean().item() / count
@@ -200,6 +212,10 @@ def single_core_breakdown(
         with PIL.Image.open(path) as img:
             img.load()
 
+    ready = [splits["none"].train.load_batch([(j, 0) for j in range(batch_size)])[0]] * (
+        len(paths) // batch_size
+    )
+
     steps = {
         BASELINE_STEP: lambda: [baseline[i] for i in range(len(paths))],
         "ours, distortion=none (per image of a batch)": lambda: [
@@ -211,6 +227,7 @@ def single_core_breakdown(
             for b in range(0, len(paths), batch_size)
         ],
         "Pillow full-size JPEG decode alone": lambda: [decode(p) for p in paths],
+        NORMALISE_STEP: lambda: [to_model_input(x, MEAN, STD, "cpu") for x in ready],
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
@@ -241,7 +258,7 @@ def resampling_agreement(splits: dict, size: int, samples: int = 64) -> dict[str
         tensor, (top, left, h, w) = load_image_region(
             train.paths[index], lambda h, w, box=box: box, lambda h, w: (size, size)
         )
-        reduced += tensor.shape[1] < height
+        reduced += tensor.shape[2] < width  # rows below the crop may be left out; columns only by scale
         ours = resized_crop(tensor, round(top), round(left), round(h), round(w), size)
         ours = ours.permute(1, 2, 0).numpy().astype(np.float64)
         diffs.append(np.abs(ours - ref).mean())
@@ -251,7 +268,8 @@ def resampling_agreement(splits: dict, size: int, samples: int = 64) -> dict[str
 
 def fashion_mnist_cost(batches: int = 500) -> str:
     """Cost of a Fashion-MNIST training batch of 32 (28 px, distortion=full) built in the training process
-    (workers=0, the config default), against the ~15-30 ms CPU model step it feeds."""
+    (workers=0, the config default) and normalised there by to_model_input, against the ~15-30 ms CPU
+    model step it feeds."""
     from bn_inception.data.fashion_mnist import FashionMNISTNotFound
 
     try:
@@ -264,12 +282,13 @@ def fashion_mnist_cost(batches: int = 500) -> str:
     next(loader)
     start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
-        next(loader)
+        images, _ = next(loader)
+        to_model_input(images, splits.mean, splits.std, "cpu")
     wall = (time.perf_counter() - start) * 1e3 / batches
     cpu = (time.process_time() - start_cpu) * 1e3 / batches
     return (
-        f"Fashion-MNIST, batch 32 at 28 px, distortion=full, built in the training process (workers=0), "
-        f"{batches} batches: {wall:.2f} ms wall, {cpu:.2f} ms CPU per batch (torch threads: "
+        f"Fashion-MNIST, batch 32 at 28 px, distortion=full, built and normalised in the training process "
+        f"(workers=0), {batches} batches: {wall:.2f} ms wall, {cpu:.2f} ms CPU per batch (torch threads: "
         f"{torch.get_num_threads()})."
     )
 

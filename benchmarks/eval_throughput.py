@@ -64,6 +64,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
     p.add_argument("--amp", default="auto", help="auto (bf16 on cuda) | bf16 | none")
     p.add_argument(
+        "--decode",
+        default="auto",
+        help="data.decode: auto (JPEGs decoded on the GPU with --device cuda) | cpu | gpu",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -145,10 +150,20 @@ def main() -> None:
     channels_last = resolve_channels_last("auto", device)
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
         paths = make_world(Path(tmp), args)
-        splits = build_datasets(name="synthetic", root=str(Path(tmp) / "data"), input_size=args.input_size)
+        splits = build_datasets(
+            name="synthetic",
+            root=str(Path(tmp) / "data"),
+            input_size=args.input_size,
+            decode=args.decode,
+            device=device,
+        )
         images = MultiCropImages(splits.val, args.crops, [args.input_size])
         loader = build_eval_loader(
-            images, batch_size=args.batch_size, workers=args.workers, limit=args.images
+            images,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            limit=args.images,
+            pin_memory=device.type == "cuda",
         )
         n = loader.num_images
 
@@ -183,7 +198,8 @@ def main() -> None:
     ratio = t_ens / (m * t_model + t_decode)
     print(
         f"model {args.model} @ {args.input_size}px, crops={args.crops}, {n} images, batch {args.batch_size}, "
-        f"workers {args.workers}, device {device}, amp {amp_dtype}, torch threads {torch.get_num_threads()}"
+        f"workers {args.workers}, device {device}, amp {amp_dtype}, JPEGs decoded on "
+        f"{'the GPU' if splits.decode_on_device else 'the CPU'}, torch threads {torch.get_num_threads()}"
     )
     print(f"  decode + crops alone          {t_decode:8.2f} s  {n / t_decode:8.1f} img/s")
     print(f"  1 model, forward only         {t_model:8.2f} s  {n / t_model:8.1f} img/s")

@@ -1,30 +1,76 @@
-"""Training throughput: train.py's loop against a bare PyTorch loop on the same model, batch and device.
+"""Training throughput: train.py's loop against a bare loop (CPU), and BN-Inception on a GPU (issue 7).
 
     python benchmarks/train_throughput.py                       # CPU: bn_inception_small on Fashion-MNIST
     python benchmarks/train_throughput.py --steps 300 --repeats 3
+    python benchmarks/train_throughput.py --device cuda --timm-train ~/pytorch-image-models/train.py
 
-The bare loop is the floor of what any trainer can do: the same model and batch size, batches already in
-memory, forward + cross-entropy + backward + SGD step and nothing else. ``train.py``'s figure is its
-steady-state ``perf/img_per_s`` (TensorBoard) after a warm-up, with the real data pipeline, meters,
-progress bar and logging on. The project's target on CPU: at least 0.97 of the bare loop.
-Prints a Markdown table; record it in docs/benchmarks.md with this command.
+CPU (``--modes fmnist``, the default on CPU). The bare loop is the floor of what any trainer can do: the
+same model and batch size, batches already in memory, forward + cross-entropy + backward + SGD step and
+nothing else. ``train.py``'s figure is its steady-state ``perf/img_per_s`` (TensorBoard) after a warm-up,
+with the real data pipeline, meters, progress bar and logging on. The project's target on CPU: at least
+0.97 of the bare loop.
+
+GPU (``--modes synthetic,pipeline,timm``, the default with ``--device cuda``; ``timm`` needs
+``--timm-train``), BN-Inception at 224x224, the BN-x5 network, batch ``--batch`` (the paper's 32), bf16
+autocast, channels_last, torch.compile, fused SGD on every row:
+
+- (a) ``synthetic``: our training step (bn_inception.engine.step, as the trainer runs it) on normalised
+  batches already on the GPU: the model's ceiling;
+- (b) ``pipeline``: ``bn_inception.engine.trainer.train`` (what train.py runs) reading a generated
+  ImageNet-like JPEG tree (500x375, ~100 KB, as benchmarks/data_throughput.py), ``--decode`` (auto: the
+  JPEGs decoded, cropped and distorted on the GPU), ``--workers`` loader processes, its steady-state
+  ``perf/img_per_s``;
+- (c) ``timm``: timm's own train.py (``--timm-train PATH``: a checkout of huggingface/pytorch-image-models,
+  see benchmarks/timm_train_launcher.py) on the same tree, model, batch, workers, amp dtype,
+  channels_last and compile, with its modern defaults that change the work pinned off (no mixup/cutmix,
+  label smoothing, random erasing or AutoAugment; bilinear interpolation; colour jitter 0.4 only when ours
+  distorts colours too); its figure is the average step time of its second epoch.
+
+Reported: images/s, peak GPU memory (torch.cuda.max_memory_allocated) and the ratios (b)/(c) (target >=
+1.2) and (b)/(a) (target >= 0.8). On a CPU the GPU modes run as smoke tests (``--device cpu --modes
+synthetic,pipeline --batch 4 --steps 2 --warmup 2 --images 64``). Prints Markdown; record it in
+docs/benchmarks.md with the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 
-import bn_inception  # noqa: F401
-from bn_inception.engine.trainer import OptimOptions, ScheduleOptions, TrainerOptions, train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import bn_inception  # noqa: E402, F401
+from bn_inception.data import make_synthetic_imagenet  # noqa: E402
+from bn_inception.data.build import cache_dir  # noqa: E402
+from bn_inception.engine.step import (  # noqa: E402
+    NonFiniteGuard,
+    TrainStep,
+    resolve_compile,
+    resolve_finite_check,
+)
+from bn_inception.engine.trainer import (  # noqa: E402
+    OptimOptions,
+    ScheduleOptions,
+    TrainerOptions,
+    build_optimizer,
+    train,
+)
+
+GPU_MODES = ("synthetic", "pipeline", "timm")
+LAUNCHER = Path(__file__).resolve().parent / "timm_train_launcher.py"
 
 MODEL_KWARGS = {"norm": "batch", "act": "relu", "lrn": False, "drop_rate": 0.0}  # BN-x5's network
 
@@ -103,18 +149,237 @@ def train_py_loop(batch: int, steps: int, warmup: int, device: str, log_every: i
     return statistics.harmonic_mean(rates)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating bare/train.py measurements")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+# ------------------------------------------------------------------------------------- GPU modes (issue 7)
 
+
+def jpeg_tree(images: int, classes: int) -> Path:
+    """A cached ImageNet-layout tree of ImageNet-like JPEGs (500x375, a quarter portrait, ~100 KB)."""
+    root = cache_dir() / f"bench-train-{images}-c{classes}"
+    if not (root / "train").is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root.parent) as tmp:  # renamed when complete
+            make_synthetic_imagenet(
+                Path(tmp) / "tree",
+                num_classes=classes,
+                train_per_class=max(1, images // classes),
+                val_per_class=2,
+                image_size=(500, 375),
+                noise=18.0,
+                jpeg_quality=90,
+                label_files=(),
+            )
+            os.replace(Path(tmp) / "tree", root)
+    return root
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+
+
+def synthetic_ceiling(args: argparse.Namespace, device: torch.device) -> tuple[float, int | None]:
+    """(a) images/s of the trainer's step (TrainStep + guard + fused SGD) on batches already on the device."""
+    torch.manual_seed(0)
+    size = args.input_size
+    model = timm.create_model(args.model, num_classes=args.classes, in_chans=3, img_size=size, **MODEL_KWARGS)
+    cuda = device.type == "cuda"
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, OptimOptions(lr=0.0075, weight_decay=4e-5), 0.0075, device)
+    finite = resolve_finite_check("auto", device)
+    if finite == "device" and not all(g.get("fused") for g in optimizer.param_groups):
+        finite = "sync"
+    step = TrainStep(
+        model,
+        optimizer,
+        None,
+        device,
+        torch.bfloat16 if cuda else None,
+        resolve_compile(args.compile, device),
+    )
+    guard = NonFiniteGuard(finite, 1, optimizer, None, device)
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    data = [
+        (
+            torch.randn(args.batch, 3, size, size, device=device).contiguous(memory_format=fmt),
+            torch.randint(0, args.classes, (args.batch,), device=device),
+        )
+        for _ in range(8)
+    ]
+    model.train()
+    _reset_peak(device)
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            _sync(device)
+            start = time.perf_counter()
+        images, labels = data[i % len(data)]
+        _, loss = step(images, labels)
+        guard.check(i + 1, loss)
+        optimizer.step()
+    _sync(device)
+    return args.steps * args.batch / (time.perf_counter() - start), _peak(device)
+
+
+def full_pipeline(args: argparse.Namespace, device: torch.device, root: Path) -> tuple[float, int | None]:
+    """(b) steady-state images/s of train() (train.py's loop) from the JPEG tree."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log_every = max(1, min(25, args.steps, args.warmup))
+    data = {
+        "name": "imagenet",
+        "root": str(root),
+        "input_size": args.input_size,
+        "distortion": args.distortion,
+        "shuffle": "global",
+        "workers": args.workers,
+        "decode": args.decode,
+    }
+    trainer = TrainerOptions(
+        max_steps=args.warmup + args.steps,
+        batch_size=args.batch,
+        eval_every=args.warmup + args.steps,
+        eval_limit=2 * args.batch,
+        eval_batch_size=args.batch,
+        log_every=log_every,
+        probe_images=args.batch,
+        device=device.type,
+        compile=args.compile,
+        progress=False,
+    )
+    _reset_peak(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        train(
+            run_dir=tmp,
+            name="bench",
+            experiment="bn_x5",
+            seed=0,
+            resume="auto",
+            model_name=args.model,
+            model_kwargs=dict(MODEL_KWARGS),
+            data_kwargs=data,
+            optim=OptimOptions(lr=0.0075, weight_decay=4e-5),
+            schedule=ScheduleOptions(speedup=6),
+            trainer=trainer,
+            config={"bench": True},
+        )
+        acc = EventAccumulator(tmp, size_guidance={"scalars": 0})
+        acc.Reload()
+        rates = [e.value for e in acc.Scalars("perf/img_per_s") if e.step > args.warmup]
+    return statistics.harmonic_mean(rates), _peak(device)
+
+
+def timm_command(args: argparse.Namespace, root: Path, output: str) -> list[str]:
+    """timm's train.py on the same data, model, batch, workers, precision, layout and compile."""
+    cmd = [
+        sys.executable, str(LAUNCHER), str(args.timm_train),
+        "--data-dir", str(root), "--train-split", "train", "--val-split", "val",
+        "--model", args.model, "--num-classes", str(args.classes),
+        "--model-kwargs", *[f"{k}={v}" for k, v in MODEL_KWARGS.items() if k != "drop_rate"],
+        "--drop", "0", "--input-size", "3", str(args.input_size), str(args.input_size),
+        "-b", str(args.batch), "--workers", str(args.workers), "--pin-mem",
+        "--opt", "momentum", "--momentum", "0.9", "--lr", "0.0075", "--weight-decay", "4e-5",
+        "--sched", "step", "--decay-epochs", "1000", "--warmup-epochs", "0", "--epochs", "2",
+        # timm's modern defaults that change the work, pinned to the 2015 recipe (engineering notes)
+        "--smoothing", "0", "--mixup", "0", "--cutmix", "0", "--reprob", "0",
+        "--train-interpolation", "bilinear", "--interpolation", "bilinear", "--scale", "0.08", "1.0",
+        "--hflip", "0.5", "--color-jitter", "0" if args.distortion == "none" else "0.4",
+        "--log-interval", "5", "--seed", "0", "--output", output, "--checkpoint-hist", "1",
+    ]  # fmt: skip
+    if args.device == "cuda":
+        cmd += ["--amp", "--amp-dtype", "bfloat16", "--channels-last"]
+        if resolve_compile(args.compile, torch.device("cuda")):
+            cmd += ["--torchcompile"]
+    return cmd
+
+
+_TIMM_TRAIN_LINE = re.compile(r"Train: (\d+) \[\s*(\d+)/(\d+).*?Time: [\d.]+s,.*?\(([\d.]+)s,")
+
+
+def timm_train(args: argparse.Namespace, root: Path) -> tuple[float, int | None]:
+    """(c) images/s of timm's train.py: batch / its average step time over the second epoch."""
+    if args.timm_train is None or not Path(args.timm_train).is_file():
+        raise SystemExit(
+            "--timm-train PATH/train.py is needed for the timm mode: git clone --depth 1 --branch "
+            f"v{timm.__version__} https://github.com/huggingface/pytorch-image-models"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(timm_command(args, root, tmp), capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise SystemExit(f"timm's train.py failed ({proc.returncode}):\n{text[-3000:]}")
+    second_epoch = [m for m in _TIMM_TRAIN_LINE.finditer(text) if m.group(1) == "1"]
+    if not second_epoch:
+        raise SystemExit(f"no 'Train: 1 [...]' lines in timm's output:\n{text[-3000:]}")
+    peak = re.findall(r"PEAK_GPU_MEMORY_BYTES (\d+)", text)
+    return args.batch / float(second_epoch[-1].group(4)), int(peak[-1]) if peak else None
+
+
+def _gib(value: int | None) -> str:
+    return f"{value / 2**30:.2f} GiB" if value is not None else "n/a"
+
+
+def gpu_report(args: argparse.Namespace, modes: list[str]) -> None:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no GPU is visible")
+    images_needed = (args.warmup + args.steps) * args.batch
+    root = (
+        jpeg_tree(max(args.images, 2 * args.batch), args.classes)
+        if {"pipeline", "timm"} & set(modes)
+        else None
+    )
+    rows: dict[str, tuple[float, int | None]] = {}
+    if "synthetic" in modes:
+        rows["synthetic"] = synthetic_ceiling(args, device)
+    if "pipeline" in modes:
+        rows["pipeline"] = full_pipeline(args, device, root)
+    if "timm" in modes:
+        rows["timm"] = timm_train(args, root)
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    )
+    cuda = device.type == "cuda"
+    print(
+        f"{args.model} (BN-x5 network) at {args.input_size}x{args.input_size}, batch {args.batch}, {device} "
+        f"({name}), amp {'bf16' if cuda else 'none'}, channels_last {cuda}, compile "
+        f"{resolve_compile(args.compile, device) or 'off'}, distortion {args.distortion}, "
+        f"decode {args.decode}, "
+        f"{args.workers} loader workers, {os.cpu_count()} CPUs; {args.steps} timed steps after {args.warmup} "
+        f"(the pipeline reads {images_needed} images from a tree of {args.images}); "
+        f"torch {torch.__version__}, timm {timm.__version__}"
+    )
+    print(f"Command: `python benchmarks/train_throughput.py {' '.join(sys.argv[1:])}`")
+    print()
+    labels = {
+        "synthetic": "(a) our step on batches already on the device (ceiling)",
+        "pipeline": "(b) train() from JPEG files (full pipeline)",
+        "timm": "(c) timm train.py, same model/data/batch",
+    }
+    print("| run | images/s | peak GPU memory |")
+    print("|---|---|---|")
+    for key, (rate, peak) in rows.items():
+        print(
+            f"| {labels[key]} | {rate:.0f} | {_gib(peak)} |"
+            if rate >= 100
+            else f"| {labels[key]} | {rate:.3g} | {_gib(peak)} |"
+        )
+    if "pipeline" in rows and "timm" in rows:
+        print(f"| ratio (b)/(c) | {rows['pipeline'][0] / rows['timm'][0]:.2f} | target >= 1.2 |")
+    if "pipeline" in rows and "synthetic" in rows:
+        print(f"| ratio (b)/(a) | {rows['pipeline'][0] / rows['synthetic'][0]:.2f} | target >= 0.8 |")
+
+
+def fmnist_report(args: argparse.Namespace) -> None:
     bare, ours = [], []
     for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
         bare.append(bare_loop("bn_inception_small", args.batch, args.steps, args.warmup, args.device, 28, 1))
@@ -131,6 +396,64 @@ def main() -> None:
     runs = ", ".join(f"{x:.0f}" for x in ours)
     print(f"| train.py loop (data pipeline, meters, logging) | {o:.0f} | {runs} |")
     print(f"| ratio train.py / bare | {o / b:.3f} | target >= 0.97 |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="comma list of fmnist, synthetic, pipeline, timm (default: fmnist on cpu; synthetic,pipeline "
+        "on cuda, plus timm with --timm-train)",
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="untimed steps first (compilation, cuDNN choice)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="fmnist: alternating bare/train.py measurements"
+    )
+    parser.add_argument("--model", default="bn_inception", help="GPU modes: the registered model")
+    parser.add_argument("--input-size", type=int, default=224, help="GPU modes: input side, px")
+    parser.add_argument("--classes", type=int, default=1000, help="GPU modes: classes of the generated tree")
+    parser.add_argument(
+        "--images", type=int, default=8192, help="GPU modes: training JPEGs generated (cached)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=8, help="GPU modes: loader processes (ours and timm's)"
+    )
+    parser.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"], help="(b): data.decode")
+    parser.add_argument("--distortion", default="reduced", choices=["full", "reduced", "none"])
+    parser.add_argument("--compile", default="auto", help="auto | true | false | a torch.compile mode")
+    parser.add_argument(
+        "--timm-train", type=Path, default=None, help="timm's train.py (a repository checkout)"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.compile in ("true", "false"):
+        args.compile = args.compile == "true"
+    if args.modes is None:
+        modes = (
+            ["fmnist"]
+            if args.device == "cpu"
+            else ["synthetic", "pipeline"] + ["timm"] * bool(args.timm_train)
+        )
+    else:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - {"fmnist", *GPU_MODES}
+    if unknown:
+        raise SystemExit(f"unknown --modes {sorted(unknown)}; valid: fmnist, {', '.join(GPU_MODES)}")
+    if "fmnist" in modes:
+        fmnist_report(args)
+    gpu_modes = [m for m in modes if m in GPU_MODES]
+    if gpu_modes:
+        if "fmnist" in modes:
+            print()
+        gpu_report(args, gpu_modes)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """Data: ImageNet (+ subsets), Fashion-MNIST, synthetic ImageNet-layout trees; Sec. 4.2.1 transforms;
-loaders with the paper's two shuffling regimes, exact resume and unreadable-image accounting."""
+loaders with the paper's two shuffling regimes, exact resume and unreadable-image accounting.
+
+Loaders yield uint8 images (or, with ``data.decode=gpu``, an EncodedBatch); ``to_model_input`` makes the
+model's normalised float input from them on the device. Every consumer calls it.
+"""
 
 from bn_inception.data.build import DATASETS, DataSplits, build_datasets
 from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
 from bn_inception.data.decode import BadImageError, decode_image_file
+from bn_inception.data.device import EncodedBatch, resolve_decode, to_model_input
 from bn_inception.data.imagenet import DatasetLayoutError, imagenet100_classes
 from bn_inception.data.loader import (
     EvalLoader,
@@ -20,6 +25,7 @@ __all__ = [
     "BadImageError",
     "DataSplits",
     "DatasetLayoutError",
+    "EncodedBatch",
     "EvalLoader",
     "ImageFileDataset",
     "InMemoryImageDataset",
@@ -33,4 +39,6 @@ __all__ = [
     "eval_sizes",
     "imagenet100_classes",
     "make_synthetic_imagenet",
+    "resolve_decode",
+    "to_model_input",
 ]

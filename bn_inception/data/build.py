@@ -3,7 +3,8 @@
 Datasets: ``imagenet`` (ILSVRC-2012), ``imagenet_subset`` (N classes x K images of it), ``fashion_mnist``
 (the offline default) and ``synthetic`` (a generated ImageNet-layout tree). The loader keys of the data
 config (shuffle, shard_size, shuffle_buffer, workers, max_bad_fraction) are validated here and returned in
-``DataSplits.loader`` so a typo fails at start-up, not at the first batch.
+``DataSplits.loader`` so a typo fails at start-up, not at the first batch. ``decode`` (cpu | gpu | auto)
+says where JPEG files are decoded (see ``bn_inception.data.device``); it needs the training ``device``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from bn_inception.data import fashion_mnist as fmnist
 from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
+from bn_inception.data.device import DECODES, resolve_decode
 from bn_inception.data.imagenet import (
     ImageFolderSplit,
     choose_subset_classes,
@@ -42,16 +45,19 @@ DEFAULT_IMAGENET_ROOT = "data/imagenet"  # relative to the working directory (th
 class DataSplits:
     """What the trainer needs from the data side."""
 
-    train: Any  # Dataset of (float32 normalised CHW image, int label), training augmentation applied
+    train: Any  # Dataset of (uint8 CHW image, int label), training augmentation applied
     val: Any  # Dataset of the same, single-crop evaluation transform applied
     num_classes: int
     in_chans: int
     input_size: int
-    mean: tuple[float, ...]
+    mean: tuple[
+        float, ...
+    ]  # the model's input normalisation, for pixels in [0, 1]: to_model_input applies it
     std: tuple[float, ...]
     classes: list[str]  # class names (wnids for ImageNet) in label order
     name: str = ""
     loader: dict[str, Any] = field(default_factory=dict)  # shuffle, shard_size, shuffle_buffer, workers, ...
+    decode_on_device: bool = False  # data.decode resolved: JPEGs decoded and transformed on the device
 
 
 def cache_dir() -> Path:
@@ -82,10 +88,16 @@ def build_datasets(
     workers: int = 2,
     max_bad_fraction: float = 0.001,
     seed: int = 0,
+    decode: str = "auto",
+    device: torch.device | str | None = None,
     **dataset_kwargs: Any,
 ) -> DataSplits:
     """Train/val datasets of ``name`` with the Sec. 4.2.1 transforms; other keys go to the dataset's
-    builder (``_build_<name>``), which rejects keys it does not know."""
+    builder (``_build_<name>``), which rejects keys it does not know.
+
+    ``decode`` = cpu | gpu | auto: where image files are decoded (auto: on ``device`` when it is a CUDA
+    device that can decode JPEGs; ``device=None`` means the CPU).
+    """
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     scale, ratio = _pair(crop_scale, "crop_scale"), _pair(crop_ratio, "crop_ratio")
@@ -95,6 +107,8 @@ def build_datasets(
         )
     strength = distortion_strength(distortion, reduced_strength)
     check_shuffle(shuffle)
+    if decode not in DECODES:  # checked again with the device below; here before any data is touched
+        raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
     builder = _BUILDERS[name]
     try:
         splits = builder(root=root, input_size=int(input_size), **dataset_kwargs)
@@ -104,8 +118,11 @@ def build_datasets(
         raise ValueError(
             f"data={name} does not take {str(e).split('argument ')[-1]}; see configs/data/{name}.yaml"
         ) from e
-    mean, std = splits.mean, splits.std
-    splits.train.enable_training(TrainAugment(int(input_size), scale, ratio, strength, mean, std, int(seed)))
+    splits.train.enable_training(TrainAugment(int(input_size), scale, ratio, strength, int(seed)))
+    splits.decode_on_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
+    for split in (splits.train, splits.val):
+        if isinstance(split, ImageFileDataset):
+            split.decode_on_device = splits.decode_on_device
     splits.name = name
     splits.loader = {
         "shuffle": shuffle,

@@ -1,8 +1,15 @@
-"""Map-style datasets returning (float32 normalised CHW image, label), with transforms applied.
+"""Map-style datasets returning (uint8 CHW image, label), with the transforms applied.
+
+Images stay uint8 (0-255) all the way to the device; the model's input is made there by
+:func:`bn_inception.data.device.to_model_input` (``(x / 255 - mean) / std``, fused with the cast). The
+datasets carry ``mean``/``std`` for it. Batches come out in channels-last memory (a (B, C, S, S) view of
+(B, S, S, C) storage): cheapest to fill and what the GPU model wants.
 
 Two kinds share one interface:
 
-- :class:`ImageFileDataset` decodes files (ImageNet, subsets, synthetic) one sample at a time;
+- :class:`ImageFileDataset` decodes files (ImageNet, subsets, synthetic) one sample at a time, or with
+  device decoding on (``data.decode=gpu``) sends the compressed bytes and each sample's augmentation as an
+  :class:`~bn_inception.data.device.EncodedBatch`;
 - :class:`InMemoryImageDataset` holds uint8 tensors (Fashion-MNIST) and transforms whole batches at once
   (crops with ``torchvision.ops.roi_align``), so the data side of a 28 px step costs well under a
   millisecond.
@@ -27,13 +34,14 @@ from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 
 from bn_inception.data.decode import BadImageError, load_image_crop, load_image_region
+from bn_inception.data.device import EncodedBatch, encoded_batch, read_for_device
 from bn_inception.data.transforms import (
     NUM_DRAWS,
     TrainAugment,
     eval_resize_crop,
     eval_sizes,
-    normalize,
     resize_square,
+    stack_channels_last,
 )
 
 log = logging.getLogger(__name__)
@@ -41,8 +49,9 @@ log = logging.getLogger(__name__)
 ON_BAD = ("substitute", "skip", "raise")
 
 
-# (images, labels, info) with info = {"requested": int, "skipped": int, "bad_files": list[str]}.
-BatchResult = tuple[torch.Tensor, torch.Tensor, dict[str, Any]]
+# (images, labels, info) with info = {"requested": int, "skipped": int, "bad_files": list[str]}; images is a
+# uint8 (B, C, S, S) tensor, or an EncodedBatch with device decoding.
+BatchResult = tuple[torch.Tensor | EncodedBatch, torch.Tensor, dict[str, Any]]
 
 
 def split_key(key: Any) -> tuple[int, int]:
@@ -82,7 +91,7 @@ class _BaseImageDataset(Dataset):
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.classes = list(classes)
         self.input_size = int(input_size)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std = tuple(mean), tuple(std)  # the model's normalisation (applied on the device)
         self.augment = augment  # None: evaluation transform
         self.default_on_bad = "substitute" if augment is not None else "raise"
 
@@ -136,6 +145,7 @@ class ImageFileDataset(_BaseImageDataset):
         super().__init__(labels, classes, input_size, mean, std, augment)
         self.paths = PackedPaths(paths)
         self.in_chans = 3
+        self.decode_on_device = False  # data.decode=gpu: send JPEG bytes, decode and transform on the device
         self._known_bad: dict[int, str] = {}  # per process: do not re-decode a file known to be broken
 
     def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
@@ -143,26 +153,31 @@ class ImageFileDataset(_BaseImageDataset):
             raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
         pairs = [split_key(k) for k in keys]
         draws = self._draws(pairs) if self.augment is not None else None
-        crops, labels, used, bad = [], [], [], []
+        items, labels, used, bad = [], [], [], []
         for row, (index, epoch) in enumerate(pairs):
             u = draws[row : row + 1] if draws is not None else None
             sample = self._load_sample(index, epoch, u, on_bad, bad)
             if sample is not None:
-                crops.append(sample[0])
+                items.append(sample[0])
                 labels.append(sample[1])
                 used.append(sample[2])
-        size = self.input_size
-        if not crops:
-            images = torch.empty((0, 3, size, size))
-        elif self.augment is not None:
-            images = self.augment.finish_crops(crops, np.concatenate(used))
-        else:
-            images = normalize(torch.stack(crops), self.mean, self.std, scale=1.0 / 255.0)
+        u_used = np.concatenate(used) if used and draws is not None else None
         info = {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
-        return images, torch.tensor(labels, dtype=torch.int64), info
+        return self._assemble(items, u_used), torch.tensor(labels, dtype=torch.int64), info
+
+    def _assemble(self, items: list[Any], u: np.ndarray | None) -> torch.Tensor | EncodedBatch:
+        size = self.input_size
+        if self.decode_on_device:
+            return encoded_batch(items, u, self.augment, size)
+        if not items:
+            return torch.empty((0, 3, size, size), dtype=torch.uint8)
+        if self.augment is not None:
+            return self.augment.finish_crops(items, u)
+        return stack_channels_last(items)
 
     def _load_sample(self, index: int, epoch: int, u: np.ndarray | None, on_bad: str, bad: list[str]):
-        """(uint8 crop, label, draws used) of sample ``index`` or of its replacement; None when skipped."""
+        """(uint8 crop or EncodedImage, label, draws used) of sample ``index`` or of its replacement; None
+        when skipped."""
         if not 0 <= index < len(self.paths):
             raise IndexError(f"sample index {index} out of range for a dataset of {len(self.paths)} images")
         candidates = [index]
@@ -176,7 +191,11 @@ class ImageFileDataset(_BaseImageDataset):
                 continue
             cu = u if candidate == index or u is None else self.augment.draws(epoch, [candidate])
             try:
-                image = self._decode(candidate, cu)
+                image = (
+                    read_for_device(self.paths[candidate])
+                    if self.decode_on_device
+                    else self._decode(candidate, cu)
+                )
             except BadImageError as e:
                 self._known_bad[candidate] = self.paths[candidate]
                 bad.append(self.paths[candidate])
@@ -213,12 +232,13 @@ class ImageFileDataset(_BaseImageDataset):
         def choose(h: int, w: int) -> tuple[int, int, int, int]:
             return self.augment.crop_box(row, h, w)
 
-        crop = resize_square(load_image_crop(path, choose, lambda h, w: (size, size)), size)
-        return crop.flip(-1) if self.augment.flips(u)[0] else crop  # on uint8: 4x less to move than float
+        # Flipped and distorted later, while written into the batch (TrainAugment.finish_crops).
+        return resize_square(load_image_crop(path, choose, lambda h, w: (size, size)), size)
 
 
 class InMemoryImageDataset(_BaseImageDataset):
-    """uint8 images held in memory, (N, H, W) or (N, C, H, W), transformed a whole batch at a time."""
+    """uint8 images held in memory, (N, H, W) or (N, C, H, W), transformed a whole batch at a time
+    (crops resampled in float, then rounded back to uint8)."""
 
     def __init__(
         self,
@@ -244,12 +264,12 @@ class InMemoryImageDataset(_BaseImageDataset):
         if len(pairs) and (index.min() < 0 or index.max() >= len(self.images)):
             raise IndexError(f"sample index out of range for a dataset of {len(self.images)} images")
         # index_select, not images[index]: the advanced-indexing kernel stalls when both cores are busy.
-        x = self.images.index_select(0, index).float() / 255.0
+        x = self.images.index_select(0, index)
         if self.augment is None:
-            images = normalize(eval_resize_crop(x, self.input_size), self.mean, self.std)
+            images = eval_resize_crop(x, self.input_size)
         else:
             u = self._draws(pairs)
-            images = self.augment.finish(self._crop(x, u), u)
+            images = self.augment.finish(self._crop(x.float(), u), u)
         info = {"requested": len(keys), "skipped": 0, "bad_files": []}
         return images, self.labels.index_select(0, index), info
 

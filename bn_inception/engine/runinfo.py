@@ -30,6 +30,8 @@ RUN_LENGTH_KEYS = frozenset(
         "trainer.eval_batch_size",
         "trainer.device",
         "trainer.compile",
+        "trainer.finite_check",
+        "data.decode",
     }
 )
 

@@ -7,7 +7,6 @@ is a plain argument; ``train.py`` turns the Hydra config into these.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from contextlib import contextmanager
@@ -17,21 +16,21 @@ from typing import Any
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import bn_inception  # noqa: F401  (registers the models with timm)
-from bn_inception.data import build_datasets, build_eval_loader, build_train_loader
+from bn_inception.data import build_datasets, build_eval_loader, build_train_loader, to_model_input
 from bn_inception.engine import tblog
 from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint, model_state_dict, save_checkpoint
 from bn_inception.engine.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
 from bn_inception.engine.rng import capture_rng_state, restore_rng_state
 from bn_inception.engine.runinfo import config_differences, config_digest, environment, write_json_atomic
 from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, scaled_lr
-from bn_inception.engine.validate import autocast_context, validate
+from bn_inception.engine.step import NonFiniteGuard, TrainStep, resolve_compile, resolve_finite_check
+from bn_inception.engine.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,7 @@ class TrainerOptions:
     deterministic: bool = False
     sync_bn: bool = False
     finite_check_every: int = 1
+    finite_check: str = "auto"
     progress: bool = True
 
 
@@ -96,10 +96,10 @@ def resolve_model_name(name: str, input_size: int) -> str:
     return "bn_inception" if input_size >= LARGE_INPUT_MIN else "bn_inception_small"
 
 
-def resolve_switch(value: bool | str, device: torch.device, key: str) -> bool:
-    """``auto`` switches are on where they help: on a GPU."""
+def resolve_switch(value: bool | str, device: torch.device, key: str, auto_on_cpu: bool = False) -> bool:
+    """``auto`` switches are on where they help: on a GPU, and on the CPU where ``auto_on_cpu`` says so."""
     if value == "auto":
-        return device.type == "cuda"
+        return device.type == "cuda" or auto_on_cpu
     if isinstance(value, bool):
         return value
     raise TrainingError(f"trainer.{key}={value!r} is not valid; use auto, true or false")
@@ -125,16 +125,22 @@ def set_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def build_optimizer(model: nn.Module, opts: OptimOptions, lr: float, device: torch.device) -> torch.optim.SGD:
-    """SGD with momentum; L2 on every parameter, or (``decay_bn_and_bias=false``) not on 1-d ones."""
+def build_optimizer(
+    model: nn.Module, opts: OptimOptions, lr: float, device: torch.device, fused: bool | None = None
+) -> torch.optim.SGD:
+    """SGD with momentum; L2 on every parameter, or (``decay_bn_and_bias=false``) not on 1-d ones.
+
+    ``fused`` None: the fused kernel on CUDA only (the on-device non-finite guard asks for it elsewhere).
+    """
     if opts.decay_bn_and_bias:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     else:
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel (one launch for all parameters) exists for CUDA tensors only.
-    fused = True if device.type == "cuda" else None
+    # The fused kernel: one launch for all parameters, and it can skip an update on the device (found_inf).
+    if fused is None:
+        fused = True if device.type == "cuda" else None
     return torch.optim.SGD(groups, lr=lr, momentum=opts.momentum, weight_decay=opts.weight_decay, fused=fused)
 
 
@@ -239,19 +245,23 @@ def _train(
     device = dist.device
     set_determinism(trainer.deterministic)
     amp_dtype = resolve_amp(trainer.amp, device)
-    channels_last = resolve_switch(trainer.channels_last, device, "channels_last")
+    # channels_last measured faster on CPU too: 64 vs 87 ms/step for bn_inception_small (1 thread), 541 vs
+    # 692 ms for bn_inception at 224 px, batch 8 (benchmarks/model_step_time.py --channels-last)
+    channels_last = resolve_switch(trainer.channels_last, device, "channels_last", auto_on_cpu=True)
     ckpt_path = find_resume_checkpoint(resume, run_dir)
     results_path = run_dir / "results.json"
 
-    # ---- data
-    splits = build_datasets(**data_kwargs, seed=seed)
+    # ---- data (uint8 batches, or JPEG bytes with data.decode=gpu; to_model_input makes the model's input)
+    splits = build_datasets(**data_kwargs, seed=seed, device=device)
     global_batch = trainer.batch_size * dist.world_size
+    pin = device.type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies; useless on a CPU
     loader = build_train_loader(
         splits.train,
         batch_size=trainer.batch_size,
         seed=seed,
         rank=dist.rank,
         world_size=dist.world_size,
+        pin_memory=pin,
         **_loader_kwargs(data_kwargs),
     )
     val_loader = build_eval_loader(
@@ -262,6 +272,7 @@ def _train(
         rank=dist.rank,
         world_size=dist.world_size,
         max_bad_fraction=data_kwargs.get("max_bad_fraction", 0.001),
+        pin_memory=pin,
     )
 
     # ---- model: the same initial weights on every process (seeded before building)
@@ -282,7 +293,10 @@ def _train(
     timm.utils.random_seed(seed, dist.rank)  # dropout differs per process, as on separate replicas
 
     lr0 = scaled_lr(optim.lr, global_batch, optim.reference_batch, optim.scale_lr)
-    optimizer = build_optimizer(raw_model, optim, lr0, device)
+    finite_check = resolve_finite_check(trainer.finite_check, device)
+    optimizer = build_optimizer(
+        raw_model, optim, lr0, device, fused=True if finite_check == "device" else None
+    )
     interval = decay_interval_steps(
         schedule.decay_epochs, schedule.decay_steps, schedule.speedup, len(splits.train), global_batch
     )
@@ -308,8 +322,12 @@ def _train(
         model = DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if resolve_switch(trainer.compile, device, "compile"):
-        model = torch.compile(model)
+    # ---- GPU speed (issue 7): torch.compile with an eager fallback on the first step; a non-finite guard
+    # that, on a GPU, needs no host sync per step (engine/step.py)
+    train_step = TrainStep(
+        model, optimizer, scaler, device, amp_dtype, resolve_compile(trainer.compile, device)
+    )
+    guard = NonFiniteGuard(finite_check, trainer.finite_check_every, optimizer, scaler, device)
 
     # ---- logging (process 0 writes everything)
     writer = probes = None
@@ -334,6 +352,14 @@ def _train(
             lr0,
             schedule.decay_rate,
             interval,
+        )
+        log.info(
+            "speed: images decoded on %s, amp %s, channels_last %s, compile %s, non-finite check %s",
+            "the GPU" if splits.decode_on_device else "the CPU",
+            amp_dtype,
+            channels_last,
+            resolve_compile(trainer.compile, device) or "off",
+            finite_check,
         )
     summary = {
         "name": name,
@@ -373,11 +399,12 @@ def _train(
 
     def evaluate_and_checkpoint(meter: dict[str, torch.Tensor]) -> bool:
         """Validate, log, checkpoint; False when the parameters are no longer finite (divergence)."""
+        normalisation = {"mean": splits.mean, "std": splits.std}
         if probes is not None:
             with probes.recording():
-                metrics = validate(raw_model, val_loader, device, amp_dtype, channels_last)
+                metrics = validate(raw_model, val_loader, device, amp_dtype, channels_last, **normalisation)
         else:
-            metrics = validate(raw_model, val_loader, device, amp_dtype, channels_last)
+            metrics = validate(raw_model, val_loader, device, amp_dtype, channels_last, **normalisation)
         finite = bool(
             all_reduce_sum(torch.tensor([float(not _params_finite(raw_model))], device=device)) == 0
         )
@@ -483,23 +510,16 @@ def _train(
             t_fetch = time.perf_counter()
             images, labels = next(batches)
             data_wait += time.perf_counter() - t_fetch
-            images = images.to(device, non_blocking=True)
+            # uint8 -> normalised float in the model's layout, one kernel on the device (decoded there first
+            # with data.decode=gpu)
+            images = to_model_input(images, splits.mean, splits.std, device, channels_last)
             labels = labels.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
             lr_schedule.step_update(state.step)  # the lr is a pure function of the step
 
-            with autocast_context(device, amp_dtype):
-                logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            # Checked before the update, so a non-finite gradient never reaches the parameters.
-            # (.item() is a host sync on a GPU: finite_check_every trades detection delay for speed.)
-            if (state.step + 1) % trainer.finite_check_every == 0 and not math.isfinite(loss.item()):
+            logits, loss = train_step(images, labels)  # zero_grad, forward, loss, backward
+            # Checked before the update, so a non-finite loss or gradient never reaches the parameters:
+            # sync mode reads the loss (a host sync on a GPU); device mode makes the fused update skip itself.
+            if guard.check(state.step + 1, loss):
                 status, diverged_at = "diverged", state.step + 1
                 break
             if scaler is not None:
@@ -512,6 +532,18 @@ def _train(
             meter["correct"] += (logits.detach().argmax(dim=1) == labels).sum()
             meter["count"] += labels.numel()
             bar.update(1)
+
+            # Device mode: the non-finite flag is read where the loop syncs anyway (logging, evaluation).
+            if (
+                state.step % trainer.log_every == 0
+                or state.step % trainer.eval_every == 0
+                or state.step == trainer.max_steps
+            ):
+                first_bad = guard.poll()
+                if first_bad is not None:
+                    # Every update from first_bad on was skipped: the parameters are those of the step before.
+                    status, diverged_at, state.step = "diverged", first_bad, first_bad - 1
+                    break
 
             if state.step % trainer.log_every == 0 and dist.is_main:
                 now = time.perf_counter()

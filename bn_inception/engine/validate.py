@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bn_inception.data.device import to_model_input
 from bn_inception.engine.distributed import all_reduce_sum
 
 
@@ -25,10 +26,15 @@ def validate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> dict[str, float]:
     """Accuracy of ``model`` (in eval mode) over ``batches``; sums over processes when distributed.
 
-    Each process evaluates its own exact shard (no padding sampler, which would count images twice).
+    ``batches`` are a loader's (images, labels): uint8 images (or device-decoded EncodedBatches) turned
+    into the model's input by ``to_model_input`` with ``mean``/``std``, the data's normalisation. Each
+    process evaluates its own exact shard (no padding sampler, which would count images twice).
     Returns ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy) and ``images``.
     """
     was_training = model.training
@@ -36,9 +42,8 @@ def validate(
     # Sums stay on the device; one transfer at the end instead of a host sync per batch.
     totals = torch.zeros(4, dtype=torch.float64, device=device)
     for batch in batches:
-        images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = to_model_input(batch[0], mean, std, device, channels_last)
+        labels = batch[1].to(device, non_blocking=True)
         with autocast_context(device, amp_dtype):
             logits = model(images)
         logits = logits.float()

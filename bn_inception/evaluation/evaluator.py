@@ -3,7 +3,10 @@
 One pass over the data: each validation image is read and decoded once, cut into the crops every member
 needs (one crop set per distinct input size), and every member runs on the same batch. Members may differ
 in input size and normalisation (each gets the crops of its own size, normalised with its own mean/std on
-the device); members with different class lists are refused.
+the device by ``to_model_input``); members with different class lists are refused. With device decoding
+(``data.decode=gpu``) the loader sends JPEG bytes (:class:`EncodedViews`): the batch is decoded on the GPU
+in one call and cut there, single crops with the data pipeline's batched resampler, 10 and 144 crops with
+:func:`bn_inception.evaluation.crops.make_crops` on each decoded image.
 
 Library code: plain arguments only; ``evaluate.py`` turns the Hydra config into these.
 """
@@ -11,7 +14,6 @@ Library code: plain arguments only; ``evaluate.py`` turns the Hydra config into 
 from __future__ import annotations
 
 import copy
-import functools
 import glob
 import logging
 import os
@@ -26,7 +28,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bn_inception.data.device import EncodedBatch, decode_images, eval_geometry, resample, to_model_input
 from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from bn_inception.evaluation.crops import make_crops
 from bn_inception.evaluation.ensemble import (
     TOPK,
     bootstrap_error_ci,
@@ -226,29 +230,50 @@ def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
 # --------------------------------------------------------------------------------------- evaluation
 
 
-@functools.cache
-def _channel_stats(
-    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
-) -> tuple[torch.Tensor, ...]:
-    # Made once per device: building a CUDA tensor from a list is a blocking host-to-device copy.
-    return (
-        torch.tensor(mean, device=device).view(1, -1, 1, 1),
-        torch.tensor(std, device=device).view(1, -1, 1, 1),
-    )
+@dataclass
+class EncodedViews:
+    """A batch of evaluation images still JPEG-encoded (``data.decode=gpu``): ``crops`` crops per image
+    for each of ``sizes``, cut on the device by :func:`device_views`."""
+
+    batch: EncodedBatch
+    crops: int
+    sizes: list[int]
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def pin_memory(self, device: Any = None) -> EncodedViews:
+        return self  # the DataLoader's pin-memory thread calls this; nvJPEG reads pageable memory
+
+
+def device_views(views: EncodedViews, device: torch.device) -> dict[int, torch.Tensor]:
+    """Decode ``views`` on ``device`` once and cut every size's crops: {size: [B, crops, C, S, S]} in
+    0-255 (float for single crops, from the batched resampler; uint8 from make_crops otherwise)."""
+    images = decode_images(views.batch, device)
+    out = {}
+    for size in views.sizes:
+        if views.crops == 1:
+            rows, cols = eval_geometry(views.batch.sizes, size)
+            out[size] = resample(images, rows, cols, None, size).unsqueeze(1)
+        else:
+            out[size] = torch.stack([make_crops(image, views.crops, size) for image in images])
+    return out
+
+
+def single_crops(
+    views: dict[int, torch.Tensor] | EncodedViews, size: int, device: torch.device
+) -> torch.Tensor:
+    """The first crop of every image at ``size``: [B, C, S, S] (uint8 on the CPU, or on ``device``)."""
+    chosen = device_views(views, device) if isinstance(views, EncodedViews) else views
+    return chosen[size][:, 0]
 
 
 def normalise(
     images: torch.Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool
 ) -> torch.Tensor:
-    """``[N, C, S, S]`` on the device, uint8 (0-255) or float (0-1) -> float32 ``(x - mean) / std``.
-
-    The same arithmetic as the data pipeline's ``normalize`` (x / 255, then per channel), done on the
-    device so the loader ships uint8 crops (4x fewer bytes).
-    """
-    mean_t, std_t = _channel_stats(tuple(mean), tuple(std), images.device)
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    x = (x - mean_t) / std_t
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    """``[N, C, S, S]`` on the device, uint8 or float in 0-255 -> float32 ``(x / 255 - mean) / std``: the
+    data pipeline's ``to_model_input`` (the loader ships uint8 crops, 4x fewer bytes)."""
+    return to_model_input(images, mean, std, images.device, channels_last)
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
@@ -270,7 +295,7 @@ class Predictions:
 
 def member_probs(
     members: Sequence[Member],
-    views: dict[int, torch.Tensor],
+    views: dict[int, torch.Tensor] | EncodedViews,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     channels_last: bool,
@@ -278,10 +303,13 @@ def member_probs(
 ) -> list[torch.Tensor]:
     """Each member's class probabilities ``[B, K]``, averaged over the crops of each image.
 
-    ``views`` maps an input size to uint8/float crops ``[B, crops, C, S, S]``. The crops go to the device
-    in chunks of ``forward_batch``; a chunk is moved once per input size and normalised once per
-    (size, mean, std), then shared by every member that takes it.
+    ``views`` maps an input size to uint8 (or float, 0-255) crops ``[B, crops, C, S, S]``, or is an
+    :class:`EncodedViews` decoded and cut on the device first. The crops go to the device in chunks of
+    ``forward_batch``; a chunk is moved once per input size and normalised once per (size, mean, std),
+    then shared by every member that takes it.
     """
+    if isinstance(views, EncodedViews):
+        views = device_views(views, device)
     flat = {s: v.flatten(0, 1) for s, v in views.items()}  # [B * crops, C, S, S], an image's crops adjacent
     n_crops = next(iter(views.values())).shape[1]
     total = next(iter(flat.values())).shape[0]
@@ -362,8 +390,9 @@ def with_population_stats(
 
     Algorithm 2 (steps 8-12): the inference network's BN uses the population mean E[x] = E_B[mu_B] and the
     unbiased variance m/(m-1) E_B[sigma_B^2] over training mini-batches, instead of the moving averages
-    kept during training. ``batches`` yields uint8 ``[m, C, S, S]`` single crops of training images; they
-    are normalised here with the member's mean/std. Computed in float32 (no autocast).
+    kept during training. ``batches`` yields ``[m, C, S, S]`` single crops of training images (uint8, or
+    0-255 floats on the device); they are normalised here with the member's mean/std, so
+    ``recompute_population_stats`` gets the model's inputs. Computed in float32 (no autocast).
     """
     from bn_inception import recompute_population_stats
 
@@ -371,7 +400,7 @@ def with_population_stats(
 
     def normalised() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in batches:
-            yield normalise(images.to(device), member.mean, member.std, channels_last), labels.to(device)
+            yield to_model_input(images, member.mean, member.std, device, channels_last), labels.to(device)
 
     recompute_population_stats(model, normalised(), num_batches)
     model.eval()

@@ -8,7 +8,10 @@ Decisions where the paper is silent:
   data config is given; keys in ``data_overrides`` (e.g. ``root``) replace the recorded ones.
 - Decoding: a validation JPEG is decoded once, at the smallest libjpeg scale (1/2, 1/4, 1/8) that keeps the
   largest resize any member needs (``bn_inception.data.decode``), as the data pipeline's own validation
-  does. With one input size and ``crops=1`` this is exactly training-time validation's pixels.
+  does. With one input size and ``crops=1`` this is exactly training-time validation's pixels. With
+  ``data.decode=gpu`` (or ``auto`` on a GPU) the loader sends the JPEG bytes and the batch is decoded and
+  cut on the GPU (``bn_inception.evaluation.evaluator.device_views``); a checkpoint whose recorded data
+  config says ``gpu`` is evaluated with ``auto`` on a machine without one.
 - Population statistics (Algorithm 2, ``population_stats=N``): N training mini-batches of m images
   (m = the first checkpoint's training batch size, the paper's 32), drawn as a seeded random subset of the
   training set and transformed with the *evaluation* geometry (shorter side to 256/224 of the input, centre
@@ -34,6 +37,7 @@ from torch.utils.data import Dataset
 from bn_inception.engine.runinfo import environment
 from bn_inception.evaluation.crops import CROP_COUNTS, crop_resize_sizes, make_crops
 from bn_inception.evaluation.evaluator import (
+    EncodedViews,
     EvaluationError,
     Member,
     Row,
@@ -48,6 +52,7 @@ from bn_inception.evaluation.evaluator import (
     resolve_amp,
     resolve_channels_last,
     resolve_device,
+    single_crops,
     with_population_stats,
 )
 
@@ -106,7 +111,8 @@ class MultiCropImages(Dataset):
 
     Speaks the data package's batched protocol (``load_batch(keys, on_bad)`` -> (batch, labels, info)) so
     its evaluation loader drops and counts unreadable images as in training-time validation. A batch is
-    ``{input_size: uint8 or float [B, crops, C, S, S]}``.
+    ``{input_size: uint8 [B, crops, C, S, S]}``, or with device decoding (the source dataset's
+    ``decode_on_device``) an :class:`EncodedViews` of the JPEG bytes, cut on the device.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class MultiCropImages(Dataset):
         self.indices = list(indices) if indices is not None else None
         # The largest shorter side any member's crops resize to: decoding may stop at a JPEG scale above it.
         self.max_resize = max(max(crop_resize_sizes(crops, s)) for s in self.input_sizes)
+        self.decode_on_device = bool(getattr(source, "decode_on_device", False))
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.source)
@@ -138,8 +145,7 @@ class MultiCropImages(Dataset):
             )
             return image
         if isinstance(self.source, InMemoryImageDataset):
-            # Float in [0, 1], as its own validation transform resizes it (no uint8 rounding).
-            return self.source.images[index].float() / 255.0
+            return self.source.images[index]  # uint8, resized as its own validation transform does
         raise EvaluationError(
             f"cannot read raw images from a {type(self.source).__name__}; "
             "expected a bn_inception.data dataset"
@@ -147,34 +153,44 @@ class MultiCropImages(Dataset):
 
     def load_batch(
         self, keys: Sequence[Any], on_bad: str = "raise"
-    ) -> tuple[dict[int, torch.Tensor], torch.Tensor, dict]:
+    ) -> tuple[dict[int, torch.Tensor] | EncodedViews, torch.Tensor, dict]:
         from bn_inception.data.decode import BadImageError
+        from bn_inception.data.device import encoded_batch, read_for_device
 
         views: dict[int, list[torch.Tensor]] = {s: [] for s in self.input_sizes}
-        labels, bad = [], []
+        encoded, labels, bad = [], [], []
         for key in keys:
             index = self.indices[int(key)] if self.indices is not None else int(key)
             try:
-                image = self._decoded(index)
+                if self.decode_on_device:
+                    encoded.append(read_for_device(self.source.paths[index]))
+                else:
+                    image = self._decoded(index)
             except BadImageError:
                 bad.append(self.source.paths[index])
                 if on_bad == "skip":
                     continue
                 raise
-            for s in self.input_sizes:
-                views[s].append(make_crops(image, self.crops, s))
+            if not self.decode_on_device:
+                for s in self.input_sizes:
+                    views[s].append(make_crops(image, self.crops, s))
             labels.append(int(self.source.labels[index]))
+        info = {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
+        if self.decode_on_device:
+            batch = EncodedViews(encoded_batch(encoded, None, None, 0), self.crops, self.input_sizes)
+            return batch, torch.tensor(labels, dtype=torch.int64), info
         batch = {
             s: torch.stack(v)
             if v
             else torch.empty((0, self.crops, self.source.in_chans, s, s), dtype=torch.uint8)
             for s, v in views.items()
         }
-        info = {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
         return batch, torch.tensor(labels, dtype=torch.int64), info
 
     def __getitem__(self, key: int) -> tuple[dict[int, torch.Tensor], int]:
         batch, labels, _ = self.load_batch([key])
+        if isinstance(batch, EncodedViews):
+            raise TypeError("MultiCropImages with device decoding is read in batches (build_eval_loader)")
         return {s: v[0] for s, v in batch.items()}, int(labels[0])
 
 
@@ -248,8 +264,10 @@ def evaluate_checkpoints(
         data_kwargs, data_overrides or {}, members[0].train_config.get("data"), str(paths[0])
     )
     data_name = str(kwargs.get("name", "data"))
+    if data_kwargs is None and kwargs.get("decode") == "gpu" and device.type != "cuda":
+        kwargs["decode"] = "auto"  # the training run's GPU decoding; decode on the CPU here
     try:
-        splits = build_datasets(**kwargs, seed=options.seed)
+        splits = build_datasets(**kwargs, seed=options.seed, device=device)
     except (ValueError, OSError) as e:  # a wrong root, layout or key: the data package's one-line messages
         raise EvaluationError(f"data {data_name}: {_first_line(e)}") from e
     check_data(members, splits.classes, splits.in_chans, data_name)
@@ -270,7 +288,12 @@ def evaluate_checkpoints(
     images = MultiCropImages(splits.val, options.crops, sizes)
     batch_size = options.batch_size or max(1, 256 // options.crops)
     loader = build_eval_loader(
-        images, batch_size=batch_size, workers=workers, limit=options.limit, max_bad_fraction=max_bad
+        images,
+        batch_size=batch_size,
+        workers=workers,
+        limit=options.limit,
+        max_bad_fraction=max_bad,
+        pin_memory=device.type == "cuda",
     )
     log.info(
         "evaluating %d model(s) x %d crop(s) on %d %s validation images (%s, amp %s)",
@@ -363,9 +386,11 @@ def _population_members(
     subset = MultiCropImages(train, 1, [x.input_size for x in members], indices=chosen.tolist())
     out = []
     for member in members:
-        loader = build_eval_loader(subset, batch_size=m, workers=workers, max_bad_fraction=max_bad)
+        loader = build_eval_loader(
+            subset, batch_size=m, workers=workers, max_bad_fraction=max_bad, pin_memory=device.type == "cuda"
+        )
         batches = (
-            (views[member.input_size][:, 0], labels)
+            (single_crops(views, member.input_size, device), labels)
             for views, labels in data_errors(loader, f"{data_name} training")
             if len(labels) >= 2
         )

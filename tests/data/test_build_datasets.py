@@ -44,7 +44,8 @@ def test_each_data_config_builds_with_all_its_keys(repo, name, make_tree, idx_ro
     )
     assert splits.loader["shuffle"] == cfg.shuffle and splits.loader["workers"] == cfg.workers
     x, y = splits.train[0]
-    assert x.shape == (splits.in_chans, 16, 16) and x.dtype == torch.float32 and 0 <= y < splits.num_classes
+    assert x.shape == (splits.in_chans, 16, 16) and x.dtype == torch.uint8 and 0 <= y < splits.num_classes
+    assert not splits.decode_on_device  # decode: auto decodes on the CPU when no CUDA device is given
     assert splits.val[0][0].shape == (splits.in_chans, 16, 16)
     if name == "imagenet_subset":
         assert (
@@ -73,9 +74,19 @@ def test_training_augmentation_follows_seed_epoch_and_index(idx_root):
         ({"shuffle": "thorough"}, "shuffle must be one of global, shard"),
         ({"crop_scale": [0.5, 2.0]}, "at most 1.0"),
         ({"crop_ratio": [1.5, 1.0]}, "low <= high"),
+        ({"decode": "nvjpeg"}, "data.decode must be one of auto, cpu, gpu"),
+        ({"decode": "gpu"}, "data.decode=gpu decodes image files; this dataset is held in memory"),
     ],
 )
 def test_bad_values_fail_at_build_time(idx_root, bad, message):
     kwargs = {"name": "fashion_mnist", "root": str(idx_root), **bad}
     with pytest.raises(ValueError, match=message):
         build_datasets(**kwargs, seed=0)
+
+
+def test_decode_gpu_needs_a_cuda_device(make_tree):
+    tree = make_tree(num_classes=2)
+    with pytest.raises(ValueError, match="data.decode=gpu needs training on a CUDA device"):
+        build_datasets("imagenet", root=str(tree.root), input_size=16, decode="gpu", device="cpu")
+    splits = build_datasets("imagenet", root=str(tree.root), input_size=16, decode="auto", device="cpu")
+    assert not splits.decode_on_device and not splits.train.decode_on_device

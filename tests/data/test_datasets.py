@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from bn_inception.data import BadImageError, build_datasets
+from bn_inception.data import BadImageError, build_datasets, to_model_input
 from bn_inception.data.datasets import PackedPaths
 
 
@@ -38,7 +38,7 @@ def test_a_bad_training_image_is_replaced_and_a_bad_validation_image_raises(make
     splits = build_datasets("imagenet", root=str(tree.root), input_size=16, seed=0)
     bad_train = splits.train.paths.index(tree.quirk_files["truncated"][0])
     image, label = splits.train[(bad_train, 0)]
-    assert image.shape == (3, 16, 16) and torch.isfinite(image).all()
+    assert image.shape == (3, 16, 16) and image.dtype == torch.uint8
     again, _ = splits.train[(bad_train, 0)]
     assert torch.equal(image, again)  # the replacement is deterministic too
     images, labels, info = splits.train.load_batch([(bad_train, 0)])
@@ -55,7 +55,9 @@ def test_evaluation_transform_output_size_and_range(make_tree):
     splits = build_datasets("imagenet", root=str(tree.root), input_size=24, seed=0)
     for i in range(len(splits.val)):
         x, _ = splits.val[i]
-        assert x.shape == (3, 24, 24)
-        mean, std = torch.tensor(splits.mean).view(3, 1, 1), torch.tensor(splits.std).view(3, 1, 1)
-        pixels = x * std + mean
-        assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+        assert x.shape == (3, 24, 24) and x.dtype == torch.uint8
+    batch, _, _ = splits.val.load_batch(list(range(len(splits.val))))
+    model_input = to_model_input(batch, splits.mean, splits.std, "cpu")
+    mean, std = torch.tensor(splits.mean).view(3, 1, 1), torch.tensor(splits.std).view(3, 1, 1)
+    pixels = model_input * std + mean
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5 and pixels.std() > 0.05

@@ -68,7 +68,7 @@ def test_splits_are_single_channel_in_memory_datasets(idx_root):
     assert (splits.num_classes, splits.in_chans, splits.input_size) == (10, 1, 28)
     assert splits.classes[0] == "T-shirt/top" and splits.mean == fm.MEAN
     images, labels, _ = splits.train.load_batch([(i, 0) for i in range(8)])
-    assert images.shape == (8, 1, 28, 28) and images.dtype == torch.float32
+    assert images.shape == (8, 1, 28, 28) and images.dtype == torch.uint8
     torch.testing.assert_close(images[5], splits.train[(5, 0)][0])  # batch == one sample at a time
     val, _ = splits.val[3]
     assert val.shape == (1, 28, 28)

@@ -79,3 +79,15 @@ def test_mnist_figure1_is_the_sec_41_setup(repo):
 def test_typos_fail_at_compose_time(repo, overrides, message):
     with pytest.raises(ConfigCompositionException, match=message):
         _compose(repo, overrides)
+
+
+@pytest.mark.parametrize(
+    "launcher, target", [("local_parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher")]
+)
+def test_shipped_launchers_compose(repo, launcher, target):
+    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":  # one process per GPU, and requeue only because runs auto-resume
+        assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+        assert cfg.hydra.launcher.max_num_timeout > 0 and cfg.resume == "auto"

@@ -19,7 +19,7 @@ import timm
 import torch
 
 import bn_inception  # noqa: F401  (registers the models)
-from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet
+from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet, to_model_input
 from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint
 from bn_inception.engine.validate import validate
 from bn_inception.evaluation.ensemble import crop_averaged_probs, ensemble_probs, error_percent, topk_correct
@@ -55,7 +55,7 @@ def make_checkpoint(path: Path, splits, data_cfg: dict, seed: int, prefix: str =
     model.train()
     with torch.no_grad():  # a few training-mode passes so the running averages are not the defaults
         for images, _ in build_eval_loader(splits.train, batch_size=16, workers=0):
-            model(images)
+            model(to_model_input(images, splits.mean, splits.std, "cpu"))
     state = {prefix + k: v for k, v in model.state_dict().items()}  # DDP/compile prefixes must load too
     data = {
         "input_size": INPUT,
@@ -116,10 +116,15 @@ def reference_rows(world) -> dict[str, tuple[float, float]]:
     out = {}
     for key, model in zip(("m1/seed0", "m2/seed0"), models, strict=True):
         metrics = validate(
-            model, build_eval_loader(splits.val, batch_size=64, workers=0), torch.device("cpu")
+            model,
+            build_eval_loader(splits.val, batch_size=64, workers=0),
+            torch.device("cpu"),
+            mean=splits.mean,
+            std=splits.std,
         )
         out[key] = (100 - metrics["top1"], 100 - metrics["top5"])
     images, labels = next(iter(build_eval_loader(splits.val, batch_size=1000, workers=0)))
+    images = to_model_input(images, splits.mean, splits.std, "cpu")
     with torch.no_grad():
         probs = [crop_averaged_probs(m(images), 1) for m in models]
     out["ensemble"] = tuple(error_percent(topk_correct(ensemble_probs(probs), labels).numpy()))

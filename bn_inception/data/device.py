@@ -1,0 +1,416 @@
+"""The data steps that run on the training device: normalisation, and (``data.decode=gpu``) JPEG decoding
+with the Sec. 4.2.1 geometry and colour distortion, batched.
+
+Every consumer of a loader's batch calls :func:`to_model_input`: the loader yields uint8 images (or, with
+device decoding, an :class:`EncodedBatch`), and ``to_model_input`` turns them into the model's float input
+on the device. Normalisation ``(x / 255 - mean) / std`` is one fused multiply-add there, written straight
+in the model's memory format (channels-last on a GPU), as timm's PrefetchLoader, DALI and FFCV do it: the
+CPU workers never convert to float.
+
+Device decoding (``data.decode=gpu``). Loader workers read the files and parse the JPEG headers (size,
+completeness), draw each sample's crop, flip and colour distortion from the same (seed, epoch, index)
+stream as the CPU path, and send the compressed bytes. On the device a batch is decoded in one call
+(nvJPEG) and cut, resized, mirrored and distorted with a handful of batched kernels:
+
+- crop + resize + flip: the antialiased bilinear resize torch's ``interpolate(antialias=True)`` does (and
+  hence torchvision's RandomResizedCrop) is separable, so for each image it is ``Wy @ X @ Wx^T`` with
+  (S x H) and (S x W) weight matrices; the crop only moves the weights, the flip reverses Wx's rows, and
+  evaluation's resize-then-centre-crop keeps the centre rows of the resize weights. The weights follow
+  torch's ``_compute_indices_min_size_weights_aa`` exactly (triangle filter widened by the scale,
+  truncated window, renormalised), so with identical decoded pixels the result equals ``interpolate`` up
+  to float rounding (tests/data/test_device.py). The batch is zero-padded to one size and resampled with
+  two batched matrix products (fp16 operands on a GPU: pixel levels are exact in fp16, weights to ~5e-4,
+  the product accumulates in fp32); images more than twice the batch's median size in either direction
+  are resampled on their own so one large photo does not pad the whole batch.
+- colour: the per-sample affine map of :func:`bn_inception.data.transforms.photometric_terms`, needing
+  only each image's channel means, then the clip to [0, 255].
+
+Differences from the CPU path, none of them in the augmentation's parameters: nvJPEG's and libjpeg's
+IDCT/upsampling differ by a level or so; the device path keeps the resized pixels in float where the CPU
+path rounds them to uint8 (half a level); the CPU path decodes large images at a reduced JPEG scale
+when the crop allows (a different low-pass filter for those images, docs/benchmarks.md). Files nvJPEG does
+not take (progressive or CMYK JPEGs, PNGs) are decoded by the worker with Pillow and sent as pixels.
+
+Decoder: torchvision 0.29 deprecates its image decoders in favour of TorchCodec (>= 0.16,
+``torchcodec.decoders.decode_jpeg(..., device="cuda")``). TorchCodec is not a dependency of this project
+and its batched CUDA call could not be checked where this was written, so ``decode_jpegs`` uses
+torchvision's batched ``decode_jpeg(list, device="cuda")`` (present in 0.29, its deprecation warning
+silenced); switching is that one function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bn_inception.data.decode import BadImageError, _read_bytes, decode_image_file, jpeg_layout
+from bn_inception.data.transforms import TrainAugment, eval_sizes
+
+DECODES = ("auto", "cpu", "gpu")
+_OUTLIER_FACTOR = 2.0  # images this many times the batch median (either side) are resampled on their own
+
+
+# --------------------------------------------------------------------------------------- normalisation
+
+
+@functools.cache
+def _normalise_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: building a CUDA tensor from a list is a blocking host-to-device copy.
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=device).view(1, -1, 1, 1)
+    return scale, shift
+
+
+def to_model_input(
+    images: torch.Tensor | EncodedBatch,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A loader's images -> the model's input on ``device``: ``(x / 255 - mean) / std`` per channel.
+
+    ``images`` is a uint8 (B, C, H, W) batch (any memory layout; pinned for an asynchronous copy), a float
+    batch in 0-255 units, or an :class:`EncodedBatch` (decoded and transformed on ``device`` first). The
+    normalisation is a single multiply-add that reads the uint8 pixels and writes the result in the
+    model's memory format (channels-last when ``channels_last``), in ``dtype``.
+    """
+    device = torch.device(device)
+    if isinstance(images, EncodedBatch):
+        x = device_images(images, device)
+    else:
+        x = images.to(device, non_blocking=True)
+    if x.dim() != 4:
+        raise ValueError(f"to_model_input expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    scale, shift = _normalise_constants(tuple(map(float, mean)), tuple(map(float, std)), device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if x.device.type == "cpu":
+        # Reordering the uint8 pixels first is cheaper on a CPU than a multiply-add across layouts
+        # (measured 1.2x); a GPU reads the strided input at full speed in the one kernel.
+        x = x.contiguous(memory_format=fmt)
+    out = torch.empty(x.shape, dtype=torch.float32, device=device, memory_format=fmt)
+    torch.addcmul(shift, x, scale, out=out)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+# ------------------------------------------------------------------------------------ decode selection
+
+
+def gpu_decode_available() -> bool:
+    """Whether this torchvision can decode JPEGs on a CUDA device (nvJPEG) and a GPU is visible."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import torchvision.io  # noqa: F401  (loads torchvision's image extension)
+
+        return hasattr(torch.ops.image, "decode_jpegs_cuda")
+    except (ImportError, RuntimeError, AttributeError):
+        return False
+
+
+def resolve_decode(decode: str, device: torch.device | str | None, file_based: bool) -> bool:
+    """``data.decode`` -> True where JPEGs are decoded on the device (cpu | gpu | auto).
+
+    ``auto`` is gpu when training on a CUDA device with JPEG files and torchvision can decode there, cpu
+    otherwise (in-memory datasets such as Fashion-MNIST are never decoded).
+    """
+    if decode not in DECODES:
+        raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    if decode == "cpu":
+        return False
+    if decode == "auto":
+        return file_based and on_cuda and gpu_decode_available()
+    if not file_based:
+        raise ValueError(
+            "data.decode=gpu decodes image files; this dataset is held in memory: use cpu or auto"
+        )
+    if not on_cuda:
+        raise ValueError("data.decode=gpu needs training on a CUDA device; use data.decode=cpu or auto")
+    if not gpu_decode_available():
+        raise ValueError(
+            "data.decode=gpu: this torchvision cannot decode JPEGs on CUDA (no nvJPEG); use cpu or auto"
+        )
+    return True
+
+
+# -------------------------------------------------------------------------------------- worker side
+
+
+@dataclass
+class EncodedImage:
+    """One image as a loader worker sends it for device decoding."""
+
+    data: torch.Tensor  # 1-D uint8 JPEG bytes, or (3, H, W) uint8 pixels the worker decoded itself
+    height: int
+    width: int
+    path: str
+
+
+def read_for_device(path: str) -> EncodedImage:
+    """Read ``path`` for device decoding: the JPEG bytes when nvJPEG can take them (complete baseline
+    JPEG, greyscale or colour), else the pixels decoded here with Pillow; BadImageError if unreadable."""
+    data = _read_bytes(path)
+    layout = jpeg_layout(data)
+    if _nvjpeg_takes(layout):
+        bytes_tensor = torch.frombuffer(data, dtype=torch.uint8)  # our own writable buffer: no copy
+        return EncodedImage(bytes_tensor, layout.height, layout.width, path)
+    pixels = torch.from_numpy(np.array(decode_image_file(path))).permute(2, 0, 1).contiguous()
+    return EncodedImage(pixels, pixels.shape[1], pixels.shape[2], path)
+
+
+def _nvjpeg_takes(layout) -> bool:
+    # Baseline/extended sequential, greyscale or YCbCr, complete, with a size in the header (nvJPEG's
+    # batched decoder; progressive and CMYK files go through Pillow).
+    return (
+        layout is not None
+        and layout.sequential
+        and layout.complete
+        and layout.components in (1, 3)
+        and layout.height > 0
+        and layout.width > 0
+    )
+
+
+@dataclass
+class EncodedBatch:
+    """A batch whose decoding, geometry and colour distortion run on the device (:func:`device_images`).
+
+    ``rows``/``cols`` describe each image's vertical/horizontal resampling as (start, length, out_len,
+    keep): resize pixels [start, start + length) to out_len, keep outputs [keep, keep + size). None for a
+    batch of raw images (the evaluator cuts its own crops from :func:`decode_images`).
+    """
+
+    data: list[torch.Tensor]
+    sizes: torch.Tensor  # (B, 2) int64: full (height, width)
+    paths: list[str]
+    size: int = 0  # output side S
+    rows: torch.Tensor | None = None  # (B, 4) float64
+    cols: torch.Tensor | None = None  # (B, 4) float64
+    flip: torch.Tensor | None = None  # (B,) bool
+    colour: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # photometric_terms, float32
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def pin_memory(self, device: Any = None) -> EncodedBatch:
+        """Called by the DataLoader's pin-memory thread: the small per-image tensors go to page-locked
+        memory so their copies to the GPU are asynchronous (a copy from pageable memory waits for the GPU
+        to drain its queue). The JPEG bytes stay where they are: nvJPEG reads them itself."""
+
+        def pin(t):
+            return None if t is None else t.pin_memory()
+
+        colour = None if self.colour is None else tuple(t.pin_memory() for t in self.colour)
+        return dataclasses.replace(
+            self, rows=pin(self.rows), cols=pin(self.cols), flip=pin(self.flip), colour=colour
+        )
+
+
+def encoded_batch(
+    items: Sequence[EncodedImage], u: np.ndarray | None, augment: TrainAugment | None, size: int
+) -> EncodedBatch:
+    """The :class:`EncodedBatch` of a training (``augment`` and draws ``u``) or evaluation batch; with
+    ``size=0`` a batch of raw images (no geometry: the evaluator cuts its crops itself)."""
+    sizes = torch.tensor([[it.height, it.width] for it in items], dtype=torch.int64).view(-1, 2)
+    batch = EncodedBatch([it.data for it in items], sizes, [it.path for it in items], size)
+    if size == 0:
+        return batch
+    if not items:
+        batch.rows = batch.cols = torch.zeros(0, 4, dtype=torch.float64)
+        return batch
+    if augment is None:
+        batch.rows, batch.cols = eval_geometry(sizes, size)
+        return batch
+    boxes = [augment.crop_box(row, h, w) for row, (h, w) in zip(u.tolist(), sizes.tolist(), strict=True)]
+    top, left, h, w = torch.tensor(boxes, dtype=torch.float64).unbind(-1)
+    full = torch.full_like(top, float(size))
+    zero = torch.zeros_like(top)
+    batch.rows = torch.stack([top, h, full, zero], dim=1)
+    batch.cols = torch.stack([left, w, full, zero], dim=1)
+    batch.flip = torch.from_numpy(augment.flips(u))
+    batch.colour = augment.colour_terms(u, 3)
+    return batch
+
+
+def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of single-crop evaluation: shorter side to round(256/224 x input), centre crop.
+
+    The output size follows torchvision's ``resize(img, [R])`` (longer side ``int(R * long / short)``) and
+    the crop offset its ``center_crop`` (``round((side - S) / 2)``), as
+    :func:`bn_inception.data.transforms.eval_resize_crop` does on the CPU.
+    """
+    resize, crop = eval_sizes(input_size)
+    rows, cols = [], []
+    for h, w in sizes.tolist():
+        short, long = min(h, w), max(h, w)
+        new_long = int(resize * long / short)
+        new_h, new_w = (new_long, resize) if w <= h else (resize, new_long)
+        rows.append([0.0, h, new_h, int(round((new_h - crop) / 2.0))])
+        cols.append([0.0, w, new_w, int(round((new_w - crop) / 2.0))])
+    return torch.tensor(rows, dtype=torch.float64), torch.tensor(cols, dtype=torch.float64)
+
+
+# -------------------------------------------------------------------------------------- device side
+
+
+def decode_jpegs(
+    data: Sequence[torch.Tensor], device: torch.device, paths: Sequence[str]
+) -> list[torch.Tensor]:
+    """Decode JPEG byte tensors to (3, H, W) uint8 on ``device``: one batched nvJPEG call on a GPU.
+
+    A batch the batched call rejects is decoded image by image, an image nvJPEG rejects with Pillow; an
+    image nobody can decode raises BadImageError naming it (the worker's checks let through only complete
+    JPEGs, so this is a file corrupted inside its compressed data).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not data:
+        return []
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec (see the module docstring).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return list(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            pass
+        out = []
+        for tensor, path in zip(data, paths, strict=True):
+            try:
+                out.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                out.append(_pillow_decode(tensor, path).to(device))
+        return out
+
+
+def _pillow_decode(tensor: torch.Tensor, path: str) -> torch.Tensor:
+    try:
+        with Image.open(io.BytesIO(tensor.numpy().tobytes())) as img:
+            pixels = np.array(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadImageError(f"cannot decode image {path}: {str(e).splitlines()[0] if str(e) else e}") from e
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def decode_images(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor]:
+    """Every image of ``batch`` as (3, H, W) uint8 on ``device``, in order."""
+    coded = [i for i, t in enumerate(batch.data) if t.dim() == 1]
+    out: list[torch.Tensor | None] = [None] * len(batch.data)
+    decoded = decode_jpegs([batch.data[i] for i in coded], device, [batch.paths[i] for i in coded])
+    for i, image in zip(coded, decoded, strict=True):
+        out[i] = image
+    for i, t in enumerate(batch.data):
+        if out[i] is None:
+            out[i] = t.to(device, non_blocking=True)
+    return out  # type: ignore[return-value]
+
+
+def device_images(batch: EncodedBatch, device: torch.device) -> torch.Tensor:
+    """Decode ``batch`` on ``device`` and apply its geometry and colour: float (B, 3, S, S) in 0-255."""
+    if batch.rows is None or batch.cols is None:
+        raise ValueError("this EncodedBatch carries raw images (no geometry); cut crops with decode_images")
+    images = decode_images(batch, device)
+    out = resample(images, batch.rows, batch.cols, batch.flip, batch.size)
+    if batch.colour is not None and len(images):
+        out = apply_colour(out, *(t.to(device, non_blocking=True) for t in batch.colour))
+    return out
+
+
+def apply_colour(
+    x: torch.Tensor, matrix: torch.Tensor, base: torch.Tensor, from_mean: torch.Tensor
+) -> torch.Tensor:
+    """The colour distortion of :func:`~bn_inception.data.transforms.photometric_terms` on float (B, C, S, S)
+    images in 0-255, clipped to [0, 255]."""
+    b, c, h, w = x.shape
+    offset = base * 255.0 + (from_mean @ x.mean(dim=(2, 3)).unsqueeze(-1)).squeeze(-1)
+    y = torch.baddbmm(offset.unsqueeze(-1), matrix, x.reshape(b, c, h * w))
+    return y.clamp_(0.0, 255.0).view(b, c, h, w)
+
+
+def axis_weights(
+    params: torch.Tensor, flip: torch.Tensor | None, size: int, length: int, device: torch.device
+) -> torch.Tensor:
+    """(B, size, length) resampling weights of one axis per image, float64 on ``device``.
+
+    ``params`` rows are (start, length, out_len, keep): antialiased bilinear resize of pixels
+    [start, start + length) to out_len outputs (torch's ``_compute_indices_min_size_weights_aa`` with
+    align_corners=False), outputs [keep, keep + size) kept, in reverse order where ``flip``. Columns of the
+    padded input past an image's own pixels get weight 0.
+    """
+    p = params.to(device=device, dtype=torch.float64, non_blocking=True)
+    start, span, out_len, keep = (p[:, k, None] for k in range(4))  # (B, 1) each
+    scale = span / out_len
+    wide = scale >= 1.0
+    support = torch.where(wide, scale, torch.ones_like(scale))  # interp_size / 2 * scale for bilinear
+    invscale = torch.where(wide, 1.0 / scale, torch.ones_like(scale))
+    index = torch.arange(size, device=device, dtype=torch.float64).view(1, -1)
+    if flip is not None:
+        index = torch.where(flip.to(device, non_blocking=True).view(-1, 1), size - 1 - index, index)
+    center = scale * (keep + index + 0.5)  # (B, size)
+    lo = torch.clamp(torch.trunc(center - support + 0.5), min=0.0)
+    hi = torch.minimum(torch.trunc(center + support + 0.5), span)
+    q = torch.arange(length, device=device, dtype=torch.float64).view(1, 1, -1) - start.unsqueeze(-1)
+    w = (1.0 - ((q - center.unsqueeze(-1) + 0.5) * invscale.unsqueeze(-1)).abs()).clamp_(min=0.0)
+    w = w * ((q >= lo.unsqueeze(-1)) & (q < hi.unsqueeze(-1)))
+    total = w.sum(dim=-1, keepdim=True)
+    return w / torch.where(total != 0, total, torch.ones_like(total))
+
+
+def _groups(sizes: list[list[int]]) -> list[list[int]]:
+    """Images resampled together: those within _OUTLIER_FACTOR of the median size, then each outlier."""
+    heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
+    h_cap, w_cap = _OUTLIER_FACTOR * np.median(heights), _OUTLIER_FACTOR * np.median(widths)
+    main = [i for i, (h, w) in enumerate(sizes) if h <= h_cap and w <= w_cap]
+    return [main] + [[i] for i in range(len(sizes)) if i not in set(main)]
+
+
+def resample(
+    images: Sequence[torch.Tensor],
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    flip: torch.Tensor | None,
+    size: int,
+) -> torch.Tensor:
+    """Crop, resize and mirror (C, H_i, W_i) uint8 images as ``rows``/``cols``/``flip`` say: float
+    (B, C, size, size) in 0-255 on the images' device (see the module docstring)."""
+    if not images:
+        return torch.empty(0, 3, size, size)
+    device = images[0].device
+    c = images[0].shape[0]
+    # fp16 operands on a GPU (levels 0-255 are exact, the weights to 5e-4 relative); fp32 on the CPU, which
+    # has no fast fp16 matrix product.
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    sizes = [list(img.shape[-2:]) for img in images]
+    out = torch.empty(len(images), c, size, size, device=device)
+    for group in _groups(sizes):
+        hp = max(sizes[i][0] for i in group)
+        wp = max(sizes[i][1] for i in group)
+        x = torch.zeros(len(group), c, hp, wp, device=device, dtype=dtype)
+        for k, i in enumerate(group):
+            x[k, :, : sizes[i][0], : sizes[i][1]].copy_(images[i])
+        whole = len(group) == len(images)
+        g_rows, g_cols, g_flip = rows, cols, flip
+        if not whole:  # indexed on the CPU, where the per-image parameters are
+            index = torch.tensor(group, dtype=torch.int64)
+            g_rows, g_cols, g_flip = rows[index], cols[index], None if flip is None else flip[index]
+        wy = axis_weights(g_rows, None, size, hp, device).to(dtype)
+        wx = axis_weights(g_cols, g_flip, size, wp, device).to(dtype)
+        y = torch.matmul(torch.matmul(wy.unsqueeze(1), x), wx.unsqueeze(1).transpose(-1, -2))
+        if whole:
+            out.copy_(y)
+        else:  # slot by slot: an index tensor would be a blocking copy to the device
+            for k, i in enumerate(group):
+                out[i].copy_(y[k])
+    return out

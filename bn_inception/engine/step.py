@@ -1,0 +1,194 @@
+"""A training step's forward and backward, made fast on a GPU without changing what it computes.
+
+- ``torch.compile`` with a fallback: compile errors (no working Triton or C compiler, an unsupported op,
+  a dynamo bug) surface on the first call, forward or (lazily compiled) backward. :class:`TrainStep`
+  runs the first step under a guard; on an exception it restores what the failed attempt touched (BN
+  buffers, gradients, the RNG streams dropout draws from), logs one line and trains eagerly from then on.
+  An error that also happens eagerly is not a compile problem and is raised.
+- A non-finite guard without host-device syncs (:class:`NonFiniteGuard`, ``trainer.finite_check``):
+  ``sync`` reads the loss every ``finite_check_every`` steps (``loss.item()``, a sync on a GPU) and
+  stops before the update, as on the CPU; ``device`` keeps the check on the device: each step the
+  gradients are checked for inf/NaN with the kernel GradScaler uses and the loss with ``isfinite``, a
+  sticky flag records the first bad step, and the flag goes to the fused SGD kernel as its ``found_inf``,
+  which then skips the update on the device (parameters and momentum untouched), for that step and every
+  later one. The flag is read at log and evaluation steps (which sync anyway); the run then stops as
+  diverged at the first bad step, with the parameters of the step before it, exactly as ``sync`` with
+  ``finite_check_every=1`` leaves them. It needs the fused SGD kernel (CUDA, and CPU in torch >= 2.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bn_inception.engine.validate import autocast_context
+
+log = logging.getLogger(__name__)
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+FINITE_CHECKS = ("auto", "sync", "device")
+
+
+def resolve_compile(value: bool | str, device: torch.device) -> str | None:
+    """``trainer.compile`` -> a torch.compile mode, or None for eager. auto: ``default`` on a GPU."""
+    if value == "auto":
+        return "default" if device.type == "cuda" else None
+    if value is True:
+        return "default"
+    if value is False:
+        return None
+    if value in COMPILE_MODES:
+        return str(value)
+    raise ValueError(
+        f"trainer.compile={value!r} is not valid; use auto, true, false or a mode: {', '.join(COMPILE_MODES)}"
+    )
+
+
+def resolve_finite_check(value: str, device: torch.device) -> str:
+    """``trainer.finite_check`` -> sync | device. auto: device on a GPU (no per-step sync), sync elsewhere."""
+    if value not in FINITE_CHECKS:
+        raise ValueError(f"trainer.finite_check={value!r} is not valid; use {', '.join(FINITE_CHECKS)}")
+    if value == "auto":
+        return "device" if device.type == "cuda" else "sync"
+    return value
+
+
+class TrainStep:
+    """``step(images, labels) -> (logits, loss)``: zero the gradients, forward under autocast, cross-entropy,
+    backward (through the GradScaler when there is one). ``compile_mode`` None runs ``model`` eagerly."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: Any,
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        compile_mode: str | None = None,
+        compile_fn: Callable[..., nn.Module] | None = None,
+    ) -> None:
+        self.eager, self.optimizer, self.scaler = model, optimizer, scaler
+        self.device, self.amp_dtype = device, amp_dtype
+        self.model, self.on_trial = model, False
+        if compile_mode is not None:
+            compile_fn = compile_fn or torch.compile
+            try:
+                self.model, self.on_trial = compile_fn(model, mode=compile_mode), True
+            except Exception as e:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
+                self._warn(e)
+
+    @property
+    def compiled(self) -> bool:
+        return self.model is not self.eager
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.on_trial:
+            return self._forward_backward(self.model, images, labels)
+        saved = self._snapshot()
+        try:
+            out = self._forward_backward(self.model, images, labels)
+        except Exception as e:  # noqa: BLE001 - see the module docstring: retried eagerly, re-raised there
+            self._restore(saved)
+            self._warn(e)
+            self.model = self.eager
+            out = self._forward_backward(self.model, images, labels)
+        self.on_trial = False
+        return out
+
+    def _forward_backward(self, model, images, labels):
+        with autocast_context(self.device, self.amp_dtype):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return logits, loss
+
+    def _snapshot(self) -> dict[str, Any]:
+        state = {
+            "buffers": [b.detach().clone() for b in self.eager.buffers()],
+            "cpu_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for buffer, value in zip(self.eager.buffers(), saved["buffers"], strict=True):
+                buffer.copy_(value)
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.set_rng_state(saved["cpu_rng"])
+        if "cuda_rng" in saved:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+    @staticmethod
+    def _warn(error: BaseException) -> None:
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        log.warning(
+            "torch.compile failed (%s: %s); training continues eagerly (trainer.compile=false skips this)",
+            type(error).__name__,
+            text[:300],
+        )
+
+
+class NonFiniteGuard:
+    """Stops a run at its first non-finite step; see the module docstring for the two modes."""
+
+    def __init__(
+        self,
+        mode: str,
+        every: int,
+        optimizer: torch.optim.Optimizer,
+        scaler: Any,
+        device: torch.device,
+    ) -> None:
+        if mode not in ("sync", "device"):
+            raise ValueError(f"finite check mode must be sync or device, got {mode!r}")
+        if every < 1:
+            raise ValueError(f"trainer.finite_check_every must be >= 1, got {every}")
+        self.mode, self.every, self.optimizer, self.scaler = mode, every, optimizer, scaler
+        if mode == "device":
+            fused = all(g.get("fused") for g in optimizer.param_groups)
+            if not fused:
+                raise ValueError(
+                    "trainer.finite_check=device needs the fused SGD kernel (it skips updates on the "
+                    "device); use trainer.finite_check=sync"
+                )
+            self.found = torch.zeros((), device=device)  # 1.0 once any step was non-finite (sticky)
+            self.first_bad = torch.full((), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
+            self._step_bad = torch.zeros((), device=device)
+            self._one = torch.ones((), device=device)
+            self._params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def check(self, step: int, loss: torch.Tensor) -> bool:
+        """After backward, before the update of step ``step`` (1-based). True: stop now (sync mode, the loss
+        is not finite). In device mode this never syncs and returns False; the update is made conditional."""
+        if self.mode == "sync":
+            return step % self.every == 0 and not bool(torch.isfinite(loss.detach()).all().item())
+        grads = [p.grad for p in self._params if p.grad is not None]
+        self._step_bad.zero_()
+        if self.scaler is None:  # with fp16 the GradScaler checks (and skips) scaled gradients itself
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self._step_bad, self._one)
+        self._step_bad = torch.maximum(self._step_bad, (~torch.isfinite(loss.detach())).float())
+        newly_bad = (self._step_bad > 0) & (self.found == 0)
+        self.first_bad = torch.where(newly_bad, step, self.first_bad)
+        self.found = torch.maximum(self.found, self._step_bad)
+        if self.scaler is None:
+            self.optimizer.grad_scale = None
+            self.optimizer.found_inf = self.found  # the fused kernel skips the update while this is 1
+        return False
+
+    def poll(self) -> int | None:
+        """Device mode: the first non-finite step so far (agreed over processes), or None. A host sync."""
+        if self.mode == "sync":
+            return None
+        first = self.first_bad.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        value = int(first.item())
+        return None if value == torch.iinfo(torch.int64).max else value
