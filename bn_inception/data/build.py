@@ -82,6 +82,7 @@ def build_datasets(
     crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
     distortion: str = "full",
     reduced_strength: float = 0.5,
+    augment: bool = True,
     shuffle: str = "global",
     shard_size: int = DEFAULT_SHARD_SIZE,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
@@ -97,6 +98,8 @@ def build_datasets(
 
     ``decode`` = cpu | gpu | auto: where image files are decoded (auto: on ``device`` when it is a CUDA
     device that can decode JPEGs; ``device=None`` means the CPU).
+    ``augment=False`` trains on the images as they are (the whole image, or its centre square, resized
+    to the input; no flip, no distortion), as Sec. 4.1's MNIST network does.
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
@@ -106,6 +109,8 @@ def build_datasets(
             f"data.crop_scale is a fraction of the image area, at most 1.0; got {list(crop_scale)}"
         )
     strength = distortion_strength(distortion, reduced_strength)
+    if not augment:
+        scale, ratio, strength = (1.0, 1.0), (1.0, 1.0), 0.0
     check_shuffle(shuffle)
     if decode not in DECODES:  # checked again with the device below; here before any data is touched
         raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
@@ -118,7 +123,9 @@ def build_datasets(
         raise ValueError(
             f"data={name} does not take {str(e).split('argument ')[-1]}; see configs/data/{name}.yaml"
         ) from e
-    splits.train.enable_training(TrainAugment(int(input_size), scale, ratio, strength, int(seed)))
+    splits.train.enable_training(
+        TrainAugment(int(input_size), scale, ratio, strength, int(seed), flip=augment)
+    )
     splits.decode_on_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
     for split in (splits.train, splits.val):
         if isinstance(split, ImageFileDataset):

@@ -129,6 +129,7 @@ class TrainAugment:
     crop_ratio: tuple[float, float]
     strength: float  # multiplier of the full photometric ranges (distortion_strength)
     seed: int
+    flip: bool = True  # mirror half of the samples (off for data.augment=false)
 
     def draws(self, epoch: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         return sample_uniforms(self.seed, epoch, indices, NUM_DRAWS)
@@ -142,8 +143,8 @@ class TrainAugment:
         return np.array([self.crop_box(row, height, width) for row in u.tolist()], dtype=np.int64)
 
     def flips(self, u: np.ndarray) -> np.ndarray:
-        """Which samples are mirrored (probability 1/2)."""
-        return u[:, _U_FLIP] < 0.5
+        """Which samples are mirrored (probability 1/2, or none when ``flip`` is off)."""
+        return u[:, _U_FLIP] < (0.5 if self.flip else 0.0)
 
     def colour_terms(self, u: np.ndarray, channels: int) -> tuple[torch.Tensor, ...] | None:
         """Each sample's colour distortion as :func:`photometric_terms` (float32); None when off."""

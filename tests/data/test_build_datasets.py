@@ -65,6 +65,13 @@ def test_training_augmentation_follows_seed_epoch_and_index(idx_root):
     assert torch.equal(a.val[3][0], c.val[3][0])  # evaluation is deterministic
 
 
+def test_augment_false_trains_on_the_images_as_they_are(idx_root):
+    """Sec. 4.1's MNIST network sees the digits unchanged: no crop, no flip, no distortion, any epoch."""
+    splits = build_datasets("fashion_mnist", root=str(idx_root), input_size=28, augment=False, seed=0)
+    for index, epoch in [(0, 0), (3, 1), (7, 5)]:
+        assert torch.equal(splits.train[(index, epoch)][0], splits.train.images[index])
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

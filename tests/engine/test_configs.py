@@ -64,7 +64,7 @@ def test_mnist_figure1_is_the_sec_41_setup(repo):
     cfg = _compose(repo, ["experiment=mnist_figure1"])
     assert cfg["model"] == {"name": "bn_mlp", "norm": "none"}
     assert cfg["trainer"]["batch_size"] == 60 and cfg["trainer"]["max_steps"] == 50_000
-    assert cfg["name"] == "mnist_figure1_none"
+    assert cfg["name"] == "mnist_figure1_none" and cfg["data"]["augment"] is False
     assert _compose(repo, ["experiment=mnist_figure1", "model.norm=batch"])["name"] == "mnist_figure1_batch"
 
 

@@ -77,7 +77,7 @@ def make_checkpoint(path: Path, splits, data_cfg: dict, seed: int, prefix: str =
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     make_synthetic_imagenet(root / "data", num_classes=CLASSES, train_per_class=4, val_per_class=4,
-                            min_size=20, max_size=40, seed=0)  # fmt: skip
+                            min_size=20, max_size=40)  # fmt: skip
     data_cfg = {"name": "synthetic", "root": str(root / "data"), "input_size": INPUT, "workers": 0}
     splits = build_datasets(**data_cfg, seed=0)
     runs = root / "sweep"
@@ -330,3 +330,42 @@ def test_population_stats_follow_algorithm_2_on_a_copy(world):
     expected = torch.stack(means).mean(0)
     assert torch.allclose(pop.model.hidden[0].bn.running_mean, expected, atol=1e-5)
     assert not torch.allclose(layer.bn.running_mean, expected, atol=1e-3)
+
+
+def test_cli_on_runs_trained_by_train_py(tmp_path):
+    """train.py writes two runs; evaluate.py rebuilds each from its checkpoint alone (no data= or model
+    options on the command line), reproduces training-time validation, and ensembles them."""
+    tree = make_synthetic_imagenet(
+        tmp_path / "tree", num_classes=4, train_per_class=12, val_per_class=6, min_size=20, max_size=40
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    for seed in (0, 1):
+        cmd = [
+            sys.executable,
+            str(REPO / "train.py"),
+            "experiment=bn_x5",
+            "data=synthetic",
+            f"data.root={tree.root}",
+            "data.workers=0",
+            "data.input_size=16",
+            "trainer.batch_size=8",
+            "trainer.max_steps=4",
+            "trainer.eval_every=2",
+            "trainer.progress=false",
+            f"seed={seed}",
+            f"hydra.run.dir={tmp_path}/sweep/bn_x5/seed{seed}",
+        ]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "eval.json"
+    proc = run_cli(f"checkpoints={tmp_path}/sweep", f"output={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"seed0", "seed1", "ensemble"}  # named relative to their common parent
+    for seed in (0, 1):
+        trained = json.loads((tmp_path / f"sweep/bn_x5/seed{seed}/results.json").read_text())
+        row = rows[f"seed{seed}"]
+        assert row["top1_err"] == pytest.approx(100 - trained["best_top1"], abs=1e-6)
+        assert row["images"] == 24 and row["crops"] == 1
+    assert rows["ensemble"]["models"] == 2
+    assert rows["ensemble"]["top5_err"] <= rows["ensemble"]["top1_err"]
