@@ -98,8 +98,8 @@ def build_datasets(
 
     ``decode`` = cpu | gpu | auto: where image files are decoded (auto: on ``device`` when it is a CUDA
     device that can decode JPEGs; ``device=None`` means the CPU).
-    ``augment=False`` trains on the images as they are (the whole image, or its centre square, resized
-    to the input; no flip, no distortion), as Sec. 4.1's MNIST network does.
+    ``augment=False`` trains on the images as evaluation sees them (its centre crop; no random crop, flip
+    or distortion), as Sec. 4.1's MNIST network does.
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
@@ -110,7 +110,7 @@ def build_datasets(
         )
     strength = distortion_strength(distortion, reduced_strength)
     if not augment:
-        scale, ratio, strength = (1.0, 1.0), (1.0, 1.0), 0.0
+        strength = 0.0
     check_shuffle(shuffle)
     if decode not in DECODES:  # checked again with the device below; here before any data is touched
         raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
@@ -124,7 +124,7 @@ def build_datasets(
             f"data={name} does not take {str(e).split('argument ')[-1]}; see configs/data/{name}.yaml"
         ) from e
     splits.train.enable_training(
-        TrainAugment(int(input_size), scale, ratio, strength, int(seed), flip=augment)
+        TrainAugment(int(input_size), scale, ratio, strength, int(seed), random=augment)
     )
     splits.decode_on_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
     for split in (splits.train, splits.val):

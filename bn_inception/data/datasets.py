@@ -265,7 +265,7 @@ class InMemoryImageDataset(_BaseImageDataset):
             raise IndexError(f"sample index out of range for a dataset of {len(self.images)} images")
         # index_select, not images[index]: the advanced-indexing kernel stalls when both cores are busy.
         x = self.images.index_select(0, index)
-        if self.augment is None:
+        if self.augment is None or not self.augment.random:  # evaluation, or training on what it sees
             images = eval_resize_crop(x, self.input_size)
         else:
             u = self._draws(pairs)

@@ -92,6 +92,14 @@ def distortion_strength(distortion: str, reduced_strength: float) -> float:
     raise ValueError(f"distortion must be one of {', '.join(DISTORTIONS)}; got {distortion!r}")
 
 
+def eval_crop_box(height: int, width: int, input_size: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) in the original image of single-crop evaluation's centre crop (:func:`eval_sizes`):
+    training without augmentation sees what evaluation sees."""
+    resize, crop = eval_sizes(input_size)
+    side = max(1, round(min(height, width) * crop / resize))
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
 def random_resized_crop_box(
     u: Sequence[float], height: int, width: int, scale: Sequence[float], ratio: Sequence[float]
 ) -> tuple[int, int, int, int]:
@@ -129,13 +137,15 @@ class TrainAugment:
     crop_ratio: tuple[float, float]
     strength: float  # multiplier of the full photometric ranges (distortion_strength)
     seed: int
-    flip: bool = True  # mirror half of the samples (off for data.augment=false)
+    random: bool = True  # False (data.augment=false): the evaluation crop, never mirrored
 
     def draws(self, epoch: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         return sample_uniforms(self.seed, epoch, indices, NUM_DRAWS)
 
     def crop_box(self, u: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
         """(top, left, h, w) of one sample's crop; ``u`` is its row of draws (a list is fastest)."""
+        if not self.random:
+            return eval_crop_box(height, width, self.input_size)
         return random_resized_crop_box(u, height, width, self.crop_scale, self.crop_ratio)
 
     def crop_boxes(self, u: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -143,8 +153,8 @@ class TrainAugment:
         return np.array([self.crop_box(row, height, width) for row in u.tolist()], dtype=np.int64)
 
     def flips(self, u: np.ndarray) -> np.ndarray:
-        """Which samples are mirrored (probability 1/2, or none when ``flip`` is off)."""
-        return u[:, _U_FLIP] < (0.5 if self.flip else 0.0)
+        """Which samples are mirrored (probability 1/2; none without ``random``)."""
+        return u[:, _U_FLIP] < (0.5 if self.random else 0.0)
 
     def colour_terms(self, u: np.ndarray, channels: int) -> tuple[torch.Tensor, ...] | None:
         """Each sample's colour distortion as :func:`photometric_terms` (float32); None when off."""

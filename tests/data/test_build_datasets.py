@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from bn_inception.data import DataSplits, build_datasets, imagenet100_classes
+from bn_inception.data.transforms import TrainAugment
 
 
 def _config(repo, name: str) -> dict:
@@ -65,11 +68,17 @@ def test_training_augmentation_follows_seed_epoch_and_index(idx_root):
     assert torch.equal(a.val[3][0], c.val[3][0])  # evaluation is deterministic
 
 
-def test_augment_false_trains_on_the_images_as_they_are(idx_root):
-    """Sec. 4.1's MNIST network sees the digits unchanged: no crop, no flip, no distortion, any epoch."""
-    splits = build_datasets("fashion_mnist", root=str(idx_root), input_size=28, augment=False, seed=0)
+def test_augment_false_trains_on_what_evaluation_sees(idx_root):
+    """Sec. 4.1's MNIST network sees the digits unchanged: the evaluation crop, no flip or distortion."""
+    plain = build_datasets("fashion_mnist", root=str(idx_root), input_size=28, augment=False, seed=0)
+    augmented = build_datasets("fashion_mnist", root=str(idx_root), input_size=28, seed=0)
+    evaluated = copy.copy(plain.train)
+    evaluated.augment = None  # the evaluation transform, applied to the same training images
     for index, epoch in [(0, 0), (3, 1), (7, 5)]:
-        assert torch.equal(splits.train[(index, epoch)][0], splits.train.images[index])
+        assert torch.equal(plain.train[(index, epoch)][0], evaluated[index][0])
+        assert not torch.equal(augmented.train[(index, epoch)][0], evaluated[index][0])
+    box = TrainAugment(224, (0.08, 1.0), (0.75, 4 / 3), 0.0, 0, random=False).crop_box([0.5] * 30, 375, 500)
+    assert box == (23, 86, 328, 328)  # image files: evaluation's centre crop, 375 * 224 / 256 = 328 px
 
 
 @pytest.mark.parametrize(

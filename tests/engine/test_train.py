@@ -305,3 +305,12 @@ def test_unknown_experiment_is_one_clear_error(repo, python, cli_env):
         timeout=60,
     )
     assert proc.returncode != 0 and "bn_x50" in proc.stderr and "bn_x30" in proc.stderr
+
+
+def test_resume_from_a_corrupt_checkpoint_is_one_clear_error(repo, python, cli_env, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04 half a zip file")
+    proc = run_train(repo, python, cli_env, tmp_path / "run", f"resume={bad}", check=False)
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error:") and str(bad) in err and "corrupt or truncated" in err
