@@ -6,6 +6,7 @@ norm="batch") should take roughly 15-30 ms on 2 CPU cores, so the five variants 
     python benchmarks/model_step_time.py                                   # bn_inception_small defaults
     python benchmarks/model_step_time.py --width-mult 0.5 --stem separable
     python benchmarks/model_step_time.py --model bn_mlp --norm none
+    python benchmarks/model_step_time.py --channels-last --fused         # train.py's CPU defaults
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--channels-last", action="store_true", help="model and input in channels_last memory format"
     )
+    p.add_argument(
+        "--fused", action="store_true", help="the fused SGD kernel (train.py's default) instead of the loop"
+    )
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument(
@@ -74,7 +78,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, kwargs = build(args)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0015, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0015, momentum=0.9, fused=args.fused or None)
     x = torch.randn(args.batch_size, args.in_chans, args.img_size, args.img_size)
     y = torch.randint(0, args.num_classes, (args.batch_size,))
     if args.channels_last:
@@ -93,14 +97,18 @@ def main() -> None:
         for _ in range(args.steps):
             step()
         blocks.append((time.perf_counter() - t0) / args.steps * 1e3)
+    t0 = time.perf_counter()  # the SGD update alone, on the last step's gradients
+    for _ in range(args.steps):
+        opt.step()
+    update_ms = (time.perf_counter() - t0) / args.steps * 1e3
     params = sum(p.numel() for p in model.parameters())
     shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("num_classes", "in_chans"))
     print(
         f"{args.model} {shown} "
         f"params={params:,} batch={args.batch_size} input={args.in_chans}x{args.img_size}x{args.img_size} "
-        f"channels_last={args.channels_last} threads={torch.get_num_threads()}: "
+        f"channels_last={args.channels_last} fused={args.fused} threads={torch.get_num_threads()}: "
         f"{statistics.median(blocks):.1f} ms/step "
-        f"(blocks: {', '.join(f'{b:.1f}' for b in blocks)})"
+        f"(blocks: {', '.join(f'{b:.1f}' for b in blocks)}); SGD update alone {update_ms:.2f} ms"
     )
 
 

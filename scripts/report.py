@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--probe",
         default=None,
-        help="Figure 1's probe, as in the act/<probe>/p50 tags (default: the highest-numbered, e.g. hidden3)",
+        help="Figure 1's probe, as in the act/<probe>/p50 tags (default: the last hidden layer's first "
+        "unit, e.g. hidden3_last/unit0; hidden3_last for the layer pooled)",
     )
     return parser.parse_args(argv)
 

@@ -17,6 +17,13 @@ HPARAM_METRICS = ("hparam/best_top1", "hparam/final_top1", "hparam/final_top5", 
 #: Figure 1 plots the 15th, 50th and 85th percentiles of a sigmoid's input over training (Sec. 4.1).
 PERCENTILES = (15, 50, 85)
 
+#: Figure 1 (b, c) follows "a typical sigmoid", one unit, not the pooled layer: besides the layer
+#: (``act/<probe>/p50``: all units, all images) each probe logs its first unit (the first channel of a
+#: convolution, over images and positions) as ``act/<probe>/unit0/p50``. Pooling hides what the paper
+#: shows: with BN each unit's distribution is stable, yet units' learned gamma/beta drift apart, which
+#: widens the pooled one.
+TYPICAL_UNIT = "unit0"
+
 # torch.quantile refuses inputs above 2**24 elements; a strided subsample of this size keeps the
 # percentiles exact to well under 0.1% while costing little on large conv maps.
 _MAX_QUANTILE_ELEMENTS = 1 << 22
@@ -87,7 +94,10 @@ class ActivationPercentiles:
         self.max_images = max_images
         self._active = False
         self._seen: dict[str, int] = {}
-        self._values: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+        self._values: dict[str, list[torch.Tensor]] = {}
+        for name in modules:
+            self._values[name] = []
+            self._values[f"{name}/{TYPICAL_UNIT}"] = []
         self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in modules.items()]
 
     def _hook(self, name: str):
@@ -98,6 +108,7 @@ class ActivationPercentiles:
             take = min(x.shape[0], self.max_images - self._seen.get(name, 0))
             self._seen[name] = self._seen.get(name, 0) + take
             self._values[name].append(x[:take].float().flatten().cpu())
+            self._values[f"{name}/{TYPICAL_UNIT}"].append(x[:take, 0].float().flatten().cpu())
 
         return hook
 
@@ -113,7 +124,8 @@ class ActivationPercentiles:
             self._active = False
 
     def percentiles(self) -> dict[str, float]:
-        """``{"act/<name>/p15": ..., ...}`` over everything recorded (all units of the layer, all images)."""
+        """``{"act/<name>/p15": ..., "act/<name>/unit0/p15": ..., ...}``: over all units of the layer and
+        all recorded images, and over the first unit alone (see :data:`TYPICAL_UNIT`)."""
         out: dict[str, float] = {}
         q = torch.tensor([p / 100 for p in PERCENTILES])
         for name, chunks in self._values.items():

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ def build_optimizer(
 ) -> torch.optim.SGD:
     """SGD with momentum; L2 on every parameter, or (``decay_bn_and_bias=false``) not on 1-d ones.
 
-    ``fused`` None: the fused kernel on CUDA only (the on-device non-finite guard asks for it elsewhere).
+    ``fused`` None: the fused kernel on CUDA and CPU (the devices torch has one for).
     """
     if opts.decay_bn_and_bias:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -139,8 +139,10 @@ def build_optimizer(
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel: one launch for all parameters, and it can skip an update on the device (found_inf).
+    # On a CPU it halves the update of the default per-tensor loop (0.65 vs 1.26 ms for bn_inception_small's
+    # 209 tensors, docs/benchmarks.md; same arithmetic).
     if fused is None:
-        fused = True if device.type == "cuda" else None
+        fused = True if device.type in ("cuda", "cpu") else None
     return torch.optim.SGD(groups, lr=lr, momentum=opts.momentum, weight_decay=opts.weight_decay, fused=fused)
 
 
@@ -750,7 +752,6 @@ __all__ = [
     "ScheduleOptions",
     "TrainerOptions",
     "TrainingError",
-    "asdict",
     "options_from",
     "resolve_model_name",
     "train",

@@ -238,8 +238,8 @@ def write_report(
 ) -> ReportOutputs:
     """Write the report files for the runs under `sweep_dir` into `out_dir` (default: `sweep_dir`).
 
-    `probe` picks Figure 1's probe (default: the highest-numbered one, e.g. `hidden3`). Raises
-    `ReportError` (one line) for a missing sweep directory, no results.json, or a malformed one.
+    `probe` picks Figure 1's probe (default: the last hidden layer's single unit, `hidden3_last/unit0`).
+    Raises `ReportError` (one line) for a missing sweep directory, no results.json, or a malformed one.
     """
     sweep = Path(sweep_dir)
     runs = load_runs(sweep)

@@ -218,13 +218,16 @@ def act_percentiles(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]
 
 
 def last_hidden_probe(probes: list[str]) -> str:
-    """The probe of the last hidden layer: the highest number in its name (`hidden3` over `hidden1`).
+    """Figure 1's default probe: the last hidden layer, i.e. the highest first number in the layer's name
+    (`hidden3` over `hidden1`, `5b_3x3` over `4c_3x3`), and of that layer its single logged unit
+    (`hidden3/unit0`: the paper's "typical sigmoid") when there is one, else the layer pooled.
 
     Names without a number rank below numbered ones, then alphabetically, so the choice is deterministic.
     """
 
-    def rank(probe: str) -> tuple[int, int, str]:
-        numbers = re.findall(r"\d+", probe)
-        return (1, int(numbers[-1]), probe) if numbers else (0, 0, probe)
+    def rank(probe: str) -> tuple[int, int, str, bool]:
+        layer, _, unit = probe.partition("/")
+        numbers = re.findall(r"\d+", layer)
+        return (1, int(numbers[0]), layer, bool(unit)) if numbers else (0, 0, layer, bool(unit))
 
     return max(probes, key=rank)

@@ -10,7 +10,7 @@ import pytest
 
 from bn_inception.evaluation.figures import WITH_BN, WITHOUT_BN, figure1_data
 from bn_inception.evaluation.report import write_report
-from bn_inception.evaluation.runlogs import ReportError, load_runs, uses_batch_norm
+from bn_inception.evaluation.runlogs import ReportError, last_hidden_probe, load_runs, uses_batch_norm
 from tests.evaluation.sweep_fixtures import write_mnist, write_run, write_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,6 +146,23 @@ def test_figure1_splits_runs_by_norm_and_uses_last_hidden_probe(sweep):
     assert without.probe == "hidden3"
     assert without.series["p50"][:2] == [(100, pytest.approx(0.3)), (200, pytest.approx(0.8))]
     assert figure1_data(load_runs(sweep), probe="hidden1").percentiles[WITH_BN].probe == "hidden1"
+
+
+def test_figure1_follows_one_typical_unit_when_the_run_logged_one(tmp_path):
+    # Figure 1 (b, c) plots "a typical sigmoid": the single-unit series wins over the pooled layer
+    layer = {"p15": [-1.0, -1.0], "p50": [0.0, 0.0], "p85": [1.0, 1.0]}
+    unit = {"p15": [-0.5, -0.4], "p50": [0.1, 0.2], "p85": [0.6, 0.7]}
+    act = {"hidden1": layer, "hidden3_last": layer, "hidden3_last/unit0": unit, "hidden1/unit0": unit}
+    write_run(tmp_path, "mnist_figure1_none/seed0", "mnist_figure1", [80, 85], name="n", norm="none", act=act)
+    shown = figure1_data(load_runs(tmp_path)).percentiles[WITHOUT_BN]
+    assert shown.probe == "hidden3_last/unit0"
+    assert [v for _, v in shown.series["p50"]] == [pytest.approx(0.1), pytest.approx(0.2)]
+
+
+def test_last_hidden_probe_ranks_layers_by_their_first_number():
+    assert last_hidden_probe(["3a_3x3", "5b_3x3", "4c_3x3", "4c_3x3/unit0"]) == "5b_3x3"
+    assert last_hidden_probe(["hidden10", "hidden2/unit0", "hidden10/unit0"]) == "hidden10/unit0"
+    assert last_hidden_probe(["relu", "hidden1"]) == "hidden1"
 
 
 def test_unknown_probe_is_a_one_line_error(sweep, tmp_path):
