@@ -19,9 +19,8 @@ PERCENTILES = (15, 50, 85)
 
 #: Figure 1 (b, c) follows "a typical sigmoid", one unit, not the pooled layer: besides the layer
 #: (``act/<probe>/p50``: all units, all images) each probe logs its first unit (the first channel of a
-#: convolution, over images and positions) as ``act/<probe>/unit0/p50``. Pooling hides what the paper
-#: shows: with BN each unit's distribution is stable, yet units' learned gamma/beta drift apart, which
-#: widens the pooled one.
+#: convolution, over images and positions) as ``act/<probe>/unit0/p50``. The pooled distribution mixes
+#: units whose learned BN scale and shift differ, so it moves even where each unit's does not.
 TYPICAL_UNIT = "unit0"
 
 # torch.quantile refuses inputs above 2**24 elements; a strided subsample of this size keeps the

@@ -140,7 +140,7 @@ def build_optimizer(
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel: one launch for all parameters, and it can skip an update on the device (found_inf).
     # On a CPU it halves the update of the default per-tensor loop (0.65 vs 1.26 ms for bn_inception_small's
-    # 209 tensors, docs/benchmarks.md; same arithmetic).
+    # 209 tensors, docs/benchmarks.md; the same update, up to floating-point rounding).
     if fused is None:
         fused = True if device.type in ("cuda", "cpu") else None
     return torch.optim.SGD(groups, lr=lr, momentum=opts.momentum, weight_decay=opts.weight_decay, fused=fused)
