@@ -145,7 +145,7 @@ def bare_loop(
 
 
 def train_py_loop(
-    batch: int, steps: int, warmup: int, device: str, log_every: int, channels_last: bool
+    batch: int, steps: int, warmup: int, device: str, log_every: int, channels_last: bool, workers: int = 0
 ) -> float:
     """Steady-state images/s of bn_inception's trainer (train.py's loop) on Fashion-MNIST."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -163,7 +163,7 @@ def train_py_loop(
             compile=False,
             channels_last=channels_last,
         )
-        data = dict(FMNIST_DATA)
+        data = {**FMNIST_DATA, "workers": workers}
         train(
             run_dir=tmp,
             name="bench",
@@ -425,7 +425,7 @@ def fmnist_report(args: argparse.Namespace) -> None:
             "bn_inception_small", args.batch, args.steps, args.warmup, args.device, 28, 1, cl, fed=True
         ),
         "train.py loop (data pipeline, meters, logging)": lambda: train_py_loop(
-            args.batch, args.steps, args.warmup, args.device, log_every=25, channels_last=cl
+            args.batch, args.steps, args.warmup, args.device, 25, cl, args.cpu_workers
         ),
     }
     runs: dict[str, list[float]] = {name: [] for name in loops}
@@ -436,6 +436,7 @@ def fmnist_report(args: argparse.Namespace) -> None:
     print(
         f"bn_inception_small (BN-x5 network), Fashion-MNIST 28x28x1, batch {args.batch}, {args.device}, "
         f"{torch.get_num_threads()} threads, channels_last {args.channels_last} in all, "
+        f"train.py with {args.cpu_workers} loader workers, "
         f"torch {torch.__version__}, {platform.machine()}"
     )
     print()
@@ -484,6 +485,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers", type=int, default=8, help="GPU modes: loader processes (ours and timm's)"
+    )
+    parser.add_argument(
+        "--cpu-workers", type=int, default=0, help="CPU mode: train.py's loader processes (data.workers)"
     )
     parser.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"], help="(b): data.decode")
     parser.add_argument("--distortion", default="reduced", choices=["full", "reduced", "none"])

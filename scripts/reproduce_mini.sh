@@ -5,7 +5,7 @@
 # one run on two threads: benchmarks/model_step_time.py).
 #
 #   bash scripts/reproduce_mini.sh [OUT_DIR]          # default: sweeps/mini-<date>
-#   SEEDS="0 1 2" bash scripts/reproduce_mini.sh      # more seeds (about 22 minutes per seed)
+#   SEEDS="0 1 2" bash scripts/reproduce_mini.sh      # more seeds (about 20 minutes per seed)
 #   EXTRA="data.root=/path/to/fashion-mnist" bash scripts/reproduce_mini.sh
 #
 # Re-running with the same OUT_DIR resumes unfinished runs and skips finished ones (resume=auto).
