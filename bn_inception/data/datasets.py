@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,7 +79,7 @@ class PackedPaths(Sequence):
         return os.fsdecode(self._data[index])
 
 
-class _BaseImageDataset(Dataset):
+class _BaseImageDataset(Dataset, ABC):
     def __init__(
         self,
         labels: Sequence[int] | torch.Tensor,
@@ -116,8 +117,9 @@ class _BaseImageDataset(Dataset):
         images, labels, _ = self.load_batch(keys, on_bad=self.default_on_bad)
         return list(zip(images, labels.tolist(), strict=True))
 
+    @abstractmethod
     def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
-        raise NotImplementedError
+        """(images, labels, info) of the samples ``keys``; each dataset kind loads its own way."""
 
     def _draws(self, pairs: list[tuple[int, int]]) -> np.ndarray:
         u = np.empty((len(pairs), NUM_DRAWS))

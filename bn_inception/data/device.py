@@ -284,7 +284,7 @@ def decode_jpegs(
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return list(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device))
-        except RuntimeError:
+        except RuntimeError:  # one file nvJPEG cannot take spoils the batch call: decode one at a time
             pass
         out = []
         for tensor, path in zip(data, paths, strict=True):

@@ -404,37 +404,10 @@ class EvalLoader:
         self._ledger.check(final=True)
 
 
-def build_train_loader(
-    dataset: Any,
-    batch_size: int,
-    shuffle: str = "global",
-    seed: int = 0,
-    workers: int = 2,
-    rank: int = 0,
-    world_size: int = 1,
-    max_bad_fraction: float = 0.001,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    pin_memory: bool | None = None,
-    prefetch_factor: int = 2,
-    bad_check_min_images: int = DEFAULT_BAD_CHECK_MIN_IMAGES,
-) -> TrainLoader:
-    """The training loader (see :class:`TrainLoader`); ``pin_memory=None`` pins when CUDA is available."""
-    return TrainLoader(
-        dataset,
-        batch_size,
-        shuffle,
-        seed,
-        workers,
-        rank,
-        world_size,
-        max_bad_fraction,
-        shard_size,
-        shuffle_buffer,
-        pin_memory,
-        prefetch_factor,
-        bad_check_min_images,
-    )
+def build_train_loader(dataset: Any, batch_size: int, **options: Any) -> TrainLoader:
+    """The training loader; ``options`` are :class:`TrainLoader`'s (``pin_memory=None`` pins when CUDA is
+    available)."""
+    return TrainLoader(dataset, batch_size, **options)
 
 
 def build_eval_loader(
