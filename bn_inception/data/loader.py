@@ -410,30 +410,10 @@ def build_train_loader(dataset: Any, batch_size: int, **options: Any) -> TrainLo
     return TrainLoader(dataset, batch_size, **options)
 
 
-def build_eval_loader(
-    dataset: Any,
-    batch_size: int,
-    workers: int = 2,
-    limit: int | None = None,
-    max_bad_fraction: float = 0.001,
-    pin_memory: bool | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    bad_check_min_images: int = DEFAULT_BAD_CHECK_MIN_IMAGES,
-) -> EvalLoader:
-    """The evaluation loader (see :class:`EvalLoader`); ``limit`` = evaluate the first N images only.
+def build_eval_loader(dataset: Any, batch_size: int, **options: Any) -> EvalLoader:
+    """The evaluation loader; ``options`` are :class:`EvalLoader`'s (``limit`` = the first N images only).
 
     With world_size > 1 each rank gets every world_size-th image and no padding, so gathered results
     count each image exactly once.
     """
-    return EvalLoader(
-        dataset,
-        batch_size,
-        workers,
-        limit,
-        max_bad_fraction,
-        pin_memory,
-        rank,
-        world_size,
-        bad_check_min_images,
-    )
+    return EvalLoader(dataset, batch_size, **options)
