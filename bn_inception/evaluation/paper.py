@@ -134,6 +134,11 @@ CLAIMS: tuple[Claim, ...] = (
         "Inception with sigmoid and no BN never rises above chance",
         "at most 1/1000 (0.1%) with 1000 classes",
     ),
+    Claim(
+        "inception_x5_diverges",
+        "Inception (no BN) at 5x the learning rate diverges",
+        "its parameters reached machine infinity",
+    ),
 )
 
 MNIST_CLAIMS: tuple[Claim, ...] = (

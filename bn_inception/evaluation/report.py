@@ -121,6 +121,16 @@ def _chance_claim(table: Table2) -> str:
     return f"best {row.best_top1.mean:.2f}% over {row.best_top1.n} run(s) (chance = 100/number of classes)"
 
 
+def _divergence_claim(table: Table2) -> str:
+    row = table.row("inception_x5")
+    if row is None:
+        return "not computed: no `inception_x5` runs in this sweep"
+    diverged = [r.diverged_at_step for r in row.runs if r.diverged_at_step is not None]
+    at = f" (at step {', '.join(map(str, diverged))})" if diverged else ""
+    best = f"; best {row.best_top1.mean:.2f}%" if row.best_top1 else ""
+    return f"diverged in {len(diverged)}/{row.n_runs} runs{at}{best}"
+
+
 _CLAIMS = {
     "bn_baseline_half_steps": _fraction_claim,
     "bn_x5_14x": lambda table: _speedup_claim(table, "bn_x5"),
@@ -129,6 +139,7 @@ _CLAIMS = {
     "max_accuracy_order": _order_claim,
     "bn_x5_sigmoid_never": _sigmoid_never_claim,
     "inception_sigmoid_chance": _chance_claim,
+    "inception_x5_diverges": _divergence_claim,
 }
 
 

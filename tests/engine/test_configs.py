@@ -17,6 +17,9 @@ PAPER = {
     "bn_x5": ("batch", "relu", 0.0075, 0.0, 0.2, 6, False, "global", "reduced"),
     "bn_x30": ("batch", "relu", 0.045, 0.0, 0.2, 6, False, "global", "reduced"),
     "bn_x5_sigmoid": ("batch", "sigmoid", 0.0075, 0.0, 0.2, 6, False, "global", "reduced"),
+    # the Sec. 4.2.2 text's two non-BN controls: Inception with sigmoid, and with 5x the learning rate
+    "inception_sigmoid": ("none", "sigmoid", 0.0015, 0.4, 1.0, 1, True, "shard", "full"),
+    "inception_x5": ("none", "relu", 0.0075, 0.4, 1.0, 1, True, "shard", "full"),
 }
 
 

@@ -115,6 +115,7 @@ def test_report_md_has_table_figures_and_computed_claims(report):
     assert "BN-x5 71.00 > BN-Baseline 63.00 > Inception 60.00 > BN-x5-Sigmoid 55.00 > BN-x30 40.00" in text
     assert "not computed: `bn_x30` never reached the target (0/1 runs)" in text
     assert "not computed: no `inception_sigmoid` runs in this sweep" in text
+    assert "not computed: no `inception_x5` runs in this sweep" in text
     # Figure 1's claims, computed from the fabricated MNIST runs.
     assert "no-BN best 93.00%: reached at step 200 with BN vs step 800 without (4.00x fewer steps)" in text
     assert "Without BN (hidden3): p50 spans 4.500" in text and "With BN (hidden3): p50 spans 0.000" in text
@@ -163,6 +164,17 @@ def test_last_hidden_probe_ranks_layers_by_their_first_number():
     assert last_hidden_probe(["3a_3x3", "5b_3x3", "4c_3x3", "4c_3x3/unit0"]) == "5b_3x3"
     assert last_hidden_probe(["hidden10", "hidden2/unit0", "hidden10/unit0"]) == "hidden10/unit0"
     assert last_hidden_probe(["relu", "hidden1"]) == "hidden1"
+
+
+def test_inception_at_5x_lr_divergence_claim_counts_diverged_runs(tmp_path):
+    write_run(tmp_path, "inception/seed0", "inception", [40, 50, 60])
+    write_run(tmp_path, "inception_x5/seed0", "inception_x5", [30], status="diverged", diverged_at_step=150)
+    write_run(tmp_path, "inception_x5/seed1", "inception_x5", [35, 45], seed=1)
+    write_report(tmp_path, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| Inception (no BN) at 5x"))
+    # best = the mean of the runs' bests (30 and 45)
+    assert row.endswith("reached machine infinity | diverged in 1/2 runs (at step 150); best 37.50% |")
 
 
 def test_unknown_probe_is_a_one_line_error(sweep, tmp_path):
