@@ -144,33 +144,19 @@ def bare_loop(
     return steps * batch / (time.perf_counter() - start)
 
 
-def train_py_loop(
-    batch: int, steps: int, warmup: int, device: str, log_every: int, channels_last: bool, workers: int = 0
-) -> float:
-    """Steady-state images/s of bn_inception's trainer (train.py's loop) on Fashion-MNIST."""
+def steady_img_per_s(model_name: str, data: dict, trainer: TrainerOptions, warmup: int) -> float:
+    """Run ``train()`` (what train.py runs, BN-x5's settings) in a scratch directory and return its
+    steady-state ``perf/img_per_s`` after ``warmup`` steps, read back from TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = TrainerOptions(
-            max_steps=warmup + steps,
-            batch_size=batch,
-            eval_every=warmup + steps,
-            eval_limit=256,
-            log_every=log_every,
-            probe_images=256,
-            device=device,
-            progress=True,
-            compile=False,
-            channels_last=channels_last,
-        )
-        data = {**FMNIST_DATA, "workers": workers}
         train(
             run_dir=tmp,
             name="bench",
             experiment="bn_x5",
             seed=0,
             resume="auto",
-            model_name="bn_inception_small",
+            model_name=model_name,
             model_kwargs=dict(MODEL_KWARGS),
             data_kwargs=data,
             optim=OptimOptions(lr=0.0075, weight_decay=4e-5),
@@ -183,6 +169,25 @@ def train_py_loop(
         rates = [e.value for e in acc.Scalars("perf/img_per_s") if e.step > warmup]
     # equal step intervals: total images / total time is the harmonic mean of the interval rates
     return statistics.harmonic_mean(rates)
+
+
+def train_py_loop(
+    batch: int, steps: int, warmup: int, device: str, log_every: int, channels_last: bool, workers: int = 0
+) -> float:
+    """Steady-state images/s of bn_inception's trainer (train.py's loop) on Fashion-MNIST."""
+    trainer = TrainerOptions(
+        max_steps=warmup + steps,
+        batch_size=batch,
+        eval_every=warmup + steps,
+        eval_limit=256,
+        log_every=log_every,
+        probe_images=256,
+        device=device,
+        progress=True,
+        compile=False,
+        channels_last=channels_last,
+    )
+    return steady_img_per_s("bn_inception_small", {**FMNIST_DATA, "workers": workers}, trainer, warmup)
 
 
 # ------------------------------------------------------------------------------------- GPU modes (issue 7)
@@ -268,8 +273,6 @@ def synthetic_ceiling(args: argparse.Namespace, device: torch.device) -> tuple[f
 
 def full_pipeline(args: argparse.Namespace, device: torch.device, root: Path) -> tuple[float, int | None]:
     """(b) steady-state images/s of train() (train.py's loop) from the JPEG tree."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     log_every = max(1, min(25, args.steps, args.warmup))
     data = {
         "name": "imagenet",
@@ -293,25 +296,7 @@ def full_pipeline(args: argparse.Namespace, device: torch.device, root: Path) ->
         progress=False,
     )
     _reset_peak(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        train(
-            run_dir=tmp,
-            name="bench",
-            experiment="bn_x5",
-            seed=0,
-            resume="auto",
-            model_name=args.model,
-            model_kwargs=dict(MODEL_KWARGS),
-            data_kwargs=data,
-            optim=OptimOptions(lr=0.0075, weight_decay=4e-5),
-            schedule=ScheduleOptions(speedup=6),
-            trainer=trainer,
-            config={"bench": True},
-        )
-        acc = EventAccumulator(tmp, size_guidance={"scalars": 0})
-        acc.Reload()
-        rates = [e.value for e in acc.Scalars("perf/img_per_s") if e.step > args.warmup]
-    return statistics.harmonic_mean(rates), _peak(device)
+    return steady_img_per_s(args.model, data, trainer, args.warmup), _peak(device)
 
 
 def timm_command(args: argparse.Namespace, root: Path, output: str) -> list[str]:
