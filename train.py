@@ -1,12 +1,19 @@
 """Train one of the paper's networks: ``python train.py experiment=bn_x30 data=imagenet data.root=...``.
 
-A thin Hydra entry point: compose the config (configs/train.yaml), turn it into plain arguments, call
-``bn_inception.engine.trainer.train``. ``python train.py --help`` lists experiments and datasets.
+A thin Hydra entry point. Before Hydra creates anything, every job's config is composed and checked against
+the schema (``bn_inception/config.py``); the job then calls ``train_from_config`` with the resolved config.
+torch is imported only by the job, so ``--help`` and config errors answer at once.
+
+Exit status: 0 the run completed (or diverged: a result, recorded in results.json); 1 an error, reported
+in one line; 2 a bad config value, in one line, before anything ran; 75 stopped by SIGTERM, SIGINT or
+SIGUSR1 after saving (relaunch the same command to continue); 128 + N killed by a second signal N.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 from pathlib import Path
 
 import hydra
@@ -14,86 +21,91 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bn_inception.engine.checkpoint import CheckpointError
-from bn_inception.engine.cli import one_line_errors, process_rank, quiet_unless_main, register_resolvers
-from bn_inception.engine.trainer import (
-    OptimOptions,
-    ScheduleOptions,
-    TrainerOptions,
-    TrainingError,
-    options_from,
-    train,
-)
+from bn_inception import cli
+from bn_inception.config import register_configs
 
 log = logging.getLogger("train")
-register_resolvers()
-
-OPTIM_KEYS = set(OptimOptions.__dataclass_fields__)
-
-
-def _is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
-@one_line_errors((TrainingError, CheckpointError, ValueError, FileNotFoundError, RuntimeError), _is_multirun)
 def main(cfg: DictConfig) -> float | None:
-    quiet_unless_main()
+    from bn_inception.engine.checkpoint import CheckpointError
+    from bn_inception.engine.signals import EXIT_INTERRUPTED
+    from bn_inception.engine.trainer import TrainingError, train_from_config
+
+    cli.quiet_unless_main()
     hydra_cfg = HydraConfig.get()
-    config = OmegaConf.to_container(cfg, resolve=True)
-    model_kwargs = dict(config["model"])
-    results = train(
-        run_dir=hydra_cfg.runtime.output_dir,
-        name=cfg.name,
-        experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
-        seed=cfg.seed,
-        resume=cfg.resume,
-        model_name=model_kwargs.pop("name"),
-        model_kwargs=model_kwargs,
-        data_kwargs=dict(config["data"]),
-        # base_lr/lr_mult and the weight-decay pair are folded into lr/weight_decay by the config's ${mul:}
-        optim=options_from(OptimOptions, {k: v for k, v in config["optim"].items() if k in OPTIM_KEYS}),
-        schedule=options_from(ScheduleOptions, config["schedule"]),
-        trainer=options_from(TrainerOptions, config["trainer"]),
-        config=config,
-    )
-    if process_rank() == 0:
-        print_summary(results, hydra_cfg.runtime.output_dir, tensorboard_logdir(cfg, hydra_cfg))
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    known = (TrainingError, CheckpointError, ValueError, FileNotFoundError, RuntimeError)
+    with cli.one_line_errors(known, multirun):
+        results = train_from_config(
+            OmegaConf.to_container(cfg, resolve=True),
+            run_dir,
+            experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
+            run_files=hydra_files(cfg),
+        )
+    if cli.process_rank() == 0:
+        log.info("%s", summary(results, run_dir, tensorboard_logdir(cfg, run_dir, multirun)))
+    if results["status"] == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)  # also ends a sweep: the scheduler is stopping this job
     return results.get("best_top1")  # a sweeper's objective
 
 
-def tensorboard_logdir(cfg: DictConfig, hydra_cfg) -> str:
+def hydra_files(cfg: DictConfig) -> dict[str, str]:
+    """Hydra's record of the job (``.hydra/``), written by the trainer once it owns the run directory (a
+    refused launch must not overwrite the record of the run that holds it)."""
+    hydra_cfg = HydraConfig.get()
+    return {
+        ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+        ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+        ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+    }
+
+
+def tensorboard_logdir(cfg: DictConfig, run_dir: Path, multirun: bool) -> Path:
     """The folder whose runs TensorBoard should list: the sweep, or the parent of ``<name>/seed<k>``."""
-    if _is_multirun():
-        return hydra_cfg.sweep.dir
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if multirun:
+        return Path(HydraConfig.get().sweep.dir)
     if run_dir.name == f"seed{cfg.seed}" and run_dir.parent.name == cfg.name:
-        return str(run_dir.parent.parent)
-    return str(run_dir)
+        return run_dir.parent.parent
+    return run_dir
 
 
-def print_summary(results: dict, run_dir: str, logdir: str) -> None:
-    best = results.get("best_top1")
-    status = results["status"]
+def summary(results: dict, run_dir: Path, logdir: Path) -> str:
+    """The lines a user needs after a run: what happened, where everything is, what to run next."""
+    status, best, ckpts = results["status"], results.get("best_top1"), results.get("checkpoints", {})
     if status == "diverged":
         headline = f"diverged at step {results['diverged_at_step']}"
+    elif status == "interrupted":
+        headline = f"interrupted at step {results['steps']} (checkpoint saved)"
     else:
         headline = f"{status} {results['steps']} steps"
+    if best is not None:
+        headline += f"; best val top-1 {best:.2f}% at step {results['best_step']}"
+        if results.get("final_top1") is not None:
+            headline += f", final top-1/top-5 {results['final_top1']:.2f}/{results['final_top5']:.2f}%"
     lines = [
-        f"{results['name']}: {headline}; best val top-1 "
-        + (f"{best:.2f}% at step {results['best_step']}" if best is not None else "n/a")
-        + (
-            f", final top-1/top-5 {results['final_top1']:.2f}/{results['final_top5']:.2f}%"
-            if results.get("final_top1") is not None
-            else ""
-        ),
+        f"{results['name']}/seed{results['seed']}: {headline}",
         f"  run dir:     {run_dir}  (results.json, train.log)",
-        f"  checkpoints: {run_dir}/checkpoints/best.pt, last.pt",
-        f"  TensorBoard: tensorboard --logdir {logdir}",
-        f"  evaluate:    python evaluate.py checkpoints={run_dir}/checkpoints/best.pt",
+        "  checkpoints: " + (", ".join(ckpts.values()) if ckpts else "none (no evaluation was reached)"),
+        f"  TensorBoard: tensorboard --logdir {shlex.quote(str(logdir))}",
     ]
-    log.info("\n".join(lines))
+    if "best" in ckpts:
+        lines.append(
+            "  evaluate:    " + cli.command("evaluate.py", cli.override("checkpoints", ckpts["best"]))
+        )
+    if status == "interrupted":
+        again = [
+            shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")
+        ]
+        lines.append(
+            "  continue:    " + cli.command("train.py", *again, cli.override("hydra.run.dir", run_dir))
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
+    cli.preflight("train")  # every job's config checked before Hydra writes anything: one line, exit 2
     main()

@@ -86,7 +86,7 @@ def build_datasets(
     shuffle: str = "global",
     shard_size: int = DEFAULT_SHARD_SIZE,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    workers: int = 2,
+    workers: int | None = 2,
     max_bad_fraction: float = 0.001,
     seed: int = 0,
     decode: str = "auto",
@@ -135,10 +135,19 @@ def build_datasets(
         "shuffle": shuffle,
         "shard_size": int(shard_size),
         "shuffle_buffer": int(shuffle_buffer),
-        "workers": int(workers),
+        "workers": default_workers() if workers is None else int(workers),
         "max_bad_fraction": float(max_bad_fraction),
     }
     return splits
+
+
+def default_workers() -> int:
+    """``data.workers=null``: what the machine has, min(8, CPU cores per training process - 1), so a 2-core
+    machine does not start 8 decoding processes per loader (torchrun's LOCAL_WORLD_SIZE processes share
+    the cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(0, min(8, per_process - 1))
 
 
 def _file_splits(train: ImageFolderSplit, val: ImageFolderSplit, input_size: int) -> DataSplits:

@@ -123,8 +123,9 @@ def gpu_decode_available() -> bool:
 def resolve_decode(decode: str, device: torch.device | str | None, file_based: bool) -> bool:
     """``data.decode`` -> True where JPEGs are decoded on the device (cpu | gpu | auto).
 
-    ``auto`` is gpu when training on a CUDA device with JPEG files and torchvision can decode there, cpu
-    otherwise (in-memory datasets such as Fashion-MNIST are never decoded).
+    ``auto`` is cpu: the GPU path (``gpu``, experimental) has not been measured on a GPU yet, so it is not
+    the default until a measurement shows it correct and faster there (docs/benchmarks.md). In-memory
+    datasets such as Fashion-MNIST are never decoded.
     """
     if decode not in DECODES:
         raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
@@ -132,7 +133,7 @@ def resolve_decode(decode: str, device: torch.device | str | None, file_based: b
     if decode == "cpu":
         return False
     if decode == "auto":
-        return file_based and on_cuda and gpu_decode_available()
+        return False
     if not file_based:
         raise ValueError(
             "data.decode=gpu decodes image files; this dataset is held in memory: use cpu or auto"

@@ -29,6 +29,7 @@ do not stop a run that is within budget overall).
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,6 +92,15 @@ def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> 
     rest = np.asarray(buffer)[rng.permutation(size)]
     out[n:] = rest
     return out
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM/SIGUSR1 to the training process: SLURM sends them to every process of
+    the job, and a worker killed by one would end the run before it can save (bn_inception.engine.signals).
+    Workers still exit with their parent (PyTorch watches it)."""
+    for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _batch_as_is(batch: Any) -> Any:
@@ -284,6 +294,7 @@ class TrainLoader:
             pin_memory=self.pin_memory,
             persistent_workers=self.workers > 0,
             prefetch_factor=self.prefetch_factor if self.workers > 0 else None,
+            worker_init_fn=_ignore_stop_signals,
             # A private generator: starting an iterator must not draw from the global torch RNG, or a
             # resumed run (whose iterator starts later) would see different dropout than an uninterrupted one.
             generator=torch.Generator().manual_seed(self.seed),
@@ -338,6 +349,23 @@ class TrainLoader:
         self._ledger.logged.update(self._ledger.bad_files)
         self._iterator = None  # the next batch is fetched from the restored position
 
+    def continue_from(self, state: dict[str, Any]) -> None:
+        """Continue after a state written with another number of processes (a requeue onto fewer GPUs):
+        the same epoch, at the same fraction of it. Not exact (the batches are cut differently), but
+        nothing is trained twice or skipped beyond one batch."""
+        old_batches = max(
+            1, int(state["num_samples"]) // (int(state["batch_size"]) * int(state["world_size"]))
+        )
+        position = int(state["position"]) * self.batches_per_epoch // old_batches
+        self.load_state_dict(
+            {
+                **state,
+                "world_size": self.world_size,
+                "batch_size": self.batch_size,
+                "position": min(position, self.batches_per_epoch - 1),
+            }
+        )
+
     def close(self) -> None:
         """Stop the worker processes (they also stop when the loader is garbage-collected)."""
         self._iterator = None
@@ -380,6 +408,7 @@ class EvalLoader:
             collate_fn=_batch_as_is,
             pin_memory=torch.cuda.is_available() if pin_memory is None else bool(pin_memory),
             persistent_workers=workers > 0,
+            worker_init_fn=_ignore_stop_signals,
             generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched (see TrainLoader)
         )
 

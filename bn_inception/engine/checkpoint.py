@@ -1,16 +1,23 @@
-"""Checkpoints: atomic saves and safe loads.
+"""Checkpoints: atomic saves, a consistent last/best pair, safe loads.
 
 A checkpoint is a plain dict of tensors, containers and numbers (see docs/design.md), so it loads with
 ``torch.load(weights_only=True)``: a file carrying a pickled code payload is refused, never executed.
+
+``best.pt`` is written as a hard link to the ``last.pt`` of the same step (no second copy on disk). After
+a kill at any instant the pair can be one save apart; :func:`reconcile_checkpoints` (run at every start)
+brings ``best.pt`` back to the best step the newest ``last.pt`` records.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import pickle
-import tempfile
+import shutil
+import uuid
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +26,39 @@ import torch
 from timm.models import clean_state_dict
 from torch import nn
 
+log = logging.getLogger(__name__)
+
+#: The networks a checkpoint may name, and the keyword arguments it may give them: a checkpoint cannot make
+#: ``timm.create_model`` open files (``checkpoint_path``, ``pretrained``) or take anything else.
+MODELS = ("bn_inception", "bn_inception_small", "bn_mlp")
+MODEL_ARGS = frozenset(
+    {
+        "num_classes",
+        "in_chans",
+        "img_size",
+        "drop_rate",
+        "norm",
+        "ghost_batch_size",
+        "act",
+        "lrn",
+        "stem",
+        "table",
+        "pool",
+        "init_scale",
+        "last_bn",
+        "bn_eps",
+        "bn_momentum",
+        "width_mult",
+        "global_pool",
+    }
+)
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message is one line that says what to do."""
+
+
+# ------------------------------------------------------------------------------------------- write
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -29,47 +66,88 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
     Hand-written because timm's CheckpointSaver renames without fsync and pickles its ``args`` (an
     OmegaConf object there breaks ``weights_only`` loading). A crash or a full disk at any point leaves
-    the previous file at ``path`` intact.
+    the previous file at ``path`` intact. The file's mode follows the umask (colleagues on shared storage
+    can read it where the umask lets them).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _temporary(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        hint = "free some disk space" if e.errno == errno.ENOSPC else "check the directory is writable"
-        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; {hint}") from e
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path}: {_reason(e)}") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+
+
+def link_checkpoint(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` the same checkpoint as ``source`` (a hard link, atomically; a copy where the
+    filesystem has no hard links)."""
+    source, path = Path(source), Path(path)
+    tmp = _temporary(path)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+                raise
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path}: {_reason(e)}") from e
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; every failure is a one-line :class:`CheckpointError`."""
+def _reason(e: OSError) -> str:
+    hint = "free some disk space" if e.errno == errno.ENOSPC else "check that the directory is writable"
+    return f"{e.strerror or e}; {hint} (the previous checkpoint is intact)"
+
+
+# -------------------------------------------------------------------------------------------- read
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; every failure is a one-line :class:`CheckpointError`.
+
+    ``mmap=True`` maps the tensors instead of reading them (cheap when only the metadata is needed).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; pass the path of a .pt file written by train.py"
         )
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"checkpoint {path} was refused: it holds objects other than tensors and plain containers "
             f"({first}); only load files you trust, and only checkpoints written by train.py"
         ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); use another checkpoint, "
             f"e.g. checkpoints/best.pt instead of last.pt"
@@ -79,28 +157,90 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint was written at, or None when it is missing or unreadable (tensors not read)."""
+    try:
+        return int(load_checkpoint(path, mmap=True)["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def reconcile_checkpoints(ckpt_dir: Path, last: dict[str, Any] | None) -> list[str]:
+    """Make ``best.pt`` the checkpoint of the best step recorded in ``last`` (``last.pt``'s content);
+    returns what was repaired, or what cannot be, as log lines.
+
+    A kill between writing ``last.pt`` and linking ``best.pt`` leaves ``best.pt`` one improvement behind,
+    with the new best being ``last.pt`` itself: it is linked again. Any other disagreement cannot be
+    repaired (the best weights are gone) and is reported, never hidden.
+    """
+    if last is None:
+        return []
+    best_path, best_step = ckpt_dir / "best.pt", last.get("best_step")
+    if best_step is None:
+        return []
+    have = checkpoint_step(best_path) if best_path.exists() else None
+    if have == best_step:
+        return []
+    if best_step == last.get("step"):
+        link_checkpoint(ckpt_dir / "last.pt", best_path)
+        return [f"repaired {best_path}: it held step {have}, the run's best is step {best_step} (last.pt)"]
+    return [
+        f"{best_path} holds step {have} but the run's best is step {best_step}, whose weights are not on "
+        f"disk any more; best.pt is left as it is"
+    ]
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
 def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict without DDP (``module.``) or torch.compile (``_orig_mod.``) prefixes."""
     return clean_state_dict(model.state_dict())
 
 
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """True when every floating-point value is finite (parameters and buffers: BN statistics too)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def checked_model_args(ckpt: dict[str, Any], path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The ``(model_name, model_kwargs)`` a checkpoint records, refused unless they are ours."""
+    try:
+        name, kwargs = ckpt["model_name"], dict(ckpt["model_kwargs"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} has no valid model_name/model_kwargs; it was not written by train.py "
+            f"(or scripts/convert_caffe_bninception.py)"
+        ) from e
+    if name not in MODELS:
+        raise CheckpointError(f"checkpoint {path} names model {name!r}; only {', '.join(MODELS)} are known")
+    unknown = sorted(set(kwargs) - MODEL_ARGS)
+    if unknown:
+        raise CheckpointError(
+            f"checkpoint {path} passes {unknown[0]!r} to {name}, which is not one of its arguments; refused"
+        )
+    return name, kwargs
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> nn.Module:
     """Rebuild the network saved in ``ckpt`` (from its ``model_name``/``model_kwargs``) and load its weights.
 
-    Accepts state dicts saved under DDP or torch.compile (prefixed keys).
+    Accepts state dicts saved under DDP or torch.compile (prefixed keys). Refuses model arguments that
+    are not the model's and weights that are not all finite.
     """
-    try:
-        name, kwargs = ckpt["model_name"], dict(ckpt["model_kwargs"])
-    except KeyError as e:
-        raise CheckpointError(
-            f"checkpoint {path} has no {e.args[0]!r}; it was not written by train.py"
-        ) from e
+    name, kwargs = checked_model_args(ckpt, path)
     import bn_inception  # noqa: F401  (registers the models with timm)
 
-    model = timm.create_model(name, **kwargs)
+    state = clean_state_dict(ckpt["model"])
+    if not all_finite(state.values()):
+        raise CheckpointError(
+            f"checkpoint {path} holds NaN or infinite weights or BN statistics (a diverged run?); refused"
+        )
     try:
-        model.load_state_dict(clean_state_dict(ckpt["model"]))
-    except RuntimeError as e:
+        model = timm.create_model(name, **kwargs)
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not match model {name}{kwargs}: {first}") from e
     return model

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from timm.utils.distributed import init_distributed_device_so, is_distributed_env
 
+from bn_inception.engine.precision import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -26,17 +28,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; a named device must exist."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"trainer.device={device!r} is not valid; use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device=cuda but no GPU is visible; use trainer.device=cpu or auto")
-    return device
-
-
 def _export_slurm_rendezvous() -> None:
     # Under SLURM (submitit launcher, one task per GPU) nobody sets MASTER_ADDR/PORT for env:// init;
     # submitit knows the job's hosts. torchrun sets them itself, so this only fills what is missing.
@@ -52,7 +43,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     timm's ``init_distributed_device_so`` reads torchrun's and SLURM's variables and picks NCCL on CUDA,
     gloo on CPU; we only add the SLURM rendezvous and a typed result.
     """
-    device = resolve_device(device)
+    device = resolve_device(device).type
     if is_distributed_env():
         _export_slurm_rendezvous()
     info = init_distributed_device_so(device=device)

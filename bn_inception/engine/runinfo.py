@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,13 @@ RUN_LENGTH_KEYS = frozenset(
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    """Write JSON through a temporary file and a rename, so readers never see half a file. The file's mode
+    follows the umask (mkstemp's 0600 would hide results from colleagues on shared storage)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
@@ -105,9 +107,9 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "git": _git_revision(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion object otherwise: not loadable weights_only
+        "torchvision": str(torchvision.__version__),
+        "timm": str(timm.__version__),
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -26,41 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bn_inception.engine.validate import autocast_context
+from bn_inception.engine.precision import autocast_context
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-FINITE_CHECKS = ("auto", "sync", "device")
-
-
-def resolve_compile(value: bool | str, device: torch.device) -> str | None:
-    """``trainer.compile`` -> a torch.compile mode, or None for eager. auto: ``default`` on a GPU."""
-    if value == "auto":
-        return "default" if device.type == "cuda" else None
-    if value is True:
-        return "default"
-    if value is False:
-        return None
-    if value in COMPILE_MODES:
-        return str(value)
-    raise ValueError(
-        f"trainer.compile={value!r} is not valid; use auto, true, false or a mode: {', '.join(COMPILE_MODES)}"
-    )
-
-
-def resolve_finite_check(value: str, device: torch.device) -> str:
-    """``trainer.finite_check`` -> sync | device. auto: device on a GPU (no per-step sync), sync elsewhere."""
-    if value not in FINITE_CHECKS:
-        raise ValueError(f"trainer.finite_check={value!r} is not valid; use {', '.join(FINITE_CHECKS)}")
-    if value == "auto":
-        return "device" if device.type == "cuda" else "sync"
-    return value
-
 
 class TrainStep:
-    """``step(images, labels) -> (logits, loss)``: zero the gradients, forward under autocast, cross-entropy,
-    backward (through the GradScaler when there is one). ``compile_mode`` None runs ``model`` eagerly."""
+    """``step(images, labels, k) -> (logits, loss)``: one whole training step ``k`` (1-based): zero the
+    gradients, forward under autocast, cross-entropy, backward (through the GradScaler when there is
+    one), the non-finite check, and the update. ``compile_mode`` None runs ``model`` eagerly.
+
+    ``diverged_at`` is the first non-finite step once it is known: at once with ``guard`` in sync mode (the
+    update is not made), at :meth:`poll` in device mode (the updates from that step on were skipped on
+    the device, so the parameters are those of the step before).
+    """
 
     def __init__(
         self,
@@ -71,10 +50,12 @@ class TrainStep:
         amp_dtype: torch.dtype | None,
         compile_mode: str | None = None,
         compile_fn: Callable[..., nn.Module] | None = None,
+        guard: NonFiniteGuard | None = None,
     ) -> None:
         self.eager, self.optimizer, self.scaler = model, optimizer, scaler
-        self.device, self.amp_dtype = device, amp_dtype
+        self.device, self.amp_dtype, self.guard = device, amp_dtype, guard
         self.model, self.on_trial = model, False
+        self.diverged_at: int | None = None
         if compile_mode is not None:
             compile_fn = compile_fn or torch.compile
             try:
@@ -82,11 +63,32 @@ class TrainStep:
             except Exception as e:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
                 self._warn(e)
 
-    @property
-    def compiled(self) -> bool:
-        return self.model is not self.eager
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, loss = self.forward_backward(images, labels)
+        # Checked before the update, so a non-finite loss or gradient never reaches the parameters:
+        # sync mode reads the loss (a host sync on a GPU); device mode makes the fused update skip itself.
+        if self.guard is not None and self.guard.check(step, loss):
+            self.diverged_at = step
+            return logits, loss
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return logits, loss
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def poll(self) -> int | None:
+        """Device mode: read the on-device flag (a host sync: call it where the loop syncs anyway)."""
+        if self.diverged_at is None and self.guard is not None:
+            self.diverged_at = self.guard.poll()
+        return self.diverged_at
+
+    def forward_backward(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward only (the first call tries the compiled model, then falls back)."""
         if not self.on_trial:
             return self._forward_backward(self.model, images, labels)
         saved = self._snapshot()
@@ -99,6 +101,10 @@ class TrainStep:
             out = self._forward_backward(self.model, images, labels)
         self.on_trial = False
         return out
+
+    @property
+    def compiled(self) -> bool:
+        return self.model is not self.eager
 
     def _forward_backward(self, model, images, labels):
         with autocast_context(self.device, self.amp_dtype):

@@ -29,25 +29,34 @@ _MAX_QUANTILE_ELEMENTS = 1 << 22
 
 
 def open_writer(run_dir: str, purge_step: int | None = None) -> SummaryWriter:
-    """The run's writer. ``purge_step`` (on resume) hides a crashed run's events at steps >= it."""
+    """The run's writer. ``purge_step`` (on resume: the resumed step + 1) hides the events an interrupted
+    segment wrote at steps >= it."""
     # flush_secs=10: the default 120 s could lose two minutes of scalars on SIGKILL.
     return SummaryWriter(log_dir=run_dir, purge_step=purge_step, flush_secs=10)
 
 
-def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
-    """Flatten a nested config to ``a.b.c -> value`` with values TensorBoard's HParams plugin accepts."""
-    flat: dict[str, bool | int | float | str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_hparams(value, prefix=f"{name}."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        elif value is None:
-            flat[name] = "null"
-        else:  # lists and the like: their text, so they still show and compare
-            flat[name] = str(value)
-    return flat
+def run_hparams(config: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """The keys that say what a run is, in the order TensorBoard's HParams dashboard shows them: the
+    experiment, seed and dataset, then the paper's levers (Sec. 4.2.1): BN, nonlinearity, initial lr, L2
+    weight, dropout, LRN, decay speed-up, shuffling, distortions, batch. Keys equal in every run of a sweep
+    are harmless; the other 50 config keys (paths, logging) would only push these out of sight."""
+    model, data = config.get("model", {}), config.get("data", {})
+    values = {
+        "experiment": info["experiment"],
+        "seed": info["seed"],
+        "dataset": data.get("name"),
+        "norm": model.get("norm"),
+        "act": model.get("act", "sigmoid" if model.get("name") == "bn_mlp" else None),
+        "lr": info["lr"],
+        "weight_decay": info["weight_decay"],
+        "dropout": model.get("drop_rate"),
+        "lrn": model.get("lrn"),
+        "decay_speedup": config.get("schedule", {}).get("speedup"),
+        "shuffle": data.get("shuffle"),
+        "distortion": data.get("distortion"),
+        "batch": info["global_batch"],
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def write_hparams(writer: SummaryWriter, hparams: Mapping[str, Any]) -> None:

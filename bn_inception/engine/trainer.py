@@ -1,16 +1,26 @@
-"""The training loop, readable in one sitting: setup, data, model, optimiser, resume, loop.
+"""The training loop, readable in one sitting: set-up builds a :class:`Run`, :func:`train_loop` runs it.
 
-Steps (optimizer updates) are the unit everywhere, as in the paper's Figure 2. Library code: every input
-is a plain argument; ``train.py`` turns the Hydra config into these.
+Steps (optimizer updates) are the unit everywhere, as in the paper's Figure 2. Library code: every input is
+a plain argument (the schema's dataclasses, ``bn_inception.config``); ``train.py`` composes and validates
+the Hydra config and calls :func:`train_from_config`.
+
+What a run guarantees (docs/design.md): one process owns its directory (``engine/rundir.py``); a signal
+ends it after the current step with ``last.pt`` and ``results.json`` written (``engine/signals.py``);
+``results.json``, ``last.pt`` and ``best.pt`` always agree after a kill at any instant (``results.json`` is
+a function of the checkpoint's content, and ``engine/checkpoint.py`` repairs the pair at start); a
+non-finite loss, gradient, parameter, BN statistic or validation loss is divergence, and no checkpoint
+holding one is ever written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
+import math
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +28,63 @@ import timm
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 import bn_inception  # noqa: F401  (registers the models with timm)
-from bn_inception.data import build_datasets, build_eval_loader, build_train_loader, to_model_input
+from bn_inception.config import (
+    InceptionModelConfig,
+    MLPModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    TrainerConfig,
+    effective_lr,
+    effective_weight_decay,
+    validate,
+)
+from bn_inception.data import (
+    DataSplits,
+    build_datasets,
+    build_eval_loader,
+    build_train_loader,
+    to_model_input,
+)
 from bn_inception.engine import tblog
-from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint, model_state_dict, save_checkpoint
-from bn_inception.engine.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
+from bn_inception.engine.checkpoint import (
+    CheckpointError,
+    all_finite,
+    link_checkpoint,
+    load_checkpoint,
+    model_state_dict,
+    reconcile_checkpoints,
+    save_checkpoint,
+)
+from bn_inception.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    broadcast_object,
+    init_distributed,
+    shutdown_distributed,
+)
+from bn_inception.engine.precision import (
+    resolve_amp,
+    resolve_channels_last,
+    resolve_compile,
+    resolve_finite_check,
+)
+from bn_inception.engine.progress import Progress
 from bn_inception.engine.rng import capture_rng_state, restore_rng_state
+from bn_inception.engine.rundir import (
+    RunDirBusy,
+    RunLock,
+    attach_log_file,
+    remove_interrupted_saves,
+    write_text_atomic,
+)
 from bn_inception.engine.runinfo import config_differences, config_digest, environment, write_json_atomic
 from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, scaled_lr
-from bn_inception.engine.step import NonFiniteGuard, TrainStep, resolve_compile, resolve_finite_check
-from bn_inception.engine.validate import validate
+from bn_inception.engine.signals import GracefulStop
+from bn_inception.engine.step import NonFiniteGuard, TrainStep
+from bn_inception.engine.validate import validate as run_validation
 
 log = logging.getLogger(__name__)
 
@@ -38,225 +92,252 @@ log = logging.getLogger(__name__)
 LARGE_INPUT_MIN = 96
 
 
-@dataclass
-class TrainerOptions:
-    """Mirrors configs/trainer/default.yaml (units and meaning documented there)."""
-
-    max_steps: int = 3000
-    batch_size: int = 32
-    eval_every: int = 500
-    eval_limit: int | None = None
-    eval_batch_size: int = 256
-    target_top1: float | None = None
-    log_every: int = 50
-    probe_images: int = 512
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool | str = "auto"
-    compile: bool | str = "auto"
-    deterministic: bool = False
-    sync_bn: bool = False
-    finite_check_every: int = 1
-    finite_check: str = "auto"
-    progress: bool = True
-
-
-@dataclass
-class OptimOptions:
-    """SGD with momentum (configs/optim/sgd.yaml)."""
-
-    lr: float = 0.0015
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    decay_bn_and_bias: bool = True
-    reference_batch: int = 32
-    scale_lr: str = "linear"
-
-
-@dataclass
-class ScheduleOptions:
-    """Step-wise exponential decay (configs/schedule/exponential.yaml)."""
-
-    decay_rate: float = 0.96
-    decay_epochs: float = 8.0
-    decay_steps: float | None = None
-    speedup: float = 1.0
-
-
 class TrainingError(RuntimeError):
     """A run that cannot start or continue; the message is one line that says what to do."""
 
 
-# ----------------------------------------------------------------------------------------------- setup
+@dataclass
+class RunState:
+    """What the run has done so far; checkpointed, and all ``results.json`` is made of."""
+
+    step: int = 0
+    best_top1: float | None = None
+    best_step: int | None = None
+    steps_to_target: int | None = None
+    evals: list[dict[str, float]] = field(default_factory=list)
+    train_images: int = 0  # images trained on, all processes, for the throughput figure
+    train_seconds: float = 0.0  # training time without evaluation and checkpointing
+    wall_seconds: float = 0.0  # wall time of the segments before this one (resumed runs)
 
 
-def resolve_model_name(name: str, input_size: int) -> str:
-    if name != "auto":
-        return name
-    return "bn_inception" if input_size >= LARGE_INPUT_MIN else "bn_inception_small"
+@dataclass
+class Run:
+    """Everything set-up builds and the loop uses: one plain object, no hidden state."""
+
+    dir: Path
+    dist: DistInfo
+    model: nn.Module  # what the step runs (DDP-wrapped when distributed)
+    raw_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    lr_schedule: Any
+    step: TrainStep
+    loader: Any
+    val_loader: Any
+    splits: DataSplits
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    trainer: TrainerConfig
+    state: RunState
+    meter: Meter
+    info: dict[str, Any]  # the run's fixed facts: name, experiment, seed, model, lr, ... (results.json)
+    model_kwargs: dict[str, Any]  # timm.create_model's arguments (the checkpoint's, for evaluate.py)
+    config: dict[str, Any]  # the resolved config (the checkpoint's, for resume checks)
+    stop: GracefulStop
+    progress: Progress
+    writer: Any = None
+    probes: Any = None
+    wall_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
 
 
-def resolve_switch(value: bool | str, device: torch.device, key: str, auto_on_cpu: bool = False) -> bool:
-    """``auto`` switches are on where they help: on a GPU, and on the CPU where ``auto_on_cpu`` says so."""
-    if value == "auto":
-        return device.type == "cuda" or auto_on_cpu
-    if isinstance(value, bool):
-        return value
-    raise TrainingError(f"trainer.{key}={value!r} is not valid; use auto, true or false")
+# ------------------------------------------------------------------------------------------ entry
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    choices = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    if amp not in choices:
-        raise TrainingError(f"trainer.amp={amp!r} is not valid; use auto, bf16, fp16 or none")
-    if amp == "fp16" and device.type != "cuda":
-        raise TrainingError("trainer.amp=fp16 needs a GPU; use trainer.amp=bf16 or none on CPU")
-    return choices[amp]
+def train_from_config(
+    config: Mapping[str, Any],
+    run_dir: str | Path,
+    experiment: str | None = None,
+    run_files: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train the run a composed ``train.py`` config describes (a plain, resolved dict); see :func:`train`.
 
-
-def set_determinism(deterministic: bool) -> None:
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-
-
-def build_optimizer(
-    model: nn.Module, opts: OptimOptions, lr: float, device: torch.device, fused: bool | None = None
-) -> torch.optim.SGD:
-    """SGD with momentum; L2 on every parameter, or (``decay_bn_and_bias=false``) not on 1-d ones.
-
-    ``fused`` None: the fused kernel on CUDA and CPU (the devices torch has one for).
+    ``run_files`` (relative path -> text, e.g. Hydra's ``.hydra/config.yaml``) are written into the run
+    directory once this process owns it.
     """
-    if opts.decay_bn_and_bias:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    else:
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel: one launch for all parameters, and it can skip an update on the device (found_inf).
-    # On a CPU it halves the update of the default per-tensor loop (0.65 vs 1.26 ms for bn_inception_small's
-    # 209 tensors, docs/benchmarks.md; the same update, up to floating-point rounding).
-    if fused is None:
-        fused = True if device.type in ("cuda", "cpu") else None
-    return torch.optim.SGD(groups, lr=lr, momentum=opts.momentum, weight_decay=opts.weight_decay, fused=fused)
+    validate(config, TrainConfig)
+    model = dict(config["model"])
+    model_schema = MLPModelConfig if model.get("name") == "bn_mlp" else InceptionModelConfig
+    return train(
+        run_dir=Path(run_dir),
+        name=config["name"],
+        experiment=experiment or config["name"],
+        seed=config["seed"],
+        resume=config["resume"],
+        model=model_schema(**model),
+        data=dict(config["data"]),
+        optim=OptimConfig(**config["optim"]),
+        schedule=ScheduleConfig(**config["schedule"]),
+        trainer=TrainerConfig(**config["trainer"]),
+        config=dict(config),
+        run_files=run_files,
+    )
 
 
-def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
-    """``auto``: the run dir's last checkpoint if any; ``never``: none (refuse an existing run); or a path."""
+def train(
+    *,
+    run_dir: Path,
+    name: str,
+    experiment: str,
+    seed: int,
+    resume: str,
+    model: InceptionModelConfig | MLPModelConfig,
+    data: dict[str, Any],
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    trainer: TrainerConfig,
+    config: dict[str, Any],
+    run_files: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train one run in ``run_dir``; returns the ``results.json`` dict (also written there).
+
+    ``status`` is ``completed``, ``diverged`` (a result, not an exception: the run stopped at its first
+    non-finite step and keeps its last good checkpoint) or ``interrupted`` (a signal; continue it with
+    ``resume=auto``). Another process in ``run_dir`` is refused before anything is written there.
+    """
+    dist = init_distributed(trainer.device)
+    try:
+        with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files):
+            ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
+            done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
+            if done is not None:
+                return done
+            run = set_up(
+                run_dir,
+                dist,
+                stop,
+                ckpt,
+                name,
+                experiment,
+                seed,
+                model,
+                data,
+                optim,
+                schedule,
+                trainer,
+                config,
+            )
+            try:
+                status = train_loop(run)
+            except BaseException:
+                record_failure(run)
+                raise
+            return finish(run, status)
+    finally:
+        shutdown_distributed()
+
+
+@contextmanager
+def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | None) -> Iterator[None]:
+    """Process 0 locks the run directory (every process learns whether it could), removes the temporary
+    files of saves a kill interrupted, starts ``train.log`` and writes ``run_files``."""
+    lock, handler, refusal = None, None, None
+    if dist.is_main:
+        try:
+            lock = RunLock(run_dir)
+            lock.acquire()
+        except (RunDirBusy, OSError) as e:
+            refusal = str(e) if isinstance(e, RunDirBusy) else f"cannot write to {run_dir}: {e.strerror or e}"
+    refusal = broadcast_object(refusal)
+    if refusal:
+        raise TrainingError(refusal)
+    try:
+        if dist.is_main:
+            for path in remove_interrupted_saves(run_dir):
+                log.info("removed %s (a save interrupted by a kill)", path)
+            handler = attach_log_file(run_dir / "train.log")
+            for relative, text in (run_files or {}).items():
+                write_text_atomic(run_dir / relative, text)
+        yield
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        if lock is not None:
+            lock.release()
+
+
+def load_resume_checkpoint(
+    resume: str, run_dir: Path, config: dict[str, Any], dist: DistInfo
+) -> dict[str, Any] | None:
+    """The checkpoint to continue from (see ``resume`` in bn_inception/config.py), checked against this
+    config, with this run's ``best.pt`` repaired to agree with it."""
     last = run_dir / "checkpoints" / "last.pt"
-    if resume in (None, "never", "null"):
+    if resume == "never":
         if last.exists():
             raise TrainingError(
                 f"{run_dir} already holds a run ({last}); pass resume=auto to continue it, "
                 f"or hydra.run.dir=<new dir> (or another seed) to start a new one"
             )
         return None
-    if resume == "auto":
-        return last if last.exists() else None
-    path = Path(resume)
+    path = last if resume == "auto" else Path(resume)
+    if resume == "auto" and not last.exists():
+        return None
     if not path.is_file():
         raise TrainingError(f"resume={resume}: no such checkpoint; use resume=auto, never, or a .pt path")
-    return path
-
-
-@dataclass
-class RunState:
-    """What the loop carries between evaluations (and checkpoints)."""
-
-    step: int = 0
-    best_top1: float = -1.0
-    best_step: int | None = None
-    steps_to_target: int | None = None
-    evals: list[dict[str, float]] | None = None
-    train_images: int = 0  # images trained on, all processes, for the throughput figure
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0  # wall time of the segments before this one (resume)
-
-    def __post_init__(self) -> None:
-        self.evals = self.evals or []
-
-
-# ------------------------------------------------------------------------------------------------ train
-
-
-def train(
-    *,
-    run_dir: str | Path,
-    name: str,
-    experiment: str,
-    seed: int,
-    resume: str | None,
-    model_name: str,
-    model_kwargs: dict[str, Any],
-    data_kwargs: dict[str, Any],
-    optim: OptimOptions,
-    schedule: ScheduleOptions,
-    trainer: TrainerOptions,
-    config: dict[str, Any],
-) -> dict[str, Any]:
-    """Train one run in ``run_dir``; returns the ``results.json`` dict (also written there).
-
-    A diverged run (NaN/Inf loss or parameters) is a result, not an exception: the run stops at once,
-    keeps its last good checkpoint and records ``status: diverged``.
-    """
-    wall_start = time.perf_counter()
-    run_dir = Path(run_dir)
-    dist = init_distributed(trainer.device)
-    try:
-        return _train(
-            wall_start,
-            run_dir,
-            dist,
-            name,
-            experiment,
-            seed,
-            resume,
-            model_name,
-            model_kwargs,
-            data_kwargs,
-            optim,
-            schedule,
-            trainer,
-            config,
+    ckpt = load_checkpoint(path)
+    diffs = config_differences(ckpt.get("config") or {}, config)
+    if diffs and resume == "auto":
+        raise TrainingError(
+            f"{path} was written with another config ({'; '.join(diffs[:3])}{' ...' * (len(diffs) > 3)});"
+            f" resume with the same settings, or start a new run with hydra.run.dir=<new dir>"
         )
-    finally:
-        shutdown_distributed()
+    if diffs:
+        log.warning("starting from %s with a different config: %s", path, "; ".join(diffs))
+    if resume == "auto" and dist.is_main:
+        for line in reconcile_checkpoints(run_dir / "checkpoints", ckpt):
+            log.warning("%s", line)
+    return ckpt
 
 
-def _train(
-    wall_start,
-    run_dir,
-    dist: DistInfo,
-    name,
-    experiment,
-    seed,
-    resume,
-    model_name,
-    model_kwargs,
-    data_kwargs,
-    optim,
-    schedule,
-    trainer,
-    config,
-) -> dict[str, Any]:
+def results_if_finished(
+    run_dir: Path, ckpt: dict[str, Any] | None, config: dict[str, Any], max_steps: int, dist: DistInfo
+) -> dict[str, Any] | None:
+    """A diverged run, or one that already reached ``max_steps``: its results (rewritten from the
+    checkpoint, so they agree with it) and one log line; nothing is built or trained."""
+    previous = _read_json(run_dir / "results.json")
+    diverged_at = previous.get("diverged_at_step") if previous.get("status") == "diverged" else None
+    if diverged_at is not None and (ckpt is None or ckpt["step"] < diverged_at):
+        if previous.get("config_digest") != config_digest(config):
+            raise TrainingError(
+                f"{run_dir} holds a diverged run with another config; start the new one with "
+                f"hydra.run.dir=<new dir> (or another seed)"
+            )
+        if dist.is_main:
+            log.info("%s: diverged at step %s; nothing to resume", run_dir, previous.get("diverged_at_step"))
+        return previous
+    if ckpt is None or "info" not in ckpt:
+        return None
+    state = state_from_checkpoint(ckpt)
+    if state.step < max_steps or not state.evals:
+        return None
+    results = results_dict(ckpt["info"], state, run_dir, "completed", None, previous.get("skipped_images", 0))
+    if dist.is_main:
+        write_json_atomic(run_dir / "results.json", results)
+        best = f"best top-1 {state.best_top1:.2f}% at step {state.best_step}" if state.evals else ""
+        log.info("%s: finished (%d steps, %s); nothing to do", run_dir, state.step, best)
+    return results
+
+
+# ----------------------------------------------------------------------------------------- set-up
+
+
+def set_up(
+    run_dir, dist, stop, ckpt, name, experiment, seed, model, data, optim, schedule, trainer, config
+) -> Run:
+    """Data, model, optimiser and schedule, the saved state, logging: everything the loop needs."""
     device = dist.device
     set_determinism(trainer.deterministic)
     amp_dtype = resolve_amp(trainer.amp, device)
-    # channels_last measured faster on CPU too: 64 vs 87 ms/step for bn_inception_small (1 thread), 541 vs
-    # 692 ms for bn_inception at 224 px, batch 8 (benchmarks/model_step_time.py --channels-last)
-    channels_last = resolve_switch(trainer.channels_last, device, "channels_last", auto_on_cpu=True)
-    ckpt_path = find_resume_checkpoint(resume, run_dir)
-    results_path = run_dir / "results.json"
+    channels_last = resolve_channels_last(trainer.channels_last, device)
 
-    # ---- data (uint8 batches, or JPEG bytes with data.decode=gpu; to_model_input makes the model's input)
-    splits = build_datasets(**data_kwargs, seed=seed, device=device)
+    # data: uint8 batches (JPEG bytes with data.decode=gpu); to_model_input makes the model's input
+    splits = build_datasets(**data, seed=seed, device=device)
     global_batch = trainer.batch_size * dist.world_size
-    pin = device.type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies; useless on a CPU
+    pin = device.type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies
     loader = build_train_loader(
         splits.train,
         batch_size=trainer.batch_size,
@@ -264,37 +345,36 @@ def _train(
         rank=dist.rank,
         world_size=dist.world_size,
         pin_memory=pin,
-        **_loader_kwargs(data_kwargs),
+        **splits.loader,
     )
     val_loader = build_eval_loader(
         splits.val,
         batch_size=trainer.eval_batch_size,
-        workers=data_kwargs.get("workers", 0),
+        workers=splits.loader["workers"],
         limit=trainer.eval_limit,
         rank=dist.rank,
         world_size=dist.world_size,
-        max_bad_fraction=data_kwargs.get("max_bad_fraction", 0.001),
+        max_bad_fraction=splits.loader["max_bad_fraction"],
         pin_memory=pin,
     )
 
-    # ---- model: the same initial weights on every process (seeded before building)
+    # model: the same initial weights on every process (seeded before building)
     torch.manual_seed(seed)
-    arch = resolve_model_name(model_name, splits.input_size)
-    create_kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
-    create_kwargs.update(num_classes=splits.num_classes, in_chans=splits.in_chans, img_size=splits.input_size)
+    arch, create_kwargs = model_arguments(model, splits)
     raw_model = timm.create_model(arch, **create_kwargs)
-    if trainer.sync_bn and model_kwargs.get("norm", "batch") != "batch":
+    if trainer.sync_bn and create_kwargs.get("norm", "batch") != "batch":
         raise TrainingError(
             "trainer.sync_bn=true needs model.norm=batch (paper/ghost BN keep per-replica statistics)"
         )
     if trainer.sync_bn and dist.distributed:
         raw_model = timm.layers.convert_sync_batchnorm(raw_model)
-    raw_model.to(device)
-    if channels_last:
-        raw_model.to(memory_format=torch.channels_last)
+    raw_model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     timm.utils.random_seed(seed, dist.rank)  # dropout differs per process, as on separate replicas
 
-    lr0 = scaled_lr(optim.lr, global_batch, optim.reference_batch, optim.scale_lr)
+    # optimiser and schedule (Sec. 4.2): SGD with momentum, the lr a pure function of the step
+    lr0 = scaled_lr(
+        effective_lr(dataclasses.asdict(optim)), global_batch, optim.reference_batch, optim.scale_lr
+    )
     finite_check = resolve_finite_check(trainer.finite_check, device)
     optimizer = build_optimizer(
         raw_model, optim, lr0, device, fused=True if finite_check == "device" else None
@@ -305,430 +385,147 @@ def _train(
     lr_schedule = build_lr_schedule(optimizer, interval, schedule.decay_rate)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
-    # ---- resume
+    meter = Meter(device)
     state = RunState()
-    if ckpt_path is not None:
-        previous = _previous_results(results_path)
-        if resume == "auto" and previous and previous.get("status") == "diverged":
-            log.info(
-                "run %s diverged at step %s; nothing to resume (its last good checkpoint is kept)",
-                run_dir,
-                previous.get("diverged_at_step"),
-            )
-            return previous
-        state = _restore(ckpt_path, config, resume, raw_model, optimizer, scaler, loader, dist)
-        log.info("resumed from %s at step %d", ckpt_path, state.step)
+    if ckpt is not None:
+        state = restore(ckpt, raw_model, optimizer, scaler, loader, meter, dist)
 
-    model: nn.Module = raw_model
+    wrapped = raw_model
     if dist.distributed:
-        model = DistributedDataParallel(
+        wrapped = DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    # ---- GPU speed (issue 7): torch.compile with an eager fallback on the first step; a non-finite guard
-    # that, on a GPU, needs no host sync per step (engine/step.py)
-    train_step = TrainStep(
-        model, optimizer, scaler, device, amp_dtype, resolve_compile(trainer.compile, device)
-    )
+    compile_mode = resolve_compile(trainer.compile, device)
     guard = NonFiniteGuard(finite_check, trainer.finite_check_every, optimizer, scaler, device)
+    step = TrainStep(wrapped, optimizer, scaler, device, amp_dtype, compile_mode, guard=guard)
 
-    # ---- logging (process 0 writes everything)
-    writer = probes = None
-    hparams = tblog.flatten_hparams({"experiment": experiment, **config})
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        writer = tblog.open_writer(str(run_dir), purge_step=state.step if state.step else None)
-        if state.step == 0:
-            tblog.write_hparams(writer, hparams)
-            tblog.write_compare_layout(writer)
-        if hasattr(raw_model, "probe_modules"):
-            probes = tblog.ActivationPercentiles(raw_model.probe_modules(), trainer.probe_images)
-        env = environment(device, dist.world_size)
-        log.info(
-            "run %s: %s (%s) on %s, %d process(es), global batch %d, lr %.5g, decay x%.3g every %.0f steps",
-            name,
-            arch,
-            experiment,
-            device,
-            dist.world_size,
-            global_batch,
-            lr0,
-            schedule.decay_rate,
-            interval,
-        )
-        log.info(
-            "speed: images decoded on %s, amp %s, channels_last %s, compile %s, non-finite check %s",
-            "the GPU" if splits.decode_on_device else "the CPU",
-            amp_dtype,
-            channels_last,
-            resolve_compile(trainer.compile, device) or "off",
-            finite_check,
-        )
-    summary = {
+    info = {
         "name": name,
         "experiment": experiment,
         "seed": seed,
         "model": arch,
-        "status": "running",
+        "parameters": sum(p.numel() for p in raw_model.parameters()),
         "config_digest": config_digest(config),
         "target_top1": trainer.target_top1,
         "global_batch": global_batch,
         "lr": lr0,
+        "weight_decay": effective_weight_decay(dataclasses.asdict(optim)),
         "decay_interval_steps": interval,
+        "environment": environment(device, dist.world_size),
     }
-
-    def write_results(status: str, diverged_at: int | None = None) -> dict[str, Any]:
-        last = state.evals[-1] if state.evals else {}
-        out = {
-            **summary,
-            "status": status,
-            "diverged_at_step": diverged_at,
-            "steps": state.step,
-            "best_top1": state.best_top1 if state.best_step is not None else None,
-            "best_step": state.best_step,
-            "final_top1": last.get("top1"),
-            "final_top5": last.get("top5"),
-            "final_train_loss": last.get("train_loss"),
-            "steps_to_target": state.steps_to_target,
-            "img_per_s": state.train_images / state.train_seconds if state.train_seconds else None,
-            "wall_s": state.wall_seconds + (time.perf_counter() - wall_start),
-            "skipped_images": _skipped(loader, val_loader),
-            "evals": state.evals,
-            "environment": env if dist.is_main else None,
-        }
-        if dist.is_main:
-            write_json_atomic(results_path, out)
-        return out
-
-    def evaluate_and_checkpoint(meter: dict[str, torch.Tensor]) -> bool:
-        """Validate, log, checkpoint; False when the parameters are no longer finite (divergence)."""
-        normalisation = {"mean": splits.mean, "std": splits.std}
-        if probes is not None:
-            with probes.recording():
-                metrics = validate(raw_model, val_loader, device, amp_dtype, channels_last, **normalisation)
-        else:
-            metrics = validate(raw_model, val_loader, device, amp_dtype, channels_last, **normalisation)
-        finite = bool(
-            all_reduce_sum(torch.tensor([float(not _params_finite(raw_model))], device=device)) == 0
-        )
-        if not finite:
-            return False
-        sums = all_reduce_sum(torch.stack([meter["loss"], meter["correct"], meter["count"]])).tolist()
-        train_loss = sums[0] / max(sums[2], 1)
-        record = {
-            "step": state.step,
-            "top1": metrics["top1"],
-            "top5": metrics["top5"],
-            "val_loss": metrics["loss"],
-            "train_loss": train_loss,
-        }
-        state.evals.append(record)
-        improved = metrics["top1"] > state.best_top1
-        if improved:
-            state.best_top1, state.best_step = metrics["top1"], state.step
-        if (
-            trainer.target_top1 is not None
-            and state.steps_to_target is None
-            and metrics["top1"] >= trainer.target_top1
-        ):
-            state.steps_to_target = state.step
-        ckpt = _checkpoint(
-            raw_model,
-            optimizer,
-            scaler,
-            lr_schedule,
-            loader,
-            state,
-            arch,
-            create_kwargs,
-            splits,
-            config,
-            dist,
-            wall_s=state.wall_seconds + time.perf_counter() - wall_start,
-        )
-        if dist.is_main:
-            tblog.write_scalars(
-                writer,
-                {"val/top1": metrics["top1"], "val/top5": metrics["top5"], "val/loss": metrics["loss"]},
-                state.step,
-            )
-            if probes is not None:
-                tblog.write_scalars(writer, probes.percentiles(), state.step)
-            tblog.write_scalars(
-                writer,
-                {
-                    "hparam/best_top1": state.best_top1,
-                    "hparam/final_top1": metrics["top1"],
-                    "hparam/final_top5": metrics["top5"],
-                    "hparam/steps_to_target": float(state.steps_to_target or -1),
-                },
-                state.step,
-            )
-            writer.flush()  # events up to this checkpoint survive a SIGKILL
-            save_checkpoint(ckpt, run_dir / "checkpoints" / "last.pt")
-            if improved:
-                save_checkpoint(ckpt, run_dir / "checkpoints" / "best.pt")
-            write_results("running")
-            log.info(
-                "step %d/%d | val top1 %.2f top5 %.2f | train loss %.4f | lr %.4g | best %.2f @ %d",
-                state.step,
-                trainer.max_steps,
-                metrics["top1"],
-                metrics["top5"],
-                train_loss,
-                optimizer.param_groups[0]["lr"],
-                state.best_top1,
-                state.best_step,
-            )
-        return True
-
-    # ---- the loop
-    if state.step >= trainer.max_steps and state.evals:
-        if dist.is_main:
-            log.info(
-                "run %s already reached step %d (trainer.max_steps=%d): nothing to do",
-                run_dir,
-                state.step,
-                trainer.max_steps,
-            )
-        return write_results("completed")
-
-    status, diverged_at = "completed", None
-    meter = _new_meter(device)  # sums since the last evaluation
-    logged = torch.zeros(3, device=device)  # the meter's sums at the last log line
-    batches = iter(loader)
-    timer = _Throughput(state, global_batch)
-    data_wait, log_time, log_step = 0.0, time.perf_counter(), state.step
-    bar = tqdm(
-        total=trainer.max_steps,
-        initial=state.step,
-        disable=not (trainer.progress and dist.is_main),
-        dynamic_ncols=True,
-        mininterval=1.0,
-        unit="step",
+    progress = Progress(f"{name}/seed{seed}", trainer, dist.is_main, state, global_batch)
+    run = Run(
+        run_dir,
+        dist,
+        wrapped,
+        raw_model,
+        optimizer,
+        scaler,
+        lr_schedule,
+        step,
+        loader,
+        val_loader,
+        splits,
+        amp_dtype,
+        channels_last,
+        trainer,
+        state,
+        meter,
+        info,
+        create_kwargs,
+        config,
+        stop,
+        progress,
     )
-    model.train()
-    with logging_redirect_tqdm():
-        while state.step < trainer.max_steps:
-            t_fetch = time.perf_counter()
-            images, labels = next(batches)
-            data_wait += time.perf_counter() - t_fetch
-            # uint8 -> normalised float in the model's layout, one kernel on the device (decoded there first
-            # with data.decode=gpu)
-            images = to_model_input(images, splits.mean, splits.std, device, channels_last)
-            labels = labels.to(device, non_blocking=True)
-            lr_schedule.step_update(state.step)  # the lr is a pure function of the step
-
-            logits, loss = train_step(images, labels)  # zero_grad, forward, loss, backward
-            # Checked before the update, so a non-finite loss or gradient never reaches the parameters:
-            # sync mode reads the loss (a host sync on a GPU); device mode makes the fused update skip itself.
-            if guard.check(state.step + 1, loss):
-                status, diverged_at = "diverged", state.step + 1
-                break
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            state.step += 1
-            meter["loss"] += loss.detach().float() * labels.numel()
-            meter["correct"] += (logits.detach().argmax(dim=1) == labels).sum()
-            meter["count"] += labels.numel()
-            bar.update(1)
-
-            # Device mode: the non-finite flag is read where the loop syncs anyway (logging, evaluation).
-            if (
-                state.step % trainer.log_every == 0
-                or state.step % trainer.eval_every == 0
-                or state.step == trainer.max_steps
-            ):
-                first_bad = guard.poll()
-                if first_bad is not None:
-                    # Every update from first_bad on was skipped: the parameters are those of the step before.
-                    status, diverged_at, state.step = "diverged", first_bad, first_bad - 1
-                    break
-
-            if state.step % trainer.log_every == 0 and dist.is_main:
-                now = time.perf_counter()
-                sums = torch.stack([meter["loss"], meter["correct"], meter["count"]])
-                loss_sum, correct, count = (sums - logged).tolist()
-                logged = sums
-                img_s = (state.step - log_step) * global_batch / (now - log_time)
-                tblog.write_scalars(
-                    writer,
-                    {
-                        "train/loss": loss_sum / count,
-                        "train/top1": 100 * correct / count,
-                        "train/lr": optimizer.param_groups[0]["lr"],
-                        "perf/img_per_s": img_s,
-                        "perf/data_wait_frac": data_wait / (now - log_time),
-                    },
-                    state.step,
-                )
-                bar.set_postfix(loss=f"{loss_sum / count:.3f}", img_s=f"{img_s:.0f}", refresh=False)
-                data_wait, log_time, log_step = 0.0, now, state.step
-
-            if state.step % trainer.eval_every == 0 or state.step == trainer.max_steps:
-                with timer.paused():
-                    state.train_images, state.train_seconds = timer.totals()
-                    if not evaluate_and_checkpoint(meter):
-                        status, diverged_at = "diverged", state.step
-                        break
-                meter, logged = _new_meter(device), torch.zeros(3, device=device)
-                data_wait, log_time, log_step = 0.0, time.perf_counter(), state.step
-    bar.close()
-    state.train_images, state.train_seconds = timer.totals()
-    if status == "diverged":
-        log.warning(
-            "run %s diverged at step %d (non-finite loss or parameters); the last good checkpoint is %s",
-            name,
-            diverged_at,
-            run_dir / "checkpoints" / "last.pt",
+    if dist.is_main:
+        open_logs(
+            run, config, resumed_from=ckpt is not None, compile_mode=compile_mode, finite_check=finite_check
         )
-    results = write_results(status, diverged_at)
-    if writer is not None:
-        writer.close()
-    if probes is not None:
-        probes.remove()
-    return results
+    return run
 
 
-class _Throughput:
-    """Training images and seconds (evaluation and checkpointing excluded), this segment plus before."""
-
-    def __init__(self, state: RunState, global_batch: int) -> None:
-        self.images0, self.seconds0, self.step0 = state.train_images, state.train_seconds, state.step
-        self.state, self.global_batch = state, global_batch
-        self.start, self.paused_seconds = time.perf_counter(), 0.0
-
-    @contextmanager
-    def paused(self):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.paused_seconds += time.perf_counter() - t
-
-    def totals(self) -> tuple[int, float]:
-        images = self.images0 + (self.state.step - self.step0) * self.global_batch
-        return images, self.seconds0 + (time.perf_counter() - self.start - self.paused_seconds)
+def model_arguments(model: InceptionModelConfig | MLPModelConfig, splits: DataSplits) -> tuple[str, dict]:
+    """``timm.create_model``'s name and arguments: the model config (its nulls left to the model's own
+    defaults) plus what the data decide (classes, channels, input size)."""
+    kwargs = {k: v for k, v in dataclasses.asdict(model).items() if v is not None}
+    name = kwargs.pop("name")
+    if name == "auto":
+        name = "bn_inception" if splits.input_size >= LARGE_INPUT_MIN else "bn_inception_small"
+    kwargs.update(num_classes=splits.num_classes, in_chans=splits.in_chans)
+    if name != "bn_mlp":
+        kwargs["img_size"] = splits.input_size
+    return name, kwargs
 
 
-# ------------------------------------------------------------------------------------------ helpers
+def set_determinism(deterministic: bool) -> None:
+    if deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
 
 
-def _loader_kwargs(data_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The data config keys that describe the training loader (the rest describe the dataset)."""
-    keys = ("shuffle", "workers", "max_bad_fraction", "shard_size", "shuffle_buffer")
-    return {k: data_kwargs[k] for k in keys if k in data_kwargs}
+def build_optimizer(
+    model: nn.Module, opts: OptimConfig, lr: float, device: torch.device, fused: bool | None = None
+) -> torch.optim.SGD:
+    """SGD with momentum; L2 on every parameter, or (``decay_bn_and_bias=false``) not on 1-d ones.
+
+    ``fused`` None: the fused kernel on CUDA and CPU (the devices torch has one for).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opts.decay_bn_and_bias:
+        groups = [{"params": params}]
+    else:
+        groups = [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+    # The fused kernel: one launch for all parameters, and it can skip an update on the device (found_inf).
+    # On a CPU it halves the update of the default per-tensor loop (0.65 vs 1.26 ms for bn_inception_small's
+    # 209 tensors, docs/benchmarks.md; the same update, up to floating-point rounding).
+    if fused is None:
+        fused = True if device.type in ("cuda", "cpu") else None
+    weight_decay = effective_weight_decay(dataclasses.asdict(opts))
+    return torch.optim.SGD(groups, lr=lr, momentum=opts.momentum, weight_decay=weight_decay, fused=fused)
 
 
-def _new_meter(device: torch.device) -> dict[str, torch.Tensor]:
-    # Accumulated on the device and read only at log/eval time: no host sync per step.
-    return {k: torch.zeros((), device=device) for k in ("loss", "correct", "count")}
-
-
-def _params_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def _skipped(loader, val_loader) -> int:
-    val_bad = set(getattr(val_loader, "bad_files", []) or [])
-    return int(getattr(loader, "skipped_images", 0)) + len(val_bad)
-
-
-def _previous_results(path: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _checkpoint(
-    model,
-    optimizer,
-    scaler,
-    lr_schedule,
-    loader,
-    state: RunState,
-    arch,
-    create_kwargs,
-    splits,
-    config,
-    dist: DistInfo,
-    wall_s: float,
-) -> dict[str, Any]:
-    """Everything needed to continue exactly (docs/design.md), as plain tensors and containers."""
-    rng = capture_rng_state()
-    if dist.distributed:  # every process's generators (dropout differs per process)
-        gathered: list[Any] = [None] * dist.world_size
-        torch.distributed.all_gather_object(gathered, rng)
-        rng = {"per_rank": gathered}
-    return {
-        "model": model_state_dict(model),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "schedule": lr_schedule.state_dict(),
-        "step": state.step,
-        "loader": loader.state_dict(),
-        "rng": rng,
-        "best_top1": state.best_top1,
-        "best_step": state.best_step,
-        "steps_to_target": state.steps_to_target,
-        "evals": state.evals,
-        "train_images": state.train_images,
-        "train_seconds": state.train_seconds,
-        "wall_seconds": wall_s,
-        "world_size": dist.world_size,
-        "model_name": arch,
-        "model_kwargs": create_kwargs,
-        "data": {
-            "input_size": splits.input_size,
-            "mean": list(splits.mean),
-            "std": list(splits.std),
-            "classes": list(splits.classes),
-            "in_chans": splits.in_chans,
-        },
-        "config": config,
-    }
-
-
-def _restore(path: Path, config, resume, model, optimizer, scaler, loader, dist: DistInfo) -> RunState:
-    ckpt = load_checkpoint(path)
-    saved = ckpt.get("config") or {}
-    diffs = config_differences(saved, config)
-    if diffs and resume == "auto":
-        raise TrainingError(
-            f"{path} was written with another config ({'; '.join(diffs[:3])}{' ...' * (len(diffs) > 3)});"
-            f" resume with the same settings, or start a new run with hydra.run.dir=<new dir>"
-        )
-    if diffs:
-        log.warning("resuming from %s with a different config: %s", path, "; ".join(diffs))
+def restore(ckpt, model, optimizer, scaler, loader, meter, dist: DistInfo) -> RunState:
+    """Load a checkpoint's weights, optimiser, sampler position, meter and every RNG; the run's state."""
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} does not fit this model/optimizer: {first}") from e
+        raise CheckpointError(f"the checkpoint does not fit this model/optimizer: {first}") from e
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    if ckpt.get("world_size", 1) == dist.world_size:
+    meter.load_state_dict(ckpt.get("meter"))
+    saved_world = ckpt.get("world_size", 1)
+    if saved_world == dist.world_size:
         loader.load_state_dict(ckpt["loader"])
         rng = ckpt["rng"]
         restore_rng_state(rng["per_rank"][dist.rank] if "per_rank" in rng else rng)
-    else:
-        log.warning(
-            "checkpoint %s was written by %d process(es), this run has %d: the data order and "
-            "random state restart at the saved step",
-            path,
-            ckpt.get("world_size", 1),
-            dist.world_size,
-        )
-        loader.load_state_dict(ckpt["loader"])
+    else:  # a requeue onto another number of GPUs: continue at the saved step, not bit-exactly
+        loader.continue_from(ckpt["loader"])
+        if dist.is_main:
+            log.warning(
+                "the checkpoint was written by %d process(es), this run has %d: continuing at step %d with "
+                "the data order and random state re-drawn (not bit-exact)",
+                saved_world,
+                dist.world_size,
+                int(ckpt["step"]),
+            )
+    return state_from_checkpoint(ckpt)
+
+
+def state_from_checkpoint(ckpt: dict[str, Any]) -> RunState:
+    best = ckpt.get("best_top1")
     return RunState(
         step=int(ckpt["step"]),
-        best_top1=float(ckpt["best_top1"]),
+        best_top1=None if best is None or best < 0 else float(best),  # older checkpoints: -1 for none
         best_step=ckpt.get("best_step"),
         steps_to_target=ckpt.get("steps_to_target"),
         evals=list(ckpt.get("evals") or []),
@@ -738,21 +535,402 @@ def _restore(path: Path, config, resume, model, optimizer, scaler, loader, dist:
     )
 
 
-def options_from(cls, values: dict[str, Any]):
-    """Build an options dataclass from a config section, rejecting keys the dataclass does not know."""
-    known = set(cls.__dataclass_fields__)
-    unknown = set(values) - known
-    if unknown:
-        raise TrainingError(f"unknown {cls.__name__} keys {sorted(unknown)}; valid: {sorted(known)}")
-    return cls(**values)
+def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode, finite_check) -> None:
+    """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines."""
+    state = run.state
+    # purge_step = step + 1: events a killed segment wrote after the checkpoint are hidden, the resumed
+    # step's own evaluation stays visible.
+    run.writer = tblog.open_writer(str(run.dir), purge_step=state.step + 1 if resumed_from else None)
+    if not resumed_from:
+        tblog.write_hparams(run.writer, tblog.run_hparams(config, run.info))
+        tblog.write_compare_layout(run.writer)
+    if hasattr(run.raw_model, "probe_modules") and run.trainer.probe_images > 0:
+        run.probes = tblog.ActivationPercentiles(run.raw_model.probe_modules(), run.trainer.probe_images)
+    info = run.info
+    if resumed_from:
+        log.info("resumed %s at step %d", run.dir, state.step)
+    log.info(
+        "run %s/seed%s: %s (%s, %s parameters) on %s, %d process(es), global batch %d, lr %.5g, "
+        "L2 %.3g, decay x%.3g every %.0f steps, %d steps",
+        info["name"],
+        info["seed"],
+        info["model"],
+        info["experiment"],
+        f"{info['parameters']:,}",
+        run.dist.device,
+        run.dist.world_size,
+        info["global_batch"],
+        info["lr"],
+        info["weight_decay"],
+        config["schedule"]["decay_rate"],
+        info["decay_interval_steps"],
+        run.trainer.max_steps,
+    )
+    log.info(
+        "data %s: %d train / %d val images, %d classes, %d px; decoded on %s; amp %s, channels_last %s, "
+        "compile %s, non-finite check %s",
+        run.splits.name,
+        len(run.splits.train),
+        run.val_loader.num_images,
+        run.splits.num_classes,
+        run.splits.input_size,
+        "the GPU" if run.splits.decode_on_device else "the CPU",
+        run.amp_dtype,
+        run.channels_last,
+        compile_mode or "off",
+        finite_check,
+    )
 
 
-__all__ = [
-    "OptimOptions",
-    "ScheduleOptions",
-    "TrainerOptions",
-    "TrainingError",
-    "options_from",
-    "resolve_model_name",
-    "train",
-]
+# ------------------------------------------------------------------------------------------- loop
+
+
+def train_loop(run: Run) -> str:
+    """Fetch, step (forward, backward, guard, update), log, evaluate and checkpoint, until ``max_steps``,
+    divergence or a signal. Returns the status: completed | diverged | interrupted."""
+    state, trainer = run.state, run.trainer
+    batches = iter(run.loader)
+    run.raw_model.train()
+    run.progress.start(state.step)
+    while state.step < trainer.max_steps:
+        if stop_requested(run):
+            return "interrupted" if save_interrupted(run) else "diverged"
+        t0 = time.perf_counter()
+        images, labels = next(batches)
+        run.progress.data_wait += time.perf_counter() - t0
+        images = to_model_input(images, run.splits.mean, run.splits.std, run.dist.device, run.channels_last)
+        labels = labels.to(run.dist.device, non_blocking=True)
+        run.lr_schedule.step_update(state.step)  # the lr is a pure function of the step
+
+        logits, loss = run.step(images, labels, state.step + 1)
+        if run.step.diverged_at is not None:
+            return "diverged"
+        state.step += 1
+        run.meter.add(loss, logits, labels)
+        run.progress.advance()
+
+        is_eval = state.step % trainer.eval_every == 0 or state.step == trainer.max_steps
+        if state.step % trainer.log_every == 0 or is_eval:
+            if run.step.poll() is not None:  # device mode: the flag is read where the loop syncs anyway
+                state.step = run.step.diverged_at - 1  # updates from the bad step on were skipped
+                return "diverged"
+            log_training(run)
+        if is_eval and not evaluate_and_checkpoint(run):
+            return "diverged"
+    return "completed"
+
+
+def stop_requested(run: Run) -> bool:
+    """A signal arrived (alone: checked every step; several processes: agreed at logging steps)."""
+    if not run.dist.distributed:
+        return run.stop.requested()
+    if run.state.step % run.trainer.log_every != 0:
+        return False
+    return run.stop.requested(
+        agree=lambda mine: bool(all_reduce_sum(torch.tensor([float(mine)], device=run.dist.device)) > 0)
+    )
+
+
+def log_training(run: Run) -> None:
+    """``train/*`` and ``perf/*`` scalars since the last log line; the progress bar or line."""
+    loss, top1, count = run.meter.since_log()
+    if count == 0:
+        return
+    lr = run.optimizer.param_groups[0]["lr"]
+    perf = run.progress.tick(run.state.step, loss, lr)
+    if run.is_main:
+        scalars = {"train/loss": loss, "train/top1": top1, "train/lr": lr, **perf}
+        tblog.write_scalars(run.writer, scalars, run.state.step)
+
+
+def evaluate_and_checkpoint(run: Run) -> bool:
+    """Validate; record; write last.pt (and best.pt on an improvement), results.json, the log line.
+    False, writing nothing, when any tensor of the model or the validation loss is not finite."""
+    state = run.state
+    with run.progress.paused():
+        with run.probes.recording() if run.probes is not None else _nothing():
+            metrics = run_validation(
+                run.raw_model,
+                run.val_loader,
+                run.dist.device,
+                run.amp_dtype,
+                run.channels_last,
+                mean=run.splits.mean,
+                std=run.splits.std,
+            )
+        if not model_finite(run) or not math.isfinite(metrics["loss"]):
+            return False
+        record = {
+            "step": state.step,
+            "top1": metrics["top1"],
+            "top5": metrics["top5"],
+            "val_loss": metrics["loss"],
+            "train_loss": run.meter.since_eval(run.dist),
+        }
+        state.evals.append(record)
+        improved = state.best_top1 is None or metrics["top1"] > state.best_top1
+        if improved:
+            state.best_top1, state.best_step = metrics["top1"], state.step
+        target = run.trainer.target_top1
+        if target is not None and state.steps_to_target is None and metrics["top1"] >= target:
+            state.steps_to_target = state.step
+        ckpt = checkpoint_dict(run)
+        if run.is_main:
+            write_eval_scalars(run, metrics)
+            save_checkpoints(run, ckpt, improved)
+            write_results(run, "running")
+            run.progress.evaluation(state, record)
+    return True
+
+
+def save_interrupted(run: Run) -> bool:
+    """After a signal: write last.pt at this step and flush the logs. False if the model is not finite."""
+    if not model_finite(run):
+        return False
+    ckpt = checkpoint_dict(run)
+    if run.is_main:
+        save_checkpoints(run, ckpt, improved=False)
+        log.warning(
+            "%s: stopped by %s at step %d; saved %s",
+            run.info["name"],
+            run.stop.received,
+            run.state.step,
+            run.dir / "checkpoints" / "last.pt",
+        )
+    return True
+
+
+def finish(run: Run, status: str) -> dict[str, Any]:
+    """Write the final results, close the logs, and report a divergence in one line."""
+    run.progress.close()
+    diverged_at = run.step.diverged_at if status == "diverged" else None
+    if status == "diverged" and diverged_at is None:  # found at an evaluation or a save
+        diverged_at = run.state.step
+    if status == "diverged" and run.is_main:
+        last = run.dir / "checkpoints" / "last.pt"
+        kept = (
+            f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written before it"
+        )
+        log.warning(
+            "run %s diverged at step %d (non-finite loss, gradients, weights or BN statistics); %s",
+            run.info["name"],
+            diverged_at,
+            kept,
+        )
+    results = write_results(run, status, diverged_at)
+    if run.writer is not None:
+        run.writer.close()
+    if run.probes is not None:
+        run.probes.remove()
+    if status == "interrupted":
+        run.stop.pass_on()  # e.g. submitit's requeue, now that nothing is lost
+    return results
+
+
+def record_failure(run: Run) -> None:
+    """A crash or an error: results.json says ``failed`` (where it can still be written); the last good
+    checkpoint and the logs stay for a relaunch to continue from."""
+    try:
+        run.progress.close()
+        write_results(run, "failed")
+        if run.writer is not None:
+            run.writer.close()
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        log.debug("could not record the failure", exc_info=True)
+
+
+# -------------------------------------------------------------------------- checkpoints and results
+
+
+def model_finite(run: Run) -> bool:
+    """Every parameter and buffer (BN statistics included) finite, on every process."""
+    tensors = [*run.raw_model.parameters(), *run.raw_model.buffers()]
+    bad = torch.tensor([0.0 if all_finite(tensors) else 1.0], device=run.dist.device)
+    return bool(all_reduce_sum(bad) == 0)
+
+
+def checkpoint_dict(run: Run) -> dict[str, Any]:
+    """Everything needed to continue exactly (docs/design.md), as plain tensors and containers."""
+    rng = capture_rng_state()
+    if run.dist.distributed:  # every process's generators (dropout differs per process)
+        gathered: list[Any] = [None] * run.dist.world_size
+        torch.distributed.all_gather_object(gathered, rng)
+        rng = {"per_rank": gathered}
+    state = run.state
+    state.train_images, state.train_seconds = run.progress.totals(state)
+    return {
+        "model": model_state_dict(run.raw_model),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "schedule": run.lr_schedule.state_dict(),
+        "loader": run.loader.state_dict(),
+        "rng": rng,
+        "meter": run.meter.state_dict(),
+        **dataclasses.asdict(state),
+        "wall_seconds": state.wall_seconds + time.perf_counter() - run.wall_start,
+        "world_size": run.dist.world_size,
+        "model_name": run.info["model"],
+        "model_kwargs": run.model_kwargs,
+        "data": {
+            "input_size": run.splits.input_size,
+            "mean": list(run.splits.mean),
+            "std": list(run.splits.std),
+            "classes": list(run.splits.classes),
+            "in_chans": run.splits.in_chans,
+        },
+        "info": run.info,
+        "config": run.config,
+    }
+
+
+def save_checkpoints(run: Run, ckpt: dict[str, Any], improved: bool) -> None:
+    """last.pt; best.pt as a link to it when this step is the best; TensorBoard flushed to the same step."""
+    run.writer.flush()  # events up to this checkpoint survive a SIGKILL
+    last = run.dir / "checkpoints" / "last.pt"
+    save_checkpoint(ckpt, last)
+    if improved:
+        link_checkpoint(last, run.dir / "checkpoints" / "best.pt")
+
+
+def write_results(run: Run, status: str, diverged_at: int | None = None) -> dict[str, Any]:
+    """results.json from the run's state (what the newest checkpoint holds, plus the status)."""
+    state = run.state
+    state.train_images, state.train_seconds = run.progress.totals(state)
+    skipped = _skipped(run.loader, run.val_loader)
+    results = results_dict(
+        run.info,
+        state,
+        run.dir,
+        status,
+        diverged_at,
+        skipped,
+        wall_s=state.wall_seconds + time.perf_counter() - run.wall_start,
+    )
+    if run.is_main:
+        try:
+            write_json_atomic(run.dir / "results.json", results)
+        except OSError as e:
+            raise TrainingError(
+                f"could not write {run.dir / 'results.json'}: {e.strerror or e}; free disk space or make the "
+                f"directory writable, then relaunch (resume=auto continues from the last checkpoint)"
+            ) from e
+    return results
+
+
+def results_dict(
+    info,
+    state: RunState,
+    run_dir: Path,
+    status: str,
+    diverged_at: int | None,
+    skipped: Any,
+    wall_s: float | None = None,
+) -> dict[str, Any]:
+    """The ``results.json`` of a run (docs/design.md): its facts, its state, and the checkpoints that
+    exist, so nothing names a file that is not there."""
+    last = state.evals[-1] if state.evals else {}
+    ckpts = run_dir / "checkpoints"
+    files = {k: str(ckpts / f"{k}.pt") for k in ("last", "best") if (ckpts / f"{k}.pt").exists()}
+    results = {k: v for k, v in info.items() if k not in ("config", "model_kwargs", "environment")}
+    results.update(
+        status=status,
+        diverged_at_step=diverged_at,
+        steps=state.step,
+        best_top1=state.best_top1,
+        best_step=state.best_step,
+        final_top1=last.get("top1"),
+        final_top5=last.get("top5"),
+        final_train_loss=last.get("train_loss"),
+        steps_to_target=state.steps_to_target,
+        img_per_s=state.train_images / state.train_seconds if state.train_seconds else None,
+        wall_s=wall_s if wall_s is not None else state.wall_seconds,
+        skipped_images=skipped,
+        checkpoints=files,
+        evals=state.evals,
+        environment=info.get("environment"),
+    )
+    return results
+
+
+def write_eval_scalars(run: Run, metrics: dict[str, float]) -> None:
+    state = run.state
+    scalars = {
+        "val/top1": metrics["top1"],
+        "val/top5": metrics["top5"],
+        "val/loss": metrics["loss"],
+        "hparam/best_top1": state.best_top1,
+        "hparam/final_top1": metrics["top1"],
+        "hparam/final_top5": metrics["top5"],
+    }
+    if state.steps_to_target is not None:  # "not reached" is an empty HParams cell, not a -1
+        scalars["hparam/steps_to_target"] = float(state.steps_to_target)
+    if run.probes is not None:
+        scalars.update(run.probes.percentiles())
+    tblog.write_scalars(run.writer, scalars, state.step)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+class Meter:
+    """Sums of training loss, correct predictions and images, kept on the device (no host sync per step):
+    since the last evaluation (the record's ``train_loss``) and since the last log line."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, correct, images
+        self.logged = torch.zeros(3, dtype=torch.float64, device=device)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.numel()
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        self.sums += torch.stack(
+            [
+                loss.detach().double() * n,
+                correct.double(),
+                torch.tensor(n, device=self.device, dtype=torch.float64),
+            ]
+        )
+
+    def since_log(self) -> tuple[float, float, int]:
+        """Mean loss, top-1 (%) and images since the last call (this process; a host sync)."""
+        loss, correct, count = (self.sums - self.logged).tolist()
+        self.logged = self.sums.clone()
+        return (loss / count, 100.0 * correct / count, int(count)) if count else (0.0, 0.0, 0)
+
+    def since_eval(self, dist: DistInfo) -> float:
+        """Mean training loss since the last evaluation over all processes; starts the next period."""
+        loss, _, count = all_reduce_sum(self.sums.clone()).tolist()
+        self.sums.zero_()
+        self.logged.zero_()
+        return loss / max(count, 1)
+
+    def state_dict(self) -> dict[str, list[float]]:
+        return {"sums": self.sums.tolist(), "logged": self.logged.tolist()}
+
+    def load_state_dict(self, state: dict[str, list[float]] | None) -> None:
+        if state:
+            self.sums = torch.tensor(state["sums"], dtype=torch.float64, device=self.device)
+            self.logged = torch.tensor(state["logged"], dtype=torch.float64, device=self.device)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _skipped(loader, val_loader) -> int:
+    val_bad = set(getattr(val_loader, "bad_files", []) or [])
+    return int(getattr(loader, "skipped_images", 0)) + len(val_bad)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+__all__ = ["Run", "RunState", "TrainingError", "train", "train_from_config", "train_loop"]

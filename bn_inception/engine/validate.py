@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -11,12 +10,7 @@ from torch import nn
 
 from bn_inception.data.device import to_model_input
 from bn_inception.engine.distributed import all_reduce_sum
-
-
-def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+from bn_inception.engine.precision import autocast_context
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from bn_inception.data.device import EncodedBatch, decode_images, eval_geometry, resample, to_model_input
 from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from bn_inception.engine.precision import autocast_context
 from bn_inception.evaluation.crops import make_crops
 from bn_inception.evaluation.ensemble import (
     TOPK,
@@ -193,37 +194,6 @@ def _class_difference(a: Sequence[str], b: Sequence[str], other: str) -> str:
 # ------------------------------------------------------------------------------------------- devices
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when a GPU is visible, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise EvaluationError(f"device={device!r} is not valid; use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError("device=cuda but no GPU is visible; use device=cpu or auto")
-    return torch.device(device)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto`` -> bf16 autocast on a GPU, none on CPU (bf16 convolutions on CPU are slower than fp32)."""
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    choices = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in choices:
-        raise EvaluationError(f"amp={amp!r} is not valid; use auto, bf16, fp16 or none")
-    if amp == "fp16" and device.type != "cuda":
-        raise EvaluationError("amp=fp16 needs a GPU; use amp=bf16 or none on CPU")
-    return choices[amp]
-
-
-def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
-    if value == "auto":
-        return device.type == "cuda"
-    if isinstance(value, bool):
-        return value
-    raise EvaluationError(f"channels_last={value!r} is not valid; use auto, true or false")
-
-
 # ---------------------------------------------------------------------------------------------- data
 
 
@@ -276,10 +246,6 @@ def normalise(
     return to_model_input(images, mean, std, images.device, channels_last)
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
-
 @dataclass
 class Predictions:
     """Per-image results of one pass: top-1/top-5 hits per row, the labels, and the throughput."""
@@ -325,7 +291,7 @@ def member_probs(
                         device, non_blocking=True
                     )
                 inputs[key] = normalise(on_device[m.input_size], m.mean, m.std, channels_last)
-            with _autocast(device, amp_dtype):
+            with autocast_context(device, amp_dtype):
                 logits[i].append(m.model(inputs[key]).float())
     return [crop_averaged_probs(torch.cat(chunks), n_crops) for chunks in logits]
 

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bn_inception.config import EvalConfig
+from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device
 from bn_inception.engine.runinfo import environment
 from bn_inception.evaluation.crops import CROP_COUNTS, crop_resize_sizes, make_crops
 from bn_inception.evaluation.evaluator import (
@@ -49,9 +51,6 @@ from bn_inception.evaluation.evaluator import (
     load_member,
     member_names,
     predict,
-    resolve_amp,
-    resolve_channels_last,
-    resolve_device,
     single_crops,
     with_population_stats,
 )
@@ -59,26 +58,6 @@ from bn_inception.evaluation.evaluator import (
 log = logging.getLogger(__name__)
 
 DEFAULT_POPULATION_BATCH = 32  # Algorithm 2's m when a checkpoint records none: the paper's mini-batch
-
-
-@dataclass
-class EvalOptions:
-    """Mirrors configs/evaluate.yaml (units and meaning documented there)."""
-
-    crops: int = 1
-    limit: int | None = None
-    batch_size: int | None = None
-    forward_batch: int = 256
-    workers: int | None = None
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool | str = "auto"
-    population_stats: int = 0
-    population_batch_size: int | None = None
-    bootstrap: int = 1000
-    seed: int = 0
-    per_class: bool = False
-    progress: bool = True
 
 
 @dataclass
@@ -233,7 +212,7 @@ def check_input_sizes(members: Sequence[Member], source: Dataset, data_name: str
 
 def evaluate_checkpoints(
     checkpoints: str | Sequence[str],
-    options: EvalOptions,
+    options: EvalConfig,
     data_kwargs: dict[str, Any] | None = None,
     data_overrides: dict[str, Any] | None = None,
 ) -> EvalReport:
@@ -250,9 +229,12 @@ def evaluate_checkpoints(
         raise EvaluationError(
             f"population_stats={options.population_stats} is not valid; use 0 (off) or a number of batches"
         )
-    device = resolve_device(options.device)
-    amp_dtype = resolve_amp(options.amp, device)
-    channels_last = resolve_channels_last(options.channels_last, device)
+    try:
+        device = resolve_device(options.device)
+        amp_dtype = resolve_amp(options.amp, device)
+        channels_last = resolve_channels_last(options.channels_last, device)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from e
 
     paths = find_checkpoints(checkpoints)
     members = [

@@ -6,26 +6,31 @@ import copy
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
+from bn_inception.config import register_configs
 from bn_inception.data import DataSplits, build_datasets, imagenet100_classes
+from bn_inception.data.build import default_workers
 from bn_inception.data.transforms import TrainAugment
 
 
-def _config(repo, name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(repo / "configs" / "data" / f"{name}.yaml"))
+def _composed(repo, name: str):
+    """configs/data/<name>.yaml as train.py composes it (on its schema, bn_inception/config.py)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"data={name}"]).data
 
 
-def test_every_config_key_has_a_comment(repo):
+def test_every_value_a_data_config_sets_says_why(repo):
     for path in sorted((repo / "configs" / "data").glob("*.yaml")):
         for line in path.read_text().splitlines():
-            if line and not line.startswith((" ", "#")) and not line.startswith("name:"):
+            if line and not line.startswith((" ", "#", "name:", "defaults:")):
                 assert "#" in line, f"{path.name}: {line}"
 
 
 @pytest.mark.parametrize("name", ["imagenet", "imagenet_subset", "synthetic", "fashion_mnist"])
 def test_each_data_config_builds_with_all_its_keys(repo, name, make_tree, idx_root, tmp_path, monkeypatch):
-    cfg = OmegaConf.load(repo / "configs" / "data" / f"{name}.yaml")  # as Hydra passes it (ListConfig values)
+    cfg = _composed(repo, name)  # as Hydra passes it (ListConfig values)
     assert cfg.name == name
     overrides = {"input_size": 16}
     if name == "imagenet":
@@ -45,7 +50,8 @@ def test_each_data_config_builds_with_all_its_keys(repo, name, make_tree, idx_ro
     assert (
         splits.num_classes == len(splits.classes) and len(splits.mean) == len(splits.std) == splits.in_chans
     )
-    assert splits.loader["shuffle"] == cfg.shuffle and splits.loader["workers"] == cfg.workers
+    workers = cfg.workers if cfg.workers is not None else default_workers()
+    assert splits.loader["shuffle"] == cfg.shuffle and splits.loader["workers"] == workers
     x, y = splits.train[0]
     assert x.shape == (splits.in_chans, 16, 16) and x.dtype == torch.uint8 and 0 <= y < splits.num_classes
     assert not splits.decode_on_device  # decode: auto decodes on the CPU when no CUDA device is given

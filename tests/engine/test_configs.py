@@ -5,9 +5,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from bn_inception.engine.cli import register_resolvers
+from bn_inception.config import effective_lr, effective_weight_decay, register_configs
 
-register_resolvers()
+register_configs()
 
 # The paper's table (Sec. 4.2.2 / 4.2.1): norm, act, lr, dropout, weight decay (x w), decay speed-up,
 # LRN, shuffling, distortions.
@@ -36,9 +36,10 @@ def test_variant_matches_the_paper(repo, variant, data):
     norm, act, lr, drop, wd_factor, speedup, lrn, shuffle, distortion = PAPER[variant]
     assert cfg["name"] == variant
     assert cfg["model"]["norm"] == norm and cfg["model"]["act"] == act
-    assert cfg["optim"]["lr"] == pytest.approx(lr)
+    assert effective_lr(cfg["optim"]) == pytest.approx(lr)
     assert cfg["model"]["drop_rate"] == pytest.approx(drop)
-    assert cfg["optim"]["weight_decay"] == pytest.approx(cfg["optim"]["base_weight_decay"] * wd_factor)
+    base = cfg["optim"]["base_weight_decay"]
+    assert effective_weight_decay(cfg["optim"]) == pytest.approx(base * wd_factor)
     assert cfg["schedule"]["speedup"] == speedup
     assert cfg["model"]["lrn"] is lrn
     assert cfg["data"]["shuffle"] == shuffle and cfg["data"]["distortion"] == distortion
@@ -51,14 +52,15 @@ def test_default_run_is_bn_x5_on_fashion_mnist(repo):
 
 
 def test_lr_override_wins_over_the_multiplier(repo):
-    assert _compose(repo, ["experiment=bn_x30", "optim.lr=0.01"])["optim"]["lr"] == 0.01
-    assert _compose(repo, ["experiment=bn_x30", "optim.base_lr=0.001"])["optim"]["lr"] == pytest.approx(0.03)
+    assert effective_lr(_compose(repo, ["experiment=bn_x30", "optim.lr=0.01"])["optim"]) == 0.01
+    slower = _compose(repo, ["experiment=bn_x30", "optim.base_lr=0.001"])
+    assert effective_lr(slower["optim"]) == pytest.approx(0.03)
 
 
 @pytest.mark.parametrize("member", [f"ensemble_m{i}" for i in range(1, 7)])
 def test_ensemble_members_are_bn_x30_with_the_sec_423_changes(repo, member):
     cfg = _compose(repo, [f"experiment={member}"])
-    assert cfg["optim"]["lr"] == pytest.approx(0.045) and cfg["model"]["norm"] == "batch"
+    assert effective_lr(cfg["optim"]) == pytest.approx(0.045) and cfg["model"]["norm"] == "batch"
     assert cfg["model"]["drop_rate"] in (0.05, 0.10)
     assert cfg["model"]["init_scale"] > 1.0 or cfg["model"]["last_bn"] or cfg["model"]["drop_rate"] > 0
 

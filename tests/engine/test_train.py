@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -172,38 +171,6 @@ def test_rerun_of_a_finished_run_does_nothing_and_other_config_is_refused(
     assert proc.returncode == 1 and "resume=auto" in proc.stderr
 
 
-def test_sigkill_then_resume_ends_like_an_uninterrupted_run(repo, python, cli_env, tmp_path):
-    longer = ["experiment=bn_x5", "trainer.max_steps=40", "trainer.eval_every=8", "model.drop_rate=0.2"]
-    straight = tmp_path / "straight"
-    run_train(repo, python, cli_env, straight, *longer)
-
-    killed = tmp_path / "killed"
-    cmd = [python, str(repo / "train.py"), f"hydra.run.dir={killed}", *QUICK, *longer]
-    proc = subprocess.Popen(cmd, cwd=repo, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and load_checkpoint(last)["step"] >= 16:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert results(killed)["status"] == "running"
-
-    run_train(repo, python, cli_env, killed, *longer, "resume=auto")
-    a, b = results(straight), results(killed)
-    assert b["status"] == "completed" and b["steps"] == 40
-    for key in ("best_top1", "final_top1", "final_top5", "final_train_loss"):
-        assert a[key] == b[key], key
-    assert [(e["step"], e["top1"], e["train_loss"]) for e in a["evals"]] == [
-        (e["step"], e["top1"], e["train_loss"]) for e in b["evals"]
-    ]
-    sa = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
-    sb = load_checkpoint(killed / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def test_divergence_is_a_result_and_keeps_the_last_good_checkpoint(repo, python, cli_env, tmp_path):
     run_dir = tmp_path / "diverge"
     # Inception (no BN) at 1e4 x its learning rate: the parameters reach machine infinity (Sec. 4.2.2).
@@ -247,14 +214,15 @@ def test_sweep_goes_on_past_a_failed_job(repo, python, cli_env, tmp_path):
         *QUICK,
         "trainer.max_steps=4",
         "experiment=bn_x5",
-        "model.act=tanh,relu",
+        "trainer.sync_bn=true",
+        "model.norm=ghost,batch",  # a valid config that fails at set-up: sync_bn needs torch's BN
     ]
     proc = subprocess.run(cmd, cwd=repo, env=cli_env, capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0  # Hydra reports the failed job at the end
-    assert "model.act" in proc.stderr + proc.stdout
+    assert "sync_bn" in proc.stderr + proc.stdout
     done = list(sweep.rglob("results.json"))
     assert len(done) == 1 and json.loads(done[0].read_text())["status"] == "completed"
-    assert "model.act=relu" in str(done[0]) and done[0].parent.name == "seed0"
+    assert "model.norm" in str(done[0]) and "batch" in str(done[0]) and done[0].parent.name == "seed0"
 
 
 def test_torchrun_two_cpu_processes(repo, python, cli_env, tmp_path):
@@ -280,6 +248,13 @@ def test_torchrun_two_cpu_processes(repo, python, cli_env, tmp_path):
     # 32 per process; the lr scales linearly with the global batch of 64
     assert res["lr"] == pytest.approx(0.015)
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["world_size"] == 2
+    # requeued onto one process: continues from the saved step instead of refusing
+    proc = run_train(
+        repo, python, cli_env, run_dir, "experiment=bn_x5", "trainer.max_steps=9", "trainer.eval_every=3"
+    )
+    res = results(run_dir)
+    assert res["status"] == "completed" and res["steps"] == 9 and res["global_batch"] == 32
+    assert [e["step"] for e in res["evals"]] == [3, 6, 9] and "continuing at step 6" in proc.stdout
 
 
 def test_help_lists_experiments_and_datasets(repo, python, cli_env):

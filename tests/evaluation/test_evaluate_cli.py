@@ -19,6 +19,7 @@ import timm
 import torch
 
 import bn_inception  # noqa: F401  (registers the models)
+from bn_inception.config import EvalConfig
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet, to_model_input
 from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint
 from bn_inception.engine.validate import validate
@@ -35,7 +36,6 @@ from bn_inception.evaluation.evaluator import (
     with_population_stats,
 )
 from bn_inception.evaluation.pipeline import (
-    EvalOptions,
     MultiCropImages,
     evaluate_checkpoints,
     resolve_data_kwargs,
@@ -232,20 +232,20 @@ def test_members_with_different_classes_are_refused_with_one_line(world):
 def test_bad_checkpoint_specs_are_one_line_errors(world, spec, message):
     (world["root"] / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises((EvaluationError, CheckpointError), match=message.replace("*", r"\*")) as info:
-        evaluate_checkpoints(spec.format(root=world["root"]), EvalOptions(progress=False))
+        evaluate_checkpoints(spec.format(root=world["root"]), EvalConfig(progress=False))
     assert "\n" not in str(info.value)
 
 
 def test_an_unknown_option_value_is_a_one_line_error(world):
     with pytest.raises(EvaluationError, match="crops=5 is not valid; use one of 1, 10, 144"):
-        evaluate_checkpoints(str(world["a"]), EvalOptions(crops=5))
+        evaluate_checkpoints(str(world["a"]), EvalConfig(crops=5))
     with pytest.raises(EvaluationError, match="device='tpu' is not valid"):
-        evaluate_checkpoints(str(world["a"]), EvalOptions(device="tpu"))
+        evaluate_checkpoints(str(world["a"]), EvalConfig(device="tpu"))
 
 
 def test_ensemble_of_the_same_checkpoint_twice_is_that_model(world):
     report = evaluate_checkpoints(
-        [str(world["a"]), str(world["a"])], EvalOptions(progress=False, bootstrap=50)
+        [str(world["a"]), str(world["a"])], EvalConfig(progress=False, bootstrap=50)
     )
     alone, again, ensemble = report.rows
     assert (alone.name, again.name) == ("seed0", "seed0#2")
@@ -369,3 +369,48 @@ def test_cli_on_runs_trained_by_train_py(tmp_path):
         assert row["images"] == 24 and row["crops"] == 1
     assert rows["ensemble"]["models"] == 2
     assert rows["ensemble"]["top5_err"] <= rows["ensemble"]["top1_err"]
+
+
+def test_output_never_overwrites_what_evaluate_did_not_write(world, single_crop_run, tmp_path):
+    _, _, ours = single_crop_run
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"my": "notes"}')
+    for output, message in [
+        (world["a"], "is a checkpoint"),
+        (tmp_path / "table.pt", "is a checkpoint"),
+        (foreign, "exists and was not written by evaluate.py"),
+        (world["a"] / "x.json", "is a file, not a folder"),
+    ]:
+        before = world["a"].read_bytes()
+        proc = run_cli(f"checkpoints={world['a']}", f"output={output}", "limit=4", timeout=60)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith("error:") and proc.stdout == ""  # no table
+        assert world["a"].read_bytes() == before and foreign.read_text() == '{"my": "notes"}'
+    # what evaluate.py wrote itself it may replace
+    proc = run_cli(f"checkpoints={world['a']}", f"output={ours}", "limit=4", "bootstrap=0")
+    assert proc.returncode == 0 and json.loads(ours.read_text())["limit"] == 4
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["model_kwargs"].update(checkpoint_path="/etc/passwd"), "passes 'checkpoint_path'"),
+        (lambda c: c["model_kwargs"].update(pretrained=True), "passes 'pretrained'"),
+        (lambda c: c.update(model_name="resnet50"), "names model 'resnet50'"),
+        (lambda c: c.pop("model_kwargs"), "has no valid model_name/model_kwargs"),
+        (lambda c: next(v for k, v in c["model"].items() if "running_var" in k).fill_(float("nan")),
+         "NaN or infinite weights or BN statistics"),
+        (lambda c: [v.fill_(float("nan")) for v in c["model"].values() if v.is_floating_point()],
+         "NaN or infinite weights"),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_cannot_pick_arbitrary_model_arguments_or_carry_non_finite_weights(
+    world, tmp_path, change, message
+):
+    ckpt = torch.load(world["a"], weights_only=True)
+    change(ckpt)
+    path = tmp_path / "changed.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_member(path, "x", torch.device("cpu"))
+    assert "\n" not in str(info.value)

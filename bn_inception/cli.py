@@ -1,0 +1,264 @@
+"""What ``train.py`` and ``evaluate.py`` share before and around their Hydra job: the pre-flight check of
+every job's config, one-line errors, and the process rank.
+
+The pre-flight check (:func:`preflight`) composes the config of every job the command line asks for (each
+combination of a ``-m`` sweep, including an experiment's own ``hydra.sweeper.params``), exactly as Hydra's
+launcher will, and validates it against the schema (``bn_inception.config``): a wrong type, an unknown key
+or option, a value out of range, or a directory name that would leave the run or sweep root ends the
+command with one line, ``error: <key>=<value> is not valid; <what is>``, and exit status 2, before Hydra
+creates a directory or the job imports torch. Hydra alone would report these only when (and if) the job
+reached them, in several lines, after writing ``.hydra/`` into the run directory.
+
+No torch here: this module runs before the job's heavy imports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bn_inception.config import SCHEMAS, ConfigError, field_of, register_configs, validate
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+#: Exit status of a command refused for its configuration (as argparse's usage errors); 1 is a run error.
+EXIT_CONFIG = 2
+
+
+# ---------------------------------------------------------------------------------------- pre-flight
+
+
+def preflight(app: str, argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> None:
+    """Compose and validate every job of this command line; on the first bad value print one line and exit 2.
+
+    ``app`` is ``train`` or ``evaluate`` (the config name and the schema). Help, ``--cfg`` and the other
+    informational flags are left to Hydra.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    informational = args.help or args.hydra_help or args.info or args.shell_completion or args.cfg
+    if informational or args.config_path or args.config_dir:
+        return
+    try:
+        for cfg in compose_jobs(args.config_name or app, args.overrides, args.multirun, config_dir):
+            validate(cfg, SCHEMAS[app])
+            check_job_dir(cfg, args.multirun)
+    except ConfigError as e:
+        _refuse(str(e))
+    except Exception as e:  # noqa: BLE001 - Hydra's composition errors, turned into one line
+        _refuse(explain_composition_error(e, args.overrides, SCHEMAS[app]))
+
+
+def compose_jobs(config_name: str, overrides: Sequence[str], multirun: bool, config_dir: Path) -> list[Any]:
+    """The config of every job the command line launches (one without ``-m``), as Hydra composes them."""
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=config_name):
+        hydra = GlobalHydra.instance().hydra
+        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        base = hydra.compose_config(config_name, list(overrides), run_mode=mode, from_shell=True)
+        if not multirun:
+            return [base]
+        # As Hydra's BasicSweeper: the config's hydra.sweeper.params first, the command line on top.
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides([*params, *overrides])
+        combos = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+        loader = hydra.config_loader
+        return [loader.load_sweep_config(base, list(combo)) for combo in combos]
+
+
+def check_job_dir(cfg: Any, multirun: bool) -> None:
+    """The job's directory can be made, and a sweep job's subdirectory (built from override values) stays
+    inside the sweep directory."""
+    from omegaconf import OmegaConf
+
+    if multirun:
+        subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+        normal = os.path.normpath(subdir)
+        if os.path.isabs(subdir) or normal == ".." or normal.startswith(".." + os.sep):
+            raise ConfigError(
+                f"hydra.sweep.subdir={subdir} is not valid; the values that name a sweep job's directory "
+                f"must keep it inside hydra.sweep.dir (no absolute paths, no '..')"
+            )
+        job_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))) / subdir
+    else:
+        job_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    existing = job_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"the run directory {job_dir} cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"the run directory {job_dir} cannot be made: {existing} is not writable")
+
+
+def explain_composition_error(error: BaseException, overrides: Sequence[str], schema: type) -> str:
+    """Hydra's/OmegaConf's composition errors as one line naming the key, the value and what is valid."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = error.__cause__ or error
+    if isinstance(error, OverrideParseException):
+        return (
+            f"cannot read the override {error.override!r}; quote a value that contains '=', ',', "
+            f"brackets or spaces, e.g. 'key=\"a=b\"'"
+        )
+    if isinstance(error, MissingConfigException) and error.options:
+        group = str(error.missing_cfg_file).rsplit("/", 1)[0]
+        value = _override_value(overrides, group) or str(error.missing_cfg_file).rsplit("/", 1)[-1]
+        return f"{group}={value} is not valid; use one of: {', '.join(sorted(error.options))}"
+    key = str(getattr(cause, "full_key", "") or "")
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+        return f"{key} is not a config key{_did_you_mean(key, schema)}; `--cfg job` lists every key"
+    if isinstance(cause, ValidationError) and key:
+        value = _override_value(overrides, key)
+        return f"{key}={value} is not valid; {_expected(key, value, schema)}"
+    return _first_line(error)
+
+
+def _override_value(overrides: Sequence[str], key: str) -> str | None:
+    for item in reversed(overrides):
+        name, sep, value = item.partition("=")
+        if sep and name.lstrip("+~") == key:
+            return value
+    return None
+
+
+def _expected(key: str, value: str | None, schema: type) -> str:
+    f = _field_anywhere(schema, key)
+    kind = str(f.type) if f is not None else ""
+    words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
+    base = kind.split("|")[0].strip()
+    text = "it must be " + words.get(base, f"of type {kind or 'the schema says'}")
+    if "None" in kind:
+        text += " (or null)"
+    if base == "float" and value and value.strip().endswith("%"):
+        text += "; give a percentage as a plain number, without '%'"
+    return text
+
+
+def _field_anywhere(schema: type, key: str):
+    """The schema field of ``key``, trying each model/data schema for the sections that have several."""
+    from bn_inception.config import DATA_SCHEMAS, InceptionModelConfig, MLPModelConfig
+
+    section = key.split(".")[0]
+    candidates = {"model": [InceptionModelConfig, MLPModelConfig], "data": list(DATA_SCHEMAS.values())}
+    for sub in candidates.get(section, [None]):
+        cfg = {section: {"name": _name_of(sub)}} if sub is not None else None
+        f = field_of(schema, key, cfg)
+        if f is not None:
+            return f
+    return None
+
+
+def _name_of(schema: type) -> str:
+    from bn_inception.config import DATA_SCHEMAS, MLPModelConfig
+
+    if schema is MLPModelConfig:
+        return "bn_mlp"
+    return next((name for name, s in DATA_SCHEMAS.items() if s is schema), "")
+
+
+def _did_you_mean(key: str, schema: type) -> str:
+    import dataclasses
+
+    from bn_inception.config import DATA_SCHEMAS, InceptionModelConfig, MLPModelConfig, section_schema
+
+    prefix, _, leaf = key.rpartition(".")
+    section = prefix.split(".")[0] if prefix else ""
+    if not prefix:
+        schemas = [schema]
+    elif section == "model":
+        schemas = [InceptionModelConfig, MLPModelConfig]
+    elif section == "data":
+        schemas = list(DATA_SCHEMAS.values())
+    else:
+        schemas = [s for s in [section_schema(section, {})] if s is not None]
+    names = sorted({f.name for s in schemas for f in dataclasses.fields(s)})
+    close = difflib.get_close_matches(leaf, names, n=1)
+    return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+
+
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_CONFIG)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ------------------------------------------------------------------------------------ job helpers
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun or SLURM (0 when alone)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def quiet_unless_main() -> None:
+    """Processes other than rank 0 log warnings only, and not into the run's log file (rank 0 owns it)."""
+    if process_rank() == 0:
+        return
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+
+
+@contextmanager
+def one_line_errors(known: tuple[type[BaseException], ...], multirun: bool) -> Iterator[None]:
+    """Report ``known`` errors as one line (``error: ...``) instead of a traceback.
+
+    A single run exits with status 1; inside a sweep the error is re-raised so Hydra records the job as
+    failed and goes on to the next one.
+    """
+    try:
+        yield
+    except known as e:
+        message = _first_line(e)
+        if multirun:
+            log.error("error: %s", message)
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------------- commands
+
+#: Characters that make Hydra's override grammar read a value as something else than one string.
+_HYDRA_SPECIAL = set("=,[]{}()'\\\" $:*?<>!&|;#%@~")
+
+
+def override(key: str, value: object) -> str:
+    """``key=value`` as one shell word that Hydra reads back as exactly ``value`` (a path with '=' or ','
+    in it, spaces, brackets): every command the project prints must work when pasted."""
+    text = str(value)
+    if any(c in _HYDRA_SPECIAL for c in text):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return shlex.quote(f"{key}={text}")
+
+
+def command(script: str, *words: str) -> str:
+    """A pasteable command line: ``python <script> <words...>`` (words already shell-quoted)."""
+    return " ".join(["python", script, *words])

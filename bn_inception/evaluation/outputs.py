@@ -1,0 +1,78 @@
+"""Where evaluate.py writes: checked before the evaluation starts, never over a file it did not write.
+
+An ``output=``/``markdown=`` path that is a checkpoint (``*.pt``), one of the evaluated files, or any
+existing file without evaluate.py's mark is refused in one line; so is a path that cannot be written
+(its folder is a file, or is not writable). A file evaluate.py wrote before is replaced (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from bn_inception.evaluation.evaluator import EvaluationError
+
+#: The JSON key and Markdown last line that say evaluate.py wrote a file (so it may replace it).
+MARK = "bn-inception evaluate.py"
+MARKDOWN_MARK = f"<!-- written by {MARK} -->"
+
+
+def markdown_path(output: str) -> Path:
+    """``eval/table.json`` -> ``eval/table.md`` (never the JSON's own path)."""
+    path = Path(output)
+    return path.with_suffix(".md") if path.suffix != ".md" else path.with_name(path.name + ".md")
+
+
+def check_outputs(paths: Sequence[str | None], inputs: Sequence[Path]) -> None:
+    """Refuse, before any work, an output path that would overwrite what evaluate.py did not write."""
+    protected = {p.resolve() for p in inputs}
+    for given in paths:
+        if not given:
+            continue
+        path = Path(given)
+        key = f"{path} (output)"
+        if path.suffix == ".pt" or path.resolve() in protected:
+            raise EvaluationError(f"{key} is a checkpoint; write the table to a .json or .md path instead")
+        if path.is_dir():
+            raise EvaluationError(f"{key} is a directory; give a file path such as {path / 'eval.json'}")
+        if path.exists() and not _written_by_us(path):
+            raise EvaluationError(
+                f"{key} exists and was not written by evaluate.py; choose a new path (nothing was changed)"
+            )
+        _check_writable(path.parent, key)
+
+
+def _written_by_us(path: Path) -> bool:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if text.rstrip().endswith(MARKDOWN_MARK):
+        return True
+    try:
+        return json.loads(text).get("written_by") == MARK
+    except (ValueError, AttributeError):
+        return False
+
+
+def _check_writable(folder: Path, key: str) -> None:
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EvaluationError(f"{key}: {existing} is a file, not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EvaluationError(f"{key}: {existing} is not writable; choose another path")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename; one line on failure."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise EvaluationError(f"could not write {path}: {e.strerror or e}") from e

@@ -1,0 +1,150 @@
+"""The one schema (bn_inception/config.py) and the pre-flight check (bn_inception/cli.py): every bad value
+ends the command with one line naming the key, the value and what is valid, before anything is created."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bn_inception import cli
+from bn_inception.config import ConfigError, TrainConfig, register_configs, validate
+
+register_configs()
+
+
+def refusal(capsys, *argv: str, app: str = "train") -> str:
+    """Run the pre-flight check on a command line; the one line it prints (it must exit with status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.preflight(app, list(argv))
+    assert exit_info.value.code == cli.EXIT_CONFIG
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("trainer.target_top1=72.2%", "72.2% is not valid; it must be a number (or null); give a percentage "
+         "as a plain number, without '%'"),
+        ("trainer.eval_every=0", "0 is not valid; it must be > 0"),
+        ("trainer.eval_every=-5", "-5 is not valid; it must be > 0"),
+        ("trainer.log_every=0", "0 is not valid; it must be > 0"),
+        ("trainer.max_steps=0", "0 is not valid; it must be > 0"),
+        ("trainer.batch_size=abc", "abc is not valid; it must be an integer"),
+        ("optim.momentum=abc", "abc is not valid; it must be a number"),
+        ("optim.momentum=1.5", "1.5 is not valid; it must be >= 0.0 and < 1.0"),
+        ("schedule.decay_rate=0", "0.0 is not valid; it must be > 0.0 and <= 1.0"),
+        ("trainer.deterministic=maybe", "maybe is not valid; it must be true or false"),
+        ("seed=/../../..", "/../../.. is not valid; it must be an integer"),
+        ("model.norm=layer", "layer is not valid; use one of: batch, paper, ghost, none"),
+        ("trainer.channels_last=yes", "yes is not valid; use one of: auto, true, false"),
+        ("data.crop_scale=[0.5,0.1]", "[0.5,0.1] is not valid; give [low, high] with 0 < low <= high"),
+        ("name=../escape", "../escape is not valid; use letters, digits, '_', '.' and '-' only"),
+        ("experiment=bn_x50", "bn_x50 is not valid; use one of: bn_baseline, bn_x30, bn_x5,"),
+        ("data=imagenet21k", "imagenet21k is not valid; use one of: fashion_mnist, imagenet,"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_is_one_line_naming_key_value_and_what_is_valid(capsys, override, expected):
+    key = override.split("=")[0]
+    assert refusal(capsys, override).startswith(f"error: {key}={expected}")
+
+
+def test_an_unknown_key_suggests_the_closest(capsys):
+    line = refusal(capsys, "trainer.max_step=10")
+    assert line.startswith("error: trainer.max_step is not a config key; did you mean trainer.max_steps?")
+
+
+def test_every_job_of_a_sweep_is_checked_before_any_runs(capsys):
+    line = refusal(capsys, "-m", "seed=0,1", "trainer.eval_every=100,0")
+    assert "trainer.eval_every=0 is not valid" in line
+
+
+def test_an_experiments_own_sweep_is_checked_too(capsys):
+    # mnist_figure1 sweeps model.norm itself (hydra.sweeper.params); a bad value on top is still caught
+    line = refusal(capsys, "-m", "experiment=mnist_figure1", "optim.base_lr=-1")
+    assert "optim.base_lr=-1.0 is not valid" in line
+
+
+def test_a_sweep_directory_cannot_leave_the_sweep_root(capsys):
+    line = refusal(capsys, "-m", "data=imagenet_subset", "data.classes=../../../../escape,imagenet100")
+    assert "must keep it inside hydra.sweep.dir" in line
+
+
+def test_an_unwritable_run_directory_is_refused_before_hydra_makes_it(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    line = refusal(capsys, f"hydra.run.dir={blocker}/run")
+    assert str(blocker) in line and "not a folder" in line
+
+
+def test_evaluate_options_are_checked_the_same_way(capsys):
+    assert "crops=5 is not valid; use one of: 1, 10, 144" in refusal(capsys, "checkpoints=x.pt", "crops=5",
+                                                                      app="evaluate")  # fmt: skip
+    assert "bootstrap=-1 is not valid" in refusal(capsys, "checkpoints=x.pt", "bootstrap=-1", app="evaluate")
+
+
+def test_good_command_lines_pass(capsys):
+    cli.preflight("train", ["experiment=bn_x30", "data=imagenet", "trainer.target_top1=72.2"])
+    cli.preflight("train", ["-m", "experiment=inception,bn_x5", "seed=0,1"])
+    cli.preflight("evaluate", ["checkpoints=[a.pt,b.pt]", "crops=144", "data=imagenet"])
+    assert capsys.readouterr().err == ""
+
+
+def test_the_check_answers_without_importing_torch(repo):
+    code = (
+        "import sys; from bn_inception import cli\n"
+        "try:\n    cli.preflight('train', ['trainer.eval_every=0'])\n"
+        "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["2", "False"], out.stderr
+
+
+def test_library_callers_get_the_same_validation(repo):
+    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="train"), resolve=True)
+    validate(cfg, TrainConfig)
+    cfg["trainer"]["eval_every"] = 0
+    with pytest.raises(ConfigError, match=r"^trainer.eval_every=0 is not valid; it must be > 0$"):
+        validate(cfg, TrainConfig)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "runs/bn_x5/seed0/checkpoints/best.pt",
+        "sweeps/x/inception/data=fashion_mnist/seed0/checkpoints/best.pt",
+        "sweeps/y/bn_x5/data.crop_scale=[0.1,1.0],seed=0/best.pt",
+        "with space/it's \"quoted\"/a.pt",
+    ],
+)  # fmt: skip
+def test_printed_overrides_read_back_as_the_same_value_through_shell_and_hydra(repo, value):
+    word = cli.override("resume", value)
+    argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {word}"], capture_output=True, text=True).stdout
+    assert argv.count("\n") == 1  # one shell word
+    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+        assert compose(config_name="train", overrides=[argv.rstrip("\n")]).resume == value
+
+
+def test_every_key_is_declared_once_with_a_comment(repo):
+    """The schema is the one place a key is declared: a comment above each field gives its meaning."""
+    import ast
+
+    source = (repo / "bn_inception" / "config.py").read_text()
+    lines = source.splitlines()
+    classes = {n.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef)}
+    fields = 0
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if isinstance(item, ast.AnnAssign) and ast.unparse(item.annotation) not in classes:
+                fields += 1
+                above = lines[item.lineno - 2].strip()
+                assert above.startswith("#"), f"{node.name}.{ast.unparse(item.target)} has no comment"
+    assert fields > 90
