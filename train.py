@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> float | None:
             experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
             run_files=hydra_files(cfg),
         )
-    if cli.process_rank() == 0:
+    if cli.process_rank() == 0 and not results.get("unchanged"):  # a finished run said so in one line
         log.info("%s", summary(results, run_dir, tensorboard_logdir(cfg, run_dir, multirun)))
     if results["status"] == "interrupted":
         sys.exit(EXIT_INTERRUPTED)  # also ends a sweep: the scheduler is stopping this job

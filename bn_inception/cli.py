@@ -17,12 +17,15 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
 
 from bn_inception.config import SCHEMAS, ConfigError, field_of, register_configs, validate
 
@@ -204,6 +207,90 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+# ----------------------------------------------------------------------------------- run names
+
+
+def run_subdir(name: str, seed: int, overrides: Sequence[str], exclude: Sequence[str]) -> str:
+    """A sweep job's directory below the sweep: ``<name>/<choices>/seed<k>``, ``<choices>`` the overrides
+    that make this job differ from the experiment (``model.norm:ghost+optim.lr_mult:10``), without the
+    keys in ``exclude`` and without group options that are the defaults (``data=fashion_mnist``). The
+    characters are ones no shell or Hydra override needs quoted: a printed path can be pasted as it is."""
+    defaults = default_choices()
+    items = []
+    for item in sorted(str(o) for o in overrides):
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key in exclude or key.startswith("hydra") or defaults.get(key) == value:
+            continue
+        items.append(f"{key}:{_safe(value)}")
+    return "/".join([name, *(["+".join(items)] if items else []), f"seed{seed}"])
+
+
+def default_choices(config_dir: Path = CONFIG_DIR, config_name: str = "train") -> dict[str, str]:
+    """The group options the primary config picks by default (``data: fashion_mnist`` ...)."""
+    from omegaconf import OmegaConf
+
+    entries = OmegaConf.load(config_dir / f"{config_name}.yaml").get("defaults", [])
+    return {k: str(v) for e in entries if OmegaConf.is_dict(e) for k, v in e.items() if "override" not in k}
+
+
+def _safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._:-]+", "_", value).strip("_") or "_"
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("run_subdir"):
+        OmegaConf.register_new_resolver("run_subdir", run_subdir)
+
+
+_register_resolvers()  # also in a launcher's worker processes, which import this module with the job
+
+
+class SweepSummary(Callback):
+    """At the end of ``train.py -m``: one table of every run of the sweep (printed and written to
+    ``<sweep dir>/sweep_summary.md``), and where the report and TensorBoard are."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from bn_inception.evaluation.sweep_table import sweep_markdown, sweep_text
+
+        sweep = Path(str(config.hydra.sweep.dir))
+        if not sweep.is_dir():
+            return
+        (sweep / "sweep_summary.md").write_text(sweep_markdown(sweep))
+        log.info(
+            "sweep %s:\n%s\n  table:       %s\n  report:      %s\n  TensorBoard: tensorboard --logdir %s",
+            sweep, sweep_text(sweep), sweep / "sweep_summary.md",
+            command("scripts/report.py", shlex.quote(str(sweep))), shlex.quote(str(sweep)),
+        )  # fmt: skip
+
+
+# -------------------------------------------------------------------------------- console scripts
+
+
+def train_command() -> None:
+    """``bn-train``: ``python train.py`` of the checkout the package is installed from (pip install -e)."""
+    _run_script("train.py")
+
+
+def evaluate_command() -> None:
+    """``bn-evaluate``: ``python evaluate.py`` of the checkout this package is installed from."""
+    _run_script("evaluate.py")
+
+
+def _run_script(name: str) -> None:
+    import runpy
+
+    script = CONFIG_DIR.parent / name
+    if not script.is_file() or not CONFIG_DIR.is_dir():
+        print(f"error: {name} and configs/ are not next to the package; install the checkout with "
+              f"`pip install -e <checkout>` or run `python {name}` there", file=sys.stderr)  # fmt: skip
+        sys.exit(1)
+    sys.argv[0] = str(script)
+    runpy.run_path(str(script), run_name="__main__")
+
+
 # ------------------------------------------------------------------------------------ job helpers
 
 
@@ -246,8 +333,9 @@ def one_line_errors(known: tuple[type[BaseException], ...], multirun: bool) -> I
 
 # ----------------------------------------------------------------------------------------- commands
 
-#: Characters that make Hydra's override grammar read a value as something else than one string.
-_HYDRA_SPECIAL = set("=,[]{}()'\\\" $:*?<>!&|;#%@~")
+#: Characters that make Hydra's override grammar read a value as something other than one string (checked
+#: against its parser: tests/test_config.py).
+_HYDRA_SPECIAL = set("=,[]{}()'\"<>!&;#~^$`\\")
 
 
 def override(key: str, value: object) -> str:
@@ -255,7 +343,9 @@ def override(key: str, value: object) -> str:
     in it, spaces, brackets): every command the project prints must work when pasted."""
     text = str(value)
     if any(c in _HYDRA_SPECIAL for c in text):
-        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # Hydra's quoted strings: a quote is escaped with a backslash, and backslashes only need doubling
+        # where they precede a quote or end the string.
+        text = '"' + re.sub(r'(\\*)("|$)', lambda m: m[1] * 2 + ('\\"' if m[2] else ""), text) + '"'
     return shlex.quote(f"{key}={text}")
 
 

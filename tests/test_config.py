@@ -148,3 +148,17 @@ def test_every_key_is_declared_once_with_a_comment(repo):
                 above = lines[item.lineno - 2].strip()
                 assert above.startswith("#"), f"{node.name}.{ast.unparse(item.target)} has no comment"
     assert fields > 90
+
+
+def test_every_printable_character_survives_a_printed_override():
+    import shlex
+    import string
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    values = [f"runs/a{c}b/best.pt" for c in string.printable.strip()]
+    values += ['a\\"b', "a\\", 'a\\\\"', "x\\\\y", 'it\'s "q" \\']  # backslashes next to quotes, at the end
+    for value in values:
+        (word,) = shlex.split(cli.override("checkpoints", value))  # what the shell hands over
+        assert parser.parse_override(word).value() == value, repr(value)

@@ -308,18 +308,20 @@ def results_if_finished(
             )
         if dist.is_main:
             log.info("%s: diverged at step %s; nothing to resume", run_dir, previous.get("diverged_at_step"))
-        return previous
+        return {**previous, "unchanged": True}
     if ckpt is None or "info" not in ckpt:
         return None
     state = state_from_checkpoint(ckpt)
     if state.step < max_steps or not state.evals:
         return None
-    results = results_dict(ckpt["info"], state, run_dir, "completed", None, previous.get("skipped_images", 0))
+    agrees = previous.get("status") == "completed" and previous.get("steps") == state.step
+    results = previous if agrees else results_dict(ckpt["info"], state, run_dir, "completed", None, 0)
     if dist.is_main:
-        write_json_atomic(run_dir / "results.json", results)
-        best = f"best top-1 {state.best_top1:.2f}% at step {state.best_step}" if state.evals else ""
-        log.info("%s: finished (%d steps, %s); nothing to do", run_dir, state.step, best)
-    return results
+        if not agrees:  # a kill came between the last checkpoint and results.json
+            write_json_atomic(run_dir / "results.json", results)
+        log.info("%s: finished (%d steps, best top-1 %.2f%% at step %d); nothing to do", run_dir, state.step,
+                 state.best_top1, state.best_step)  # fmt: skip
+    return {**results, "unchanged": True}  # not in the file: tells train.py to print nothing more
 
 
 # ----------------------------------------------------------------------------------------- set-up

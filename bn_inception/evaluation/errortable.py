@@ -88,9 +88,9 @@ def write_json(path: str | Path, rows: Sequence[Row], meta: dict[str, Any]) -> N
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN/Inf are not JSON: write them as null."""
+    """NaN/Inf are not JSON: write them as null; 6 decimals (67.1, not 67.10000000000001)."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return round(value, 6) if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -62,7 +62,9 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
     """Expand checkpoint files, globs and run/sweep directories (searched for ``*/checkpoints/best.pt``).
 
     Files named explicitly are kept in the order given (a file given twice is evaluated twice); a glob or a
-    directory contributes its matches in sorted order. Existence of explicit files is checked on loading.
+    directory contributes its matches in sorted order. A path that exists is taken as it is, even when it
+    has glob characters (a sweep directory named after a list-valued key has brackets). Existence of
+    explicit files is checked on loading.
     """
     specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
     if not specs:
@@ -71,7 +73,7 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
         )
     found: list[Path] = []
     for spec in map(str, specs):
-        if glob.has_magic(spec):
+        if glob.has_magic(spec) and not Path(spec).exists():
             matches = sorted(glob.glob(spec, recursive=True))
             if not matches:
                 raise EvaluationError(
@@ -94,7 +96,7 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
 
 def member_names(paths: Sequence[Path]) -> list[str]:
     """Short unique row names: run directories (or bare files, without ``.pt``) relative to their common
-    parent, e.g. ``bn_x30/seed0``; one alone is named by its last component.
+    parent, e.g. ``bn_x30/seed0``; a run alone keeps its experiment, ``bn_x30/seed0``, not ``seed0``.
 
     A checkpoint in a run's ``checkpoints/`` other than ``best.pt`` keeps its stem (``seed0:last``);
     repeats get ``#2``, ``#3``.
@@ -104,13 +106,27 @@ def member_names(paths: Sequence[Path]) -> list[str]:
         in_run = p.parent.name == "checkpoints"
         labels.append((p.parent.parent if in_run else p.with_suffix("")).resolve())
         suffixes.append(f":{p.stem}" if in_run and p.name != CHECKPOINT_NAME else "")
-    common = Path(os.path.commonpath(labels)) if len(set(labels)) > 1 else labels[0].parent
+    if len(set(labels)) > 1:
+        common = Path(os.path.commonpath(labels))
+    elif any(p.parent.name == "checkpoints" for p in paths):
+        common = _run_root(labels[0])  # one run: named as in its sweep, or <experiment>/seed<k>
+    else:
+        common = labels[0].parent
     names, seen = [], {}
     for label, suffix in zip(labels, suffixes, strict=True):
         name = label.relative_to(common).as_posix() + suffix
         seen[name] = seen.get(name, 0) + 1
         names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return names
+
+
+def _run_root(run_dir: Path) -> Path:
+    """The folder a run's name is relative to: its sweep (the folder with Hydra's ``multirun.yaml``), else
+    the folder above ``<experiment>/seed<k>``."""
+    for parent in run_dir.parents:
+        if (parent / "multirun.yaml").exists():
+            return parent
+    return run_dir.parent.parent
 
 
 @dataclass
@@ -317,7 +333,12 @@ def predict(
     hits: dict[str, list[torch.Tensor]] = {m.name: [] for m in members} | {k: [] for k in ensembles}
     labels_seen: list[torch.Tensor] = []
     bar = tqdm(
-        total=total, unit="img", dynamic_ncols=True, mininterval=1.0, disable=not progress, desc="eval"
+        total=total,
+        unit="img",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        desc="eval",
+        disable=None if progress else True,  # None: no bar off a terminal (a log file gets no \r lines)
     )
     start = time.perf_counter()
     for views, labels in batches:

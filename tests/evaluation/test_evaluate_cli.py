@@ -285,10 +285,10 @@ def test_checkpoint_discovery_and_names(world):
     found = find_checkpoints(str(world["runs"]))
     assert found == [world["a"], world["b"]]
     assert member_names(found) == ["m1/seed0", "m2/seed0"]
-    assert member_names([world["a"]]) == ["seed0"]
+    assert member_names([world["a"]]) == ["m1/seed0"]  # a run alone is named by its run, not "seed0"
     assert member_names([world["a"], world["root"] / "other.pt"]) == ["sweep/m1/seed0", "other"]
     last = world["a"].with_name("last.pt")
-    assert member_names([world["a"], last, world["a"]]) == ["seed0", "seed0:last", "seed0#2"]
+    assert member_names([world["a"], last, world["a"]]) == ["m1/seed0", "m1/seed0:last", "m1/seed0#2"]
     with pytest.raises(EvaluationError, match="no checkpoints given"):
         find_checkpoints([])
 

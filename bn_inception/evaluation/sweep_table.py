@@ -1,0 +1,73 @@
+"""The table a multirun ends with: one row per run of the sweep, from the runs' ``results.json``.
+
+Printed by ``train.py -m`` when the sweep ends (a Hydra callback, ``bn_inception.cli.SweepSummary``) and
+written to ``<sweep dir>/sweep_summary.md``; ``python scripts/report.py <sweep dir>`` then makes the
+paper's Table 2 and figures. Reads JSON only (no torch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("run", "status", "steps", "best top-1 (%)", "final top-1 (%)", "steps to target", "img/s", "wall")
+
+
+def sweep_rows(sweep_dir: Path) -> list[list[str]]:
+    """One row per ``results.json`` under ``sweep_dir``, named by its run directory."""
+    rows = []
+    for path in sorted(sweep_dir.rglob("results.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            rows.append([path.parent.relative_to(sweep_dir).as_posix(), "unreadable", *["-"] * 6])
+            continue
+        status = r.get("status", "?")
+        if status == "diverged":
+            status = f"diverged at {r.get('diverged_at_step')}"
+        target = r.get("steps_to_target")
+        rows.append(
+            [
+                path.parent.relative_to(sweep_dir).as_posix(),
+                status,
+                str(r.get("steps", "-")),
+                _number(r.get("best_top1")),
+                _number(r.get("final_top1")),
+                str(target) if target is not None else ("never" if r.get("target_top1") is not None else "-"),
+                _number(r.get("img_per_s"), 0),
+                _duration(r.get("wall_s")),
+            ]
+        )
+    return rows
+
+
+def sweep_markdown(sweep_dir: Path) -> str:
+    rows = sweep_rows(sweep_dir)
+    out = [f"| {' | '.join(COLUMNS)} |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    out += [f"| {' | '.join(r)} |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def sweep_text(sweep_dir: Path) -> str:
+    """The same table, fixed-width, for the console."""
+    rows = sweep_rows(sweep_dir)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(COLUMNS)]
+
+    def line(values: list[str] | tuple[str, ...]) -> str:
+        return "  ".join(
+            f"{v:<{w}}" if i < 2 else f"{v:>{w}}" for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+
+    return "\n".join([line(COLUMNS), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,116 @@
+"""The path researchers take: a sweep from the command line, its runs in TensorBoard, the printed evaluate
+command pasted into a shell. One small sweep (2 experiments x 2 seeds) serves every test here."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import REPO, needs_fashion
+
+pytestmark = needs_fashion
+
+HPARAM_ORDER = ["experiment", "seed", "dataset", "norm", "act", "lr", "weight_decay", "dropout", "lrn",
+                "decay_speedup", "shuffle", "distortion", "batch"]  # fmt: skip
+
+
+def sweep_command(sweep_dir) -> list[str]:
+    return [
+        sys.executable, str(REPO / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}",
+        "experiment=inception,bn_x5", "seed=0,1",
+        "data=fashion_mnist",  # the default dataset, given explicitly: it must not name directories
+        "data.crop_scale=[0.3,1.0]",  # a list value: directory names must still need no quoting
+        "trainer.max_steps=3", "trainer.eval_every=3", "trainer.log_every=50",  # fewer steps than log_every
+        "trainer.eval_limit=64", "trainer.probe_images=16", "trainer.target_top1=99", "data.workers=0",
+        "trainer.progress=true",  # a bar only on a terminal: here stdout is a pipe, so plain lines
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("sweeps") / "small"
+    env = {
+        "PYTHONPATH": str(REPO),
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",  # `python` as a user's shell finds it
+    }
+    proc = subprocess.run(
+        sweep_command(sweep_dir), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    runs = sorted(p.parent for p in sweep_dir.rglob("results.json"))
+    return sweep_dir, proc.stdout + proc.stderr, runs, env
+
+
+def test_run_directories_name_what_differs_and_need_no_quoting(sweep):
+    sweep_dir, _, runs, _ = sweep
+    names = [r.relative_to(sweep_dir).as_posix() for r in runs]
+    assert names == [f"{e}/data.crop_scale:0.3_1.0/seed{s}" for e in ("bn_x5", "inception") for s in (0, 1)]
+    assert not any(set(n) & set("=,[]'\" ") for n in names)
+
+
+def test_the_printed_evaluate_command_works_when_pasted(sweep):
+    _, output, runs, env = sweep
+    printed = [
+        line.split("evaluate:", 1)[1].strip() for line in output.splitlines() if "evaluate:    " in line
+    ]
+    assert len(printed) == 4 and all(cmd.startswith("python evaluate.py checkpoints=") for cmd in printed)
+    proc = subprocess.run(
+        ["bash", "-c", printed[-1]], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bn_x5/data.crop_scale:0.3_1.0/seed1 " in proc.stdout  # the row is named after its run
+
+
+def test_hparams_show_what_a_run_is_and_no_fake_metrics(sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    _, _, runs, _ = sweep
+    acc = EventAccumulator(str(runs[1]), size_guidance={"scalars": 0})  # bn_x5, seed 1
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    assert [h.name for h in experiment.hparam_infos] == HPARAM_ORDER
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    values = {k: v.string_value or v.number_value or v.bool_value for k, v in start.hparams.items()}
+    assert values["experiment"] == "bn_x5" and values["seed"] == 1 and values["dataset"] == "fashion_mnist"
+    assert (
+        values["norm"] == "batch"
+        and values["lr"] == pytest.approx(0.0075)
+        and values["distortion"] == "reduced"
+    )
+    tags = set(acc.Tags()["scalars"])
+    assert "hparam/best_top1" in tags and "hparam/steps_to_target" not in tags  # 99% never reached: no -1
+    # a run shorter than log_every still has its training curves (written at evaluation steps)
+    assert [e.step for e in acc.Scalars("train/loss")] == [3] and "perf/img_per_s" in tags
+
+
+def test_console_lines_name_their_run_and_a_sweep_ends_with_its_table(sweep):
+    sweep_dir, output, _, _ = sweep
+    progress = re.compile(
+        r"bn_x5/seed1 \| step 3/3 \| loss [\d.]+ \| lr [\d.e-]+ \| \d+ img/s \| data wait \d+% \| ETA"
+    )
+    assert progress.search(output) and "inception/seed0 | step 3/3 | val top1" in output
+    assert "\r" not in output  # no progress bar off a terminal
+    table = (sweep_dir / "sweep_summary.md").read_text().splitlines()
+    assert len(table) == 2 + 4 and all("| completed | 3 |" in row and "| never |" in row for row in table[2:])
+    assert f"report:      python scripts/report.py {sweep_dir}" in output
+
+
+def test_relaunching_a_finished_sweep_says_finished_once_per_run(sweep):
+    sweep_dir, _, runs, env = sweep
+    before = [json.loads((r / "results.json").read_text()) for r in runs]
+    proc = subprocess.run(
+        sweep_command(sweep_dir), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and out.count("nothing to do") == 4
+    assert "resumed" not in out and "evaluate:" not in out
+    assert [json.loads((r / "results.json").read_text()) for r in runs] == before
