@@ -237,7 +237,9 @@ def _map(path: str, entry: list) -> np.ndarray:
     offset, dtype, count = entry
     if not count:
         return np.empty(0, dtype=dtype)
-    return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=(count,))
+    # A plain ndarray view of the map (the map stays open through .base): indexing a memmap subclass
+    # costs ~2 us more per path read.
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=(count,)).view(np.ndarray)
 
 
 def _listing_from_file(path: str, trailer: dict[str, Any]) -> TreeListing:
