@@ -110,6 +110,25 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def status_mb(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def reset_peak() -> bool:
+    """Make the peak resident size (VmHWM) the current one (Linux >= 4.0), so a later peak is the peak of
+    what runs in between: importing torch leaves a higher transient peak than its resident size, which
+    would hide what comes after it in ``ru_maxrss``."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def smaps(pid: int) -> dict[str, float]:
     """Rss, Pss and Uss (private clean + dirty) of ``pid`` in MB."""
     fields = {}
@@ -201,11 +220,13 @@ def child(mode: str, opts: dict) -> None:
     out = {"imports_s": time.perf_counter() - started_imports, "imports_peak_mb": peak_mb(), "load": load()}
     kwargs = {"index": opts["index"]} if opts["index"] else {}
     counts["folders_read"] = 0  # from here on: what build_datasets reads
+    out["imports_rss_mb"] = status_mb("VmRSS")
+    out["peak_reset"] = reset_peak()
     t0 = time.perf_counter()
     splits = build_datasets("imagenet", root=opts["root"], input_size=224, workers=8, seed=0, **kwargs)
     out["startup_s"] = time.perf_counter() - t0
-    out["peak_mb"] = peak_mb()
-    out["peak_above_imports_mb"] = out["peak_mb"] - out["imports_peak_mb"]
+    out["peak_mb"] = status_mb("VmHWM") if out["peak_reset"] else peak_mb()
+    out["peak_above_imports_mb"] = out["peak_mb"] - out["imports_rss_mb"]
     out["after_build"] = smaps(os.getpid())
     out["train"], out["val"] = len(splits.train), len(splits.val)
     out.update(counts)
@@ -235,14 +256,23 @@ def index_read_epoch(dataset: IndexReads, workers: int, rank: int, world: int) -
     loader = build_train_loader(dataset, batch_size=256, workers=workers, seed=0, rank=rank, world_size=world)
     next(loader)
     time.sleep(1.0)  # every worker has started and loaded its first batches
-    first = workers_memory(os.getpid())
+    samples = [workers_memory(os.getpid())]
     started = time.perf_counter()
-    for _ in range(len(loader) - 1):
+    quarters = {round(len(loader) * q / 4) for q in (1, 2, 3)}
+    for b in range(1, len(loader)):
         next(loader)
+        if b in quarters:
+            samples.append(workers_memory(os.getpid()))
     took = time.perf_counter() - started
-    after = workers_memory(os.getpid())
+    samples.append(workers_memory(os.getpid()))
     loader.close()
-    return {"batches": len(loader), "epoch_s": took, "first": first, "after_epoch": after}
+    return {
+        "batches": len(loader),
+        "epoch_s": took,
+        "first": samples[0],
+        "after_epoch": samples[-1],
+        "quarters": samples,
+    }
 
 
 def run_child(mode: str, opts: dict, torchrun: int = 0) -> dict | list:
@@ -326,7 +356,7 @@ def _startup_rows(code: str, cases: dict) -> list[str]:
                     name.replace("_", ", "),
                     f"{r['startup_s']:.2f}",
                     first,
-                    f"{r['peak_above_imports_mb']:.0f} (imports {r['imports_peak_mb']:.0f})",
+                    f"{r['peak_above_imports_mb']:.0f} (imports {r['imports_rss_mb']:.0f})",
                     r["train_listings"],
                     r["folders_read"],
                     f"{r['load']:.1f}-{r['load_end']:.1f}",
@@ -337,12 +367,13 @@ def _startup_rows(code: str, cases: dict) -> list[str]:
 
 
 def _workers_cell(runs: list[dict]) -> str:
-    first = sum(r["workers"]["first"]["pss_total"] for r in runs)
-    after = sum(r["workers"]["after_epoch"]["pss_total"] for r in runs)
-    uss_first = sum(r["workers"]["first"]["uss_total"] for r in runs)
-    uss_after = sum(r["workers"]["after_epoch"]["uss_total"] for r in runs)
-    n = sum(r["workers"]["first"]["n"] for r in runs)
-    return f"{n} workers: PSS {first:.0f} -> {after:.0f} MB, USS {uss_first:.0f} -> {uss_after:.0f} MB"
+    """Total PSS of the workers at the start and end of the epoch, and their total USS at 0, 25, 50, 75
+    and 100% of it (summed over ranks)."""
+    quarters = [r["workers"]["quarters"] for r in runs]
+    pss = [sum(q[i]["pss_total"] for q in quarters) for i in (0, -1)]
+    uss = [sum(q[i]["uss_total"] for q in quarters) for i in range(len(quarters[0]))]
+    n = sum(q[0]["n"] for q in quarters)
+    return f"{n} workers: PSS {pss[0]:.0f} -> {pss[1]:.0f} MB; USS {', '.join(f'{u:.0f}' for u in uss)} MB"
 
 
 def summary(results: dict) -> str:

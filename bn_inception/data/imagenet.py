@@ -129,9 +129,21 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """Like entry.is_file(), but a symbolic link that leads nowhere raises (as in _kind)."""
+    try:
+        if entry.is_file():
+            return True
+        if entry.is_symlink():
+            os.stat(entry.path)
+    except OSError as e:
+        raise _unreadable(entry.path, e) from e
+    return False
+
+
 def list_images(folder: str) -> list[str]:
     """Sorted names of the image files in ``folder`` (by extension; decoding goes by content)."""
-    return sorted(e.name for e in _entries(folder) if is_image_name(e.name) and _kind(e) == "file")
+    return sorted(e.name for e in _entries(folder) if is_image_name(e.name) and _is_file(e))
 
 
 def list_subdirs(folder: str) -> list[str]:
@@ -200,11 +212,9 @@ class TreeListing:
     content_crc: int | None = None  # CRC-32 of paths, labels and classes (set when read from an index)
 
 
-def names_crc(names: Iterable[str]) -> int:
-    crc = 0
-    for name in names:
-        crc = zlib.crc32(os.fsencode(name) + b"\n", crc)
-    return crc
+def names_crc(names: Sequence[str]) -> int:
+    """CRC-32 of the names, each followed by a newline."""
+    return zlib.crc32(os.fsencode("".join(name + "\n" for name in names))) if names else 0
 
 
 def list_folder(path: str, kind: int) -> list[str]:
@@ -230,8 +240,7 @@ def _list_class_folders(base: Path, split: str, stamps: FolderStamps) -> ImageFo
     for label, wnid in enumerate(classes):
         folder = os.path.join(split, wnid)
         names = _stamped_listing(base, folder, LISTS_IMAGES, stamps)
-        for name in names:
-            packer.add(os.path.join(folder, name))
+        packer.add_folder(folder, names)
         counts[label] = len(names)
     blob, offsets = packer.arrays()
     labels = np.repeat(np.arange(len(classes), dtype=np.int32), counts)

@@ -384,6 +384,11 @@ class IndexLock:
         moved = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
         with contextlib.suppress(OSError):
             os.replace(self.path, moved)
+            if (
+                moved.read_text() != holder
+            ):  # another waiter broke it first and took a fresh lock: give it back
+                with contextlib.suppress(FileExistsError):
+                    os.link(moved, self.path)
             moved.unlink()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from array import array
 from collections.abc import Iterable, Sequence
+from itertools import accumulate, islice
 
 import numpy as np
 
@@ -30,6 +31,17 @@ class PathPacker:
     def add(self, path: str) -> None:
         self._blob += os.fsencode(path)
         self._offsets.append(len(self._blob))
+
+    def add_folder(self, folder: str, names: list[str]) -> None:
+        """Add ``folder/name`` for each of ``names``: one folder of a listing in a few C-level calls
+        (~3x faster than ``add`` per path, which matters for 1.33M of them)."""
+        if not names:
+            return
+        prefix = os.fsencode(os.path.join(folder, ""))
+        encoded = [os.fsencode(name) for name in names]
+        self._blob += prefix + prefix.join(encoded)
+        ends = accumulate((len(prefix) + len(e) for e in encoded), initial=self._offsets[-1])
+        self._offsets.extend(islice(ends, 1, None))
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
