@@ -147,6 +147,10 @@ class ImageNetConfig(DataConfig):
     # devkit ground truth only: the devkit's meta.mat or a text map (wnid ILSVRC2012_ID per line);
     # null: searched near it
     synset_map: str | None = None
+    # the tree's index file (relative paths, labels, folder times), read instead of listing 1.33M files at
+    # each start and by every process; null: $XDG_CACHE_HOME/bn_inception/index/<root>-<hash>.idx;
+    # rebuilt, with one log line, when the tree changes (bn_inception/data/index.py)
+    index: str | None = None
 
 
 @dataclass
@@ -196,6 +200,8 @@ class SyntheticConfig(DataConfig):
     quirks: list[str] = field(default_factory=list)
     # seeds the generated images (not the run's seed: every run sees the same tree)
     generator_seed: int = number(0, ge=0)
+    # the tree's index file, as for imagenet; null: in the cache folder
+    index: str | None = None
 
 
 DATA_SCHEMAS: dict[str, type[DataConfig]] = {

@@ -71,7 +71,10 @@ def test_an_experiments_own_sweep_is_checked_too(capsys):
 
 
 def test_a_sweep_directory_cannot_leave_the_sweep_root(capsys):
-    line = refusal(capsys, "-m", "data=imagenet_subset", "data.classes=../../../../escape,imagenet100")
+    # values become one directory name, whatever they contain
+    subdir = cli.run_subdir("bn_x5", 0, ["data.classes=../../../../escape", "seed=0"], ["seed"])
+    assert subdir == "bn_x5/data.classes:.._.._.._.._escape/seed0"
+    line = refusal(capsys, "-m", "seed=0,1", "hydra.sweep.subdir=../../outside")
     assert "must keep it inside hydra.sweep.dir" in line
 
 

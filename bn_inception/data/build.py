@@ -27,12 +27,14 @@ from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
 from bn_inception.data.device import DECODES, resolve_decode
 from bn_inception.data.imagenet import (
     ImageFolderSplit,
+    TreeListing,
     choose_subset_classes,
     resolve_imagenet_root,
-    scan_imagenet,
+    select_classes,
     take_per_class,
     write_or_check_manifest,
 )
+from bn_inception.data.index import check_ranks_agree, default_index_path, index_key, load_tree_index
 from bn_inception.data.loader import DEFAULT_SHARD_SIZE, DEFAULT_SHUFFLE_BUFFER, check_shuffle
 from bn_inception.data.synthetic import make_synthetic_imagenet
 from bn_inception.data.transforms import TrainAugment, distortion_strength
@@ -164,13 +166,35 @@ def _file_splits(train: ImageFolderSplit, val: ImageFolderSplit, input_size: int
     )
 
 
+def tree_listing(
+    root: str | os.PathLike,
+    val_labels: str | os.PathLike | None = None,
+    synset_map: str | os.PathLike | None = None,
+    index: str | os.PathLike | None = None,
+) -> TreeListing:
+    """The listing of an ImageNet-layout tree from its index (``data.index``, default: one per tree and
+    label settings under ``cache_dir()/index``), built by one process when missing or stale; with
+    torch.distributed initialised, checked to be the same on every rank (so every rank must call this)."""
+    resolve_imagenet_root(root)  # a wrong root fails here, before anything is written to the cache
+    if index:
+        path = Path(index).expanduser()
+        listing = load_tree_index(root, val_labels, synset_map, path)
+    else:
+        path = default_index_path(cache_dir(), index_key(root, val_labels, synset_map))
+        listing = load_tree_index(root, val_labels, synset_map, path, prune=True)
+    check_ranks_agree(listing, path)
+    return listing
+
+
 def _build_imagenet(
     root: str | os.PathLike | None,
     input_size: int,
     val_labels: str | None = None,
     synset_map: str | None = None,
+    index: str | None = None,
 ) -> DataSplits:
-    train, val = scan_imagenet(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map)
+    listing = tree_listing(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map, index)
+    train, val = select_classes(listing)
     return _file_splits(train, val, input_size)
 
 
@@ -185,15 +209,17 @@ def _build_imagenet_subset(
     manifest: str | None = None,
     val_labels: str | None = None,
     synset_map: str | None = None,
+    index: str | None = None,
 ) -> DataSplits:
-    base = resolve_imagenet_root(root or DEFAULT_IMAGENET_ROOT)
-    available = sorted(e.name for e in os.scandir(base / "train") if e.is_dir())
-    chosen = choose_subset_classes(available, classes, num_classes, subset_seed)
-    train, val = scan_imagenet(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map, classes=chosen)
+    # The subset is drawn from the whole tree's index (shared with data=imagenet): no listing at all once
+    # the tree has been indexed.
+    listing = tree_listing(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map, index)
+    chosen = choose_subset_classes(listing.train.classes, classes, num_classes, subset_seed)
+    train, val = select_classes(listing, chosen)
     train = take_per_class(train, images_per_class, subset_seed)
     val = take_per_class(val, val_images_per_class, subset_seed)
     if manifest:
-        write_or_check_manifest(manifest, {"train": train, "val": val}, base)
+        write_or_check_manifest(manifest, {"train": train, "val": val}, listing.base)
     return _file_splits(train, val, input_size)
 
 
@@ -225,6 +251,7 @@ def _build_synthetic(
     val_layout: str = "sorted",
     quirks: Sequence[str] = (),
     generator_seed: int = 0,
+    index: str | None = None,
 ) -> DataSplits:
     settings = {
         "num_classes": int(num_classes),
@@ -239,7 +266,7 @@ def _build_synthetic(
     tree = Path(root).expanduser() if root else _synthetic_cache_path(settings)
     if not (tree / "train").is_dir():
         _generate_atomically(tree, settings)
-    train, val = scan_imagenet(tree)
+    train, val = select_classes(tree_listing(tree, index=index))
     return _file_splits(train, val, input_size)
 
 

@@ -24,7 +24,6 @@ its shape; an unreadable evaluation image is dropped (the batch gets shorter).
 from __future__ import annotations
 
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from torchvision.ops import roi_align
 
 from bn_inception.data.decode import BadImageError, load_image_crop, load_image_region
 from bn_inception.data.device import EncodedBatch, encoded_batch, read_for_device
+from bn_inception.data.packed import PackedPaths
 from bn_inception.data.transforms import (
     NUM_DRAWS,
     TrainAugment,
@@ -60,23 +60,6 @@ def split_key(key: Any) -> tuple[int, int]:
     if isinstance(key, (tuple, list)):
         return int(key[0]), int(key[1])
     return int(key), 0
-
-
-class PackedPaths(Sequence):
-    """File paths packed in one numpy bytes array. Forked loader workers read it without touching one
-    Python object per path, whose refcount updates would copy those pages into every worker (1.28M
-    ImageNet paths are ~170 MB as str objects; pytorch/pytorch#13246)."""
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self._data = np.array([os.fsencode(p) for p in paths] or [b""], dtype=np.bytes_)[: len(paths)]
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [os.fsdecode(p) for p in self._data[index]]
-        return os.fsdecode(self._data[index])
 
 
 class _BaseImageDataset(Dataset, ABC):
@@ -136,8 +119,8 @@ class ImageFileDataset(_BaseImageDataset):
 
     def __init__(
         self,
-        paths: Sequence[str],
-        labels: Sequence[int],
+        paths: PackedPaths | Sequence[str],
+        labels: Sequence[int] | np.ndarray,
         classes: Sequence[str],
         input_size: int,
         mean: Sequence[float],
@@ -145,7 +128,8 @@ class ImageFileDataset(_BaseImageDataset):
         augment: TrainAugment | None = None,
     ) -> None:
         super().__init__(labels, classes, input_size, mean, std, augment)
-        self.paths = PackedPaths(paths)
+        # Packed (see bn_inception.data.packed): no Python object per path for loader workers to copy.
+        self.paths = paths if isinstance(paths, PackedPaths) else PackedPaths(paths)
         self.in_chans = 3
         self.decode_on_device = False  # data.decode=gpu: send JPEG bytes, decode and transform on the device
         self._known_bad: dict[int, str] = {}  # per process: do not re-decode a file known to be broken

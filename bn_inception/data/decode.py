@@ -174,6 +174,17 @@ def _pil_to_tensor(img: Image.Image, writable: bool = True) -> torch.Tensor:
     return tensor
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB. Pillow opens 16-bit colour PNGs as 8-bit RGB (their high bytes) but 16-bit
+    greyscale PNGs and TIFFs as 16-bit modes (I;16, I;16B), which ``convert("RGB")`` clips at 255: nearly
+    white. Those keep their high byte here too, the same reduction as colour."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):
+        img = Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))
+    return img.convert("RGB")
+
+
 def decode_image_file(path: str | os.PathLike, min_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image file by content to an RGB Pillow image; raise BadImageError if it is unreadable.
 
@@ -190,7 +201,7 @@ def decode_image_file(path: str | os.PathLike, min_size: tuple[int, int] | None 
             if s > 1:
                 img.draft("RGB", (img.width // s, img.height // s))
         img.load()
-        return img if img.mode == "RGB" else img.convert("RGB")
+        return to_rgb(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise _bad(path, e) from e
 
@@ -303,5 +314,5 @@ def _decode_region(data: bytearray, layout: JpegLayout | None, choose_region, ne
             _, box = img.draft("RGB", (width // scale, img.height // scale))
             scale = width / box[2]  # the scale libjpeg actually used
         img.load()
-        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        rgb = to_rgb(img)
         return rgb, (top / scale, left / scale, h / scale, w / scale)

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bn_inception.data.decode import BadImageError, _read_bytes, decode_image_file, jpeg_layout
+from bn_inception.data.decode import BadImageError, _read_bytes, decode_image_file, jpeg_layout, to_rgb
 from bn_inception.data.transforms import TrainAugment, eval_sizes
 
 DECODES = ("auto", "cpu", "gpu")
@@ -299,7 +299,7 @@ def decode_jpegs(
 def _pillow_decode(tensor: torch.Tensor, path: str) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(tensor.numpy().tobytes())) as img:
-            pixels = np.array(img.convert("RGB"))
+            pixels = np.array(to_rgb(img))
     except (OSError, ValueError, SyntaxError) as e:
         raise BadImageError(f"cannot decode image {path}: {str(e).splitlines()[0] if str(e) else e}") from e
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()

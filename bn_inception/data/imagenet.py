@@ -15,24 +15,36 @@ in ``ILSVRC/Data/CLS-LOC/``, is found from its top folder too):
 
 Label files are looked for (when not given) in root, root/val, root's parent, and the devkit folders
 ``ILSVRC2012_devkit_t12/data`` and ``devkit/data`` below them.
+
+Two steps: :func:`list_imagenet_tree` lists the tree as it is, class folder by class folder, straight into
+packed form (no Python object per file: 1.33M of them would cost ~170 MB per process), with what the tree
+index (``bn_inception.data.index``) needs to notice later changes (each folder's modification time);
+:func:`select_classes` then applies the checks and the class choice of a dataset or subset to a listing,
+fresh or read from the index. Folders that cannot be read (permissions, symbolic-link loops, dangling links)
+stop the listing with one line naming the folder.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import logging
 import os
 import re
+import time
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from bn_inception.data.atomic import write_atomically
 from bn_inception.data.decode import IMAGE_EXTENSIONS
 from bn_inception.data.matfile import read_mat
+from bn_inception.data.packed import PackedPaths, PathPacker
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +54,7 @@ DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 SYNSET_MAP_NAMES = ("meta.mat", "map_clsloc.txt", "synset_map.txt")
 _LABEL_DIRS = ("", "val", "ILSVRC2012_devkit_t12/data", "devkit/data", "ILSVRC2012_devkit_t12", "devkit")
 IMAGENET100_FILE = "imagenet100.txt"
+LISTS_FOLDERS, LISTS_IMAGES = 0, 1  # what a folder of the listing holds (the kinds of FolderStamps)
 
 
 class DatasetLayoutError(ValueError):
@@ -50,10 +63,10 @@ class DatasetLayoutError(ValueError):
 
 @dataclass
 class ImageFolderSplit:
-    """A split as plain data: file paths, integer labels, and the class names (wnids) in label order."""
+    """A split as plain data: packed file paths, numpy integer labels, the class names in label order."""
 
-    paths: list[str]
-    labels: list[int]
+    paths: PackedPaths
+    labels: np.ndarray
     classes: list[str]
 
     def __len__(self) -> int:
@@ -65,18 +78,77 @@ def _preview(items: Sequence[str], n: int = 5) -> str:
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Listing folders, with one-line errors for what a real tree can hold.
+
+
+def _unreadable(path: str, e: OSError) -> DatasetLayoutError:
+    """The one-line error for a folder (or link) of the tree that cannot be listed."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        why = (
+            f"cannot read folder {path}: permission denied; give the user running this read and execute "
+            f"access to it (e.g. chmod -R a+rX {path})"
+        )
+    elif e.errno == errno.ELOOP:
+        why = (
+            f"{path} is a symbolic link loop (following it leads back to itself); point the link at a real "
+            "folder or remove it"
+        )
+    elif e.errno == errno.ENOENT and os.path.islink(path):
+        why = (
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; fix or remove the link"
+        )
+    else:
+        why = f"cannot list folder {path}: {e.strerror or e}"
+    return DatasetLayoutError(why)
+
+
+def _entries(folder: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError as e:
+        raise _unreadable(folder, e) from e
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """'dir', 'file' or 'other'; a symbolic link that leads nowhere (a loop, a missing target) raises."""
+    try:
+        if entry.is_dir():
+            return "dir"
+        if entry.is_file():
+            return "file"
+        if entry.is_symlink():  # is_dir/is_file say False for a dangling link: say why instead
+            os.stat(entry.path)
+    except OSError as e:
+        raise _unreadable(entry.path, e) from e
+    return "other"
+
+
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """Like entry.is_file(), but a symbolic link that leads nowhere raises (as in _kind)."""
+    try:
+        if entry.is_file():
+            return True
+        if entry.is_symlink():
+            os.stat(entry.path)
+    except OSError as e:
+        raise _unreadable(entry.path, e) from e
+    return False
+
+
 def list_images(folder: str) -> list[str]:
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_file() and is_image_name(e.name))
+    """Sorted names of the image files in ``folder`` (by extension; decoding goes by content)."""
+    return sorted(e.name for e in _entries(folder) if is_image_name(e.name) and _is_file(e))
 
 
 def list_subdirs(folder: str) -> list[str]:
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    """Sorted names of the folders in ``folder`` (links to folders included, hidden ones not)."""
+    return sorted(e.name for e in _entries(folder) if not e.name.startswith(".") and _kind(e) == "dir")
 
 
 def resolve_imagenet_root(root: str | os.PathLike) -> Path:
@@ -96,34 +168,214 @@ def resolve_imagenet_root(root: str | os.PathLike) -> Path:
     )
 
 
-def scan_class_folders(
-    folder: Path, classes: Sequence[str] | None = None, what: str = "train"
-) -> dict[str, list[str]]:
-    """{class name: sorted image file names} for the class subfolders of ``folder``.
+# ---------------------------------------------------------------------------------------------------------
+# The listing: the tree as it is, packed, with a stamp of every folder read.
 
-    ``classes`` restricts the scan to those folders (subsets never list the other 900 classes).
+
+@dataclass
+class FolderStamps:
+    """Every folder a listing read, relative to the root: what it held (kind), its modification time
+    (taken before reading it: a change during the listing shows as a newer time), the number and a CRC-32
+    of the names listed."""
+
+    names: list[str] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)  # LISTS_FOLDERS | LISTS_IMAGES
+    mtime_ns: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    crcs: list[int] = field(default_factory=list)
+
+    def add(self, name: str, kind: int, mtime_ns: int, listed: Sequence[str]) -> None:
+        self.names.append(name)
+        self.kinds.append(kind)
+        self.mtime_ns.append(mtime_ns)
+        self.counts.append(len(listed))
+        self.crcs.append(names_crc(listed))
+
+
+@dataclass
+class TreeListing:
+    """An ImageNet-layout tree as listed: every class folder found, with no dataset's checks applied.
+
+    ``train.classes`` are train/'s folder names; ``val.classes`` are val/'s folder names (sorted layout) or
+    the wnids its label file gives the images present (flat layout); each split's labels index its own
+    classes. Paths are relative to ``base`` (``PackedPaths.root``).
     """
-    present = list_subdirs(str(folder))
-    if not present:
+
+    base: Path
+    train: ImageFolderSplit
+    val: ImageFolderSplit
+    val_layout: str  # sorted | flat
+    val_where: str  # how messages name the val classes' source
+    stamps: FolderStamps
+    label_files: list[tuple[str, int, int]]  # flat val: (path, mtime_ns, size) of each label file read
+    listed_at_ns: int  # wall-clock time the listing began
+    content_crc: int | None = None  # CRC-32 of paths, labels and classes (set when read from an index)
+
+
+def names_crc(names: Sequence[str]) -> int:
+    """CRC-32 of the names, each followed by a newline."""
+    return zlib.crc32(os.fsencode("".join(name + "\n" for name in names))) if names else 0
+
+
+def list_folder(path: str, kind: int) -> list[str]:
+    return list_subdirs(path) if kind == LISTS_FOLDERS else list_images(path)
+
+
+def _stamped_listing(base: Path, rel: str, kind: int, stamps: FolderStamps) -> list[str]:
+    path = str(base / rel)
+    try:
+        mtime = os.stat(path).st_mtime_ns  # before listing: a change made meanwhile makes the stamp stale
+    except OSError as e:
+        raise _unreadable(path, e) from e
+    names = list_folder(path, kind)
+    stamps.add(rel, kind, mtime, names)
+    return names
+
+
+def _list_class_folders(base: Path, split: str, stamps: FolderStamps) -> ImageFolderSplit:
+    """Every class folder of ``base/split``, one at a time into packed form (paths relative to base)."""
+    classes = _stamped_listing(base, split, LISTS_FOLDERS, stamps)
+    packer, labels = PathPacker(), []
+    counts = np.zeros(len(classes), dtype=np.int64)
+    for label, wnid in enumerate(classes):
+        folder = os.path.join(split, wnid)
+        names = _stamped_listing(base, folder, LISTS_IMAGES, stamps)
+        packer.add_folder(folder, names)
+        counts[label] = len(names)
+    blob, offsets = packer.arrays()
+    labels = np.repeat(np.arange(len(classes), dtype=np.int32), counts)
+    return ImageFolderSplit(PackedPaths.from_arrays(blob, offsets, str(base)), labels, classes)
+
+
+def _list_flat_val(
+    base: Path, search_roots: Sequence[Path], val_labels, synset_map, stamps: FolderStamps
+) -> tuple[ImageFolderSplit, str, list[tuple[str, int, int]]]:
+    val_dir = base / "val"
+    names = _stamped_listing(base, "val", LISTS_IMAGES, stamps)
+    if not names:
+        raise DatasetLayoutError(f"{val_dir} holds neither class folders nor images")
+    stem_to_wnid, used = load_flat_val_labels(search_roots, val_labels, synset_map)
+    label_path = used[0]
+    stems = [os.path.splitext(n)[0] for n in names]
+    unlabelled = [n for n, s in zip(names, stems, strict=True) if s not in stem_to_wnid]
+    if unlabelled:
         raise DatasetLayoutError(
-            f"found no class folders in {folder}; expected one folder per class named by WordNet id "
-            "(e.g. n01440764/)"
+            f"{len(unlabelled)} of {len(names)} images in {val_dir} have no label in {label_path}: "
+            f"{_preview(unlabelled)}"
         )
-    if classes is not None:
-        missing = sorted(set(classes) - set(present))
-        if missing:
-            raise DatasetLayoutError(
-                f"{len(missing)} requested class folder(s) missing in {folder}: {_preview(missing)}"
-            )
-        present = sorted(classes)
-    files = {c: list_images(str(folder / c)) for c in present}
-    empty = [c for c, names in files.items() if not names]
+    classes = sorted({stem_to_wnid[s] for s in stems})
+    index = {c: i for i, c in enumerate(classes)}
+    split = ImageFolderSplit(
+        PackedPaths((os.path.join("val", n) for n in names), str(base)),
+        np.array([index[stem_to_wnid[s]] for s in stems], dtype=np.int32),
+        classes,
+    )
+    missing = len(stem_to_wnid) - len(names)
+    if missing > 0:
+        log.info("%s labels %d images that are not in %s", label_path, missing, val_dir)
+    files = [(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in used]
+    return split, f"{val_dir} (labels {label_path.name})", files
+
+
+def list_imagenet_tree(
+    root: str | os.PathLike,
+    val_labels: str | os.PathLike | None = None,
+    synset_map: str | os.PathLike | None = None,
+) -> TreeListing:
+    """List train/ and val/ of an ImageNet-layout tree (see the module docstring); one pass, packed."""
+    started = time.time_ns()
+    given_root = Path(root).expanduser()
+    base = resolve_imagenet_root(given_root)
+    stamps = FolderStamps()
+    train = _list_class_folders(base, "train", stamps)
+    val_dir = base / "val"
+    if not val_dir.is_dir():
+        raise DatasetLayoutError(
+            f"no val/ folder next to {base / 'train'}; expected val/<wnid>/ or a flat val/"
+        )
+    if list_subdirs(str(val_dir)):
+        val = _list_class_folders(base, "val", stamps)
+        return TreeListing(base, train, val, "sorted", str(val_dir), stamps, [], started)
+    roots = list(dict.fromkeys([given_root, base, given_root.parent]))
+    val, where, files = _list_flat_val(base, roots, val_labels, synset_map, stamps)
+    return TreeListing(base, train, val, "flat", where, stamps, files, started)
+
+
+def _check_same_classes(train_classes: Sequence[str], val_classes: Iterable[str], where: str) -> None:
+    train_set, val_set = set(train_classes), set(val_classes)
+    if train_set == val_set:
+        return
+    missing, extra = sorted(train_set - val_set), sorted(val_set - train_set)
+    parts = [f"{where} has {len(val_set)} classes but train/ has {len(train_set)}"]
+    if missing:
+        parts.append(f"missing from val: {_preview(missing)}")
+    if extra:
+        parts.append(f"not in train: {_preview(extra)}")
+    raise DatasetLayoutError("; ".join(parts) + "; val and train must have the same classes")
+
+
+def _check_requested(available: Sequence[str], chosen: Sequence[str], folder: Path) -> None:
+    missing = sorted(set(chosen) - set(available))
+    if missing:
+        raise DatasetLayoutError(
+            f"{len(missing)} requested class folder(s) missing in {folder}: {_preview(missing)}"
+        )
+
+
+def _check_not_empty(split: ImageFolderSplit, chosen: Sequence[str], folder: Path, what: str) -> None:
+    counts = np.bincount(split.labels, minlength=len(split.classes))
+    position = {c: i for i, c in enumerate(split.classes)}
+    empty = [c for c in chosen if counts[position[c]] == 0]
     if empty:
         raise DatasetLayoutError(
             f"{len(empty)} {what} class folder(s) in {folder} hold no images: {_preview(empty)}; "
             f"every class needs at least one image ({', '.join(IMAGE_EXTENSIONS)})"
         )
-    return files
+
+
+def relabel(split: ImageFolderSplit, chosen: Sequence[str]) -> ImageFolderSplit:
+    """The images of ``split`` whose class is in ``chosen``, labelled by position in ``chosen``."""
+    position = {c: i for i, c in enumerate(chosen)}
+    mapping = np.array([position.get(c, -1) for c in split.classes] or [-1], dtype=np.int64)
+    labels = mapping[np.asarray(split.labels)] if len(split) else np.zeros(0, dtype=np.int64)
+    if len(labels) and labels.min() >= 0:
+        return ImageFolderSplit(split.paths, labels, list(chosen))
+    rows = np.flatnonzero(labels >= 0)
+    return ImageFolderSplit(split.paths.take(rows), labels[rows], list(chosen))
+
+
+def select_classes(
+    listing: TreeListing, classes: Sequence[str] | None = None
+) -> tuple[ImageFolderSplit, ImageFolderSplit]:
+    """Train and val splits of a listing, labelled by sorted wnid; ``classes`` restricts both to those
+    wnids (a subset needs only its own folders present and non-empty)."""
+    train_dir, val_dir = listing.base / "train", listing.base / "val"
+    if not listing.train.classes:
+        raise DatasetLayoutError(
+            f"found no class folders in {train_dir}; expected one folder per class named by WordNet id "
+            "(e.g. n01440764/)"
+        )
+    if classes is not None:
+        _check_requested(listing.train.classes, classes, train_dir)
+    chosen = sorted(classes) if classes is not None else list(listing.train.classes)
+    _check_not_empty(listing.train, chosen, train_dir, "train")
+    if classes is None:
+        _check_same_classes(chosen, listing.val.classes, listing.val_where)
+    if listing.val_layout == "sorted":
+        _check_requested(listing.val.classes, chosen, val_dir)
+        _check_not_empty(listing.val, chosen, val_dir, "val")
+    return relabel(listing.train, chosen), relabel(listing.val, chosen)
+
+
+def scan_imagenet(
+    root: str | os.PathLike,
+    val_labels: str | os.PathLike | None = None,
+    synset_map: str | os.PathLike | None = None,
+    classes: Sequence[str] | None = None,
+) -> tuple[ImageFolderSplit, ImageFolderSplit]:
+    """Train and val splits of an ImageNet-layout tree, listed now (no index); ``classes`` restricts both
+    to those wnids."""
+    return select_classes(list_imagenet_tree(root, val_labels, synset_map), classes)
 
 
 def find_label_file(roots: Iterable[Path], names: Sequence[str]) -> Path | None:
@@ -195,8 +447,8 @@ def read_devkit_val_labels(ground_truth: Path, synset_map: Path) -> dict[str, st
 
 def load_flat_val_labels(
     search_roots: Sequence[Path], val_labels: str | os.PathLike | None, synset_map: str | os.PathLike | None
-) -> tuple[dict[str, str], Path]:
-    """{image stem: wnid} for a flat val folder, from the given or auto-detected label file."""
+) -> tuple[dict[str, str], list[Path]]:
+    """{image stem: wnid} for a flat val folder, and the files read (the label file first, then the map)."""
     label_path = (
         Path(val_labels).expanduser()
         if val_labels
@@ -212,7 +464,7 @@ def load_flat_val_labels(
     if not label_path.is_file():
         raise DatasetLayoutError(f"val label file {label_path} does not exist")
     if label_path.suffix.lower() == ".csv":
-        return read_kaggle_val_labels(label_path), label_path
+        return read_kaggle_val_labels(label_path), [label_path]
     map_path = (
         Path(synset_map).expanduser()
         if synset_map
@@ -224,81 +476,7 @@ def load_flat_val_labels(
             f"(wnid and ID per line) to become WordNet ids; none found near {label_path.parent} or {where}; "
             "set data.synset_map"
         )
-    return read_devkit_val_labels(label_path, map_path), label_path
-
-
-def _check_same_classes(train_classes: Sequence[str], val_classes: Iterable[str], where: str) -> None:
-    train_set, val_set = set(train_classes), set(val_classes)
-    if train_set == val_set:
-        return
-    missing, extra = sorted(train_set - val_set), sorted(val_set - train_set)
-    parts = [f"{where} has {len(val_set)} classes but train/ has {len(train_set)}"]
-    if missing:
-        parts.append(f"missing from val: {_preview(missing)}")
-    if extra:
-        parts.append(f"not in train: {_preview(extra)}")
-    raise DatasetLayoutError("; ".join(parts) + "; val and train must have the same classes")
-
-
-def scan_imagenet(
-    root: str | os.PathLike,
-    val_labels: str | os.PathLike | None = None,
-    synset_map: str | os.PathLike | None = None,
-    classes: Sequence[str] | None = None,
-) -> tuple[ImageFolderSplit, ImageFolderSplit]:
-    """Train and val splits of an ImageNet-layout tree; ``classes`` restricts both to those wnids."""
-    given_root = Path(root).expanduser()
-    base = resolve_imagenet_root(given_root)
-    train_files = scan_class_folders(base / "train", classes, "train")
-    class_names = sorted(train_files)
-    index = {c: i for i, c in enumerate(class_names)}
-    train = ImageFolderSplit([], [], class_names)
-    for c in class_names:
-        folder = str(base / "train" / c)
-        train.paths.extend(os.path.join(folder, n) for n in train_files[c])
-        train.labels.extend([index[c]] * len(train_files[c]))
-
-    val_dir = base / "val"
-    if not val_dir.is_dir():
-        raise DatasetLayoutError(
-            f"no val/ folder next to {base / 'train'}; expected val/<wnid>/ or a flat val/"
-        )
-    val = ImageFolderSplit([], [], class_names)
-    if list_subdirs(str(val_dir)):
-        present = list_subdirs(str(val_dir))
-        if classes is None:
-            _check_same_classes(class_names, present, str(val_dir))
-        val_files = scan_class_folders(val_dir, class_names, "val")
-        for c in class_names:
-            val.paths.extend(os.path.join(str(val_dir / c), n) for n in val_files[c])
-            val.labels.extend([index[c]] * len(val_files[c]))
-        return train, val
-
-    names = list_images(str(val_dir))
-    if not names:
-        raise DatasetLayoutError(f"{val_dir} holds neither class folders nor images")
-    roots = list(dict.fromkeys([given_root, base, given_root.parent]))
-    stem_to_wnid, label_path = load_flat_val_labels(roots, val_labels, synset_map)
-    stems = [os.path.splitext(n)[0] for n in names]
-    unlabelled = [n for n, s in zip(names, stems, strict=True) if s not in stem_to_wnid]
-    if unlabelled:
-        raise DatasetLayoutError(
-            f"{len(unlabelled)} of {len(names)} images in {val_dir} have no label in {label_path}: "
-            f"{_preview(unlabelled)}"
-        )
-    if classes is None:
-        _check_same_classes(
-            class_names, {stem_to_wnid[s] for s in stems}, f"{val_dir} (labels {label_path.name})"
-        )
-    for n, s in zip(names, stems, strict=True):
-        wnid = stem_to_wnid[s]
-        if wnid in index:
-            val.paths.append(str(val_dir / n))
-            val.labels.append(index[wnid])
-    missing = len(stem_to_wnid) - len(names)
-    if missing > 0:
-        log.info("%s labels %d images that are not in %s", label_path, missing, val_dir)
-    return train, val
+    return read_devkit_val_labels(label_path, map_path), [label_path, map_path]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,41 +539,62 @@ def take_per_class(split: ImageFolderSplit, per_class: int | None, subset_seed: 
         return split
     if per_class < 1:
         raise DatasetLayoutError(f"images per class must be >= 1 or null (all), got {per_class}")
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(split.labels):
-        by_class.setdefault(label, []).append(i)
-    keep: list[int] = []
-    for label, members in sorted(by_class.items()):
+    labels = np.asarray(split.labels)
+    by_class = np.argsort(labels, kind="stable")  # each class's members in their order in the split
+    ends = np.cumsum(np.bincount(labels, minlength=len(split.classes)))
+    keep = []
+    for label, (start, end) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends, strict=True)):
+        members = by_class[start:end]
         if len(members) > per_class:
             rng = np.random.default_rng([subset_seed, zlib.crc32(split.classes[label].encode())])
-            members = sorted(np.asarray(members)[rng.choice(len(members), per_class, replace=False)].tolist())
-        keep.extend(members)
-    return ImageFolderSplit([split.paths[i] for i in keep], [split.labels[i] for i in keep], split.classes)
+            members = np.sort(members[rng.choice(len(members), per_class, replace=False)])
+        keep.append(members)
+    rows = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+    return ImageFolderSplit(split.paths.take(rows), labels[rows], split.classes)
+
+
+_MANIFEST_HEADER = "# bn_inception ImageNet subset manifest: split<TAB>relative path<TAB>label\n"
+
+
+def _manifest_lines(splits: dict[str, ImageFolderSplit], root: Path) -> Iterator[bytes]:
+    yield _MANIFEST_HEADER.encode()
+    for name, split in splits.items():
+        relative = split.paths.root == str(root)  # stored relative to root already (always, from a listing)
+        for i in range(len(split)):
+            path = split.paths.relative(i) if relative else os.path.relpath(split.paths[i], root)
+            yield f"{name}\t{path}\t{int(split.labels[i])}\n".encode(errors="surrogateescape")
+
+
+def _digest_lines(lines: Iterable[bytes]) -> tuple[str, int]:
+    digest, count = hashlib.sha256(), 0
+    for line in lines:
+        digest.update(line)
+        count += line.count(b"\n")
+    return digest.hexdigest(), count
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
 
 
 def write_or_check_manifest(path: str | os.PathLike, splits: dict[str, ImageFolderSplit], root: Path) -> None:
     """Write the subset's file list (paths relative to root, label) or, if it exists, check it matches.
 
     A manifest that differs means the tree changed since it was written: the subset is not the same one.
+    Streamed both ways (a digest of the lines, never the whole text in memory).
     """
-    lines = ["# bn_inception ImageNet subset manifest: split<TAB>relative path<TAB>label"]
-    for name, split in splits.items():
-        lines.extend(
-            f"{name}\t{os.path.relpath(p, root)}\t{label}"
-            for p, label in zip(split.paths, split.labels, strict=True)
-        )
-    text = "\n".join(lines) + "\n"
     path = Path(path).expanduser()
     if path.is_file():
-        old = path.read_text()
-        if old != text:
+        new, n_new = _digest_lines(_manifest_lines(splits, root))
+        old, n_old = _digest_lines(_file_chunks(path))
+        if old != new:
             raise DatasetLayoutError(
                 f"subset manifest {path} does not match the subset chosen now from {root} "
-                f"({len(old.splitlines()) - 1} vs {len(lines) - 1} entries); the tree or the subset settings "
+                f"({n_old - 1} vs {n_new - 1} entries); the tree or the subset settings "
                 "changed: delete the manifest to accept the new subset"
             )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.writelines(_manifest_lines(splits, root)))

@@ -20,22 +20,30 @@ the remaining batches exactly, whatever the number of workers and whatever they 
 Distributed: every rank computes the same epoch order, drops the tail that does not fill a global batch,
 and takes every ``world_size``-th example starting at ``rank``.
 
-Unreadable images: counted (``skipped_images``) and named once in the log; the run stops with a one-line
-RuntimeError when their fraction of the images requested so far exceeds ``max_bad_fraction``, checked once
-at least ``min(bad_check_min_images, one epoch)`` images have been requested (so a few bad files early on
-do not stop a run that is within budget overall).
+Unreadable images: counted as distinct files (``skipped_images``; ``skips`` counts every time one was met,
+e.g. once per epoch) and named once in the log; the run stops with a one-line RuntimeError when the
+distinct unreadable files exceed ``max_bad_fraction`` of the distinct images requested so far, checked once
+at least ``min(bad_check_min_images, one epoch)`` of them have been requested (so a few bad files early on
+do not stop a run that is within budget overall). A file that fails again in the next epoch is the same
+bad file, not a second one.
+
+Errors in worker processes: an exception raised while a worker loads a batch comes back as that exception,
+with its own message first and the worker's traceback as its cause (torch's own re-raise puts "Caught X in
+DataLoader worker process N" first, and a one-line error report would show only that).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import signal
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate, get_worker_info
 
 from bn_inception.data.decode import BadImageError
 
@@ -139,6 +147,14 @@ class _BatchFetcher(Dataset):
         return self.__getitems__([key])
 
     def __getitems__(self, keys: list[Any]) -> Any:
+        try:
+            return self._load(keys)
+        except Exception as e:
+            if get_worker_info() is None:  # in the main process: nothing hides the reason
+                raise
+            return _WorkerFailure(e)
+
+    def _load(self, keys: list[Any]) -> Any:
         if self.indices is not None:
             keys = [_remap_key(k, self.indices) for k in keys]
         if hasattr(self.target, "load_batch"):
@@ -160,8 +176,39 @@ class _BatchFetcher(Dataset):
         return images, labels, {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
 
 
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised in a loader worker, shown as the re-raised exception's cause."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class _WorkerFailure:
+    """What a worker returns instead of a batch when loading it raised: the exception itself (or, if it
+    cannot be pickled, a RuntimeError with its type and message) and its formatted traceback."""
+
+    def __init__(self, error: Exception) -> None:
+        self.trace = "".join(traceback.format_exception(error))
+        try:
+            pickle.loads(pickle.dumps(error))  # both ways: the main process must be able to rebuild it
+            self.error = error
+        except Exception:
+            self.error = RuntimeError(f"{type(error).__name__}: {error}")
+        self.error.__traceback__ = None  # the text above carries it; frames do not pickle
+
+    def reraise(self) -> None:
+        raise self.error from _RemoteTraceback(f"\n\nin a data loader worker:\n{self.trace}")
+
+
+def _unwrap(batch: Any) -> Any:
+    if isinstance(batch, _WorkerFailure):
+        batch.reraise()
+    return batch
+
+
 class _BadImageLedger:
-    """Counts unreadable images, names each once in the log, enforces max_bad_fraction."""
+    """Counts unreadable images (distinct files, and every time one was met), names each once in the log,
+    enforces max_bad_fraction against the number of distinct images requested."""
 
     def __init__(self, max_bad_fraction: float, min_images: int, what: str) -> None:
         if not 0.0 <= max_bad_fraction <= 1.0:
@@ -171,27 +218,42 @@ class _BadImageLedger:
         self.reset()
 
     def reset(self) -> None:
-        self.seen = 0
-        self.skipped = 0
-        self.bad_files: list[str] = []
+        self.seen = 0  # images requested, counting repeats
+        self.skips = 0  # unreadable files met, counting repeats
+        self.bad_files: list[str] = []  # distinct, in the order first met
+
+    @property
+    def skipped(self) -> int:
+        return len(self.bad_files)
 
     def add(self, info: dict[str, Any]) -> None:
         self.seen += int(info["requested"])
-        self.skipped += int(info["skipped"])
+        self.skips += int(info["skipped"])
         for path in info["bad_files"]:
-            if path not in self.bad_files:
-                self.bad_files.append(path)
             if path not in self.logged:
                 self.logged.add(path)
                 log.warning("unreadable image skipped (%s): %s", self.what, path)
+            if path not in self._bad_set:
+                self._bad_set.add(path)
+                self.bad_files.append(path)
 
-    def check(self, final: bool = False) -> None:
-        if not self.skipped or (self.seen < self.min_images and not final):
+    @property
+    def bad_files(self) -> list[str]:
+        return self._bad_files
+
+    @bad_files.setter
+    def bad_files(self, files: list[str]) -> None:
+        self._bad_files = list(dict.fromkeys(files))
+        self._bad_set = set(self._bad_files)
+
+    def check(self, requested: int, final: bool = False) -> None:
+        """Stop when the distinct bad files exceed max_bad_fraction of the ``requested`` distinct images."""
+        if not self.skipped or (requested < self.min_images and not final):
             return
-        fraction = self.skipped / max(self.seen, 1)
+        fraction = self.skipped / max(requested, 1)
         if fraction > self.max_bad_fraction:
             raise RuntimeError(
-                f"{self.skipped} of {self.seen} {self.what} images were unreadable ({fraction:.2%} > "
+                f"{self.skipped} of {requested} {self.what} images were unreadable ({fraction:.2%} > "
                 f"max_bad_fraction={self.max_bad_fraction:g}), e.g. {', '.join(self.bad_files[:3])}; "
                 "fix or remove those files, or raise data.max_bad_fraction"
             )
@@ -262,14 +324,24 @@ class TrainLoader:
         self._dataloader: DataLoader | None = None
         self._iterator: Iterator | None = None
         self.epoch, self.position = 0, 0
-        self._order_cache: tuple[int, np.ndarray] | None = None
+        self._orders: dict[int, np.ndarray] = {}  # this rank's order of the last epochs asked for
+        # Which samples this rank has asked for so far (1 bit each when saved): the denominator of the
+        # bad-image fraction counts each image once, however many epochs met it.
+        self._requested = np.zeros(self.num_samples, dtype=bool)
+        self._distinct_requested = 0
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
     @property
     def skipped_images(self) -> int:
+        """Distinct unreadable files met so far."""
         return self._ledger.skipped
+
+    @property
+    def skips(self) -> int:
+        """Times an unreadable file was met and replaced (a file met in 3 epochs counts 3)."""
+        return self._ledger.skips
 
     @property
     def bad_files(self) -> list[str]:
@@ -277,13 +349,21 @@ class TrainLoader:
 
     def rank_order(self, epoch: int) -> np.ndarray:
         """This rank's sample indices for ``epoch``, batches_per_epoch * batch_size of them."""
-        if self._order_cache is None or self._order_cache[0] != epoch:
+        if epoch not in self._orders:
             order = epoch_order(
                 self.num_samples, epoch, self.seed, self.shuffle, self.shard_size, self.shuffle_buffer
             )
             used = order[: self.batches_per_epoch * self.batch_size * self.world_size]
-            self._order_cache = (epoch, used[self.rank :: self.world_size])
-        return self._order_cache[1]
+            # Two epochs kept: near a boundary the sampler (prefetching) and __next__ ask for both.
+            self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
+            self._orders[epoch] = used[self.rank :: self.world_size]
+        return self._orders[epoch]
+
+    def _mark_requested(self, epoch: int, batches: range) -> None:
+        bs = self.batch_size
+        indices = self.rank_order(epoch)[batches.start * bs : batches.stop * bs]
+        self._distinct_requested += int(np.count_nonzero(~self._requested[indices]))
+        self._requested[indices] = True
 
     def _make_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -309,12 +389,13 @@ class TrainLoader:
                 self._dataloader = self._make_dataloader()
             self._sampler.start = (self.epoch, self.position)
             self._iterator = iter(self._dataloader)
-        images, labels, info = next(self._iterator)
+        images, labels, info = _unwrap(next(self._iterator))
+        self._mark_requested(self.epoch, range(self.position, self.position + 1))
         self.position += 1
         if self.position == self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
         self._ledger.add(info)
-        self._ledger.check()
+        self._ledger.check(self._distinct_requested)
         return images, labels
 
     def state_dict(self) -> dict[str, Any]:
@@ -328,7 +409,9 @@ class TrainLoader:
             "num_samples": self.num_samples,
             "images_seen": self._ledger.seen,
             "skipped_images": self._ledger.skipped,
+            "skips": self._ledger.skips,
             "bad_files": list(self._ledger.bad_files),
+            "requested": torch.from_numpy(np.packbits(self._requested)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -344,9 +427,10 @@ class TrainLoader:
             )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._ledger.seen = int(state.get("images_seen", 0))
-        self._ledger.skipped = int(state.get("skipped_images", 0))
         self._ledger.bad_files = list(state.get("bad_files", []))
+        self._ledger.skips = int(state.get("skips", state.get("skipped_images", 0)))
         self._ledger.logged.update(self._ledger.bad_files)
+        self._restore_requested(state.get("requested"))
         self._iterator = None  # the next batch is fetched from the restored position
 
     def continue_from(self, state: dict[str, Any]) -> None:
@@ -363,8 +447,19 @@ class TrainLoader:
                 "world_size": self.world_size,
                 "batch_size": self.batch_size,
                 "position": min(position, self.batches_per_epoch - 1),
+                "requested": None,  # the files each rank saw differ: replayed from the orders
             }
         )
+
+    def _restore_requested(self, packed: torch.Tensor | None) -> None:
+        if packed is not None:
+            self._requested = np.unpackbits(np.asarray(packed), count=self.num_samples).astype(bool)
+        else:  # a state saved before this was recorded: replay the orders (a pure function of the epoch)
+            self._requested = np.zeros(self.num_samples, dtype=bool)
+            for epoch in range(self.epoch):
+                self._requested[self.rank_order(epoch)] = True
+            self._requested[self.rank_order(self.epoch)[: self.position * self.batch_size]] = True
+        self._distinct_requested = int(np.count_nonzero(self._requested))
 
     def close(self) -> None:
         """Stop the worker processes (they also stop when the loader is garbage-collected)."""
@@ -401,16 +496,15 @@ class EvalLoader:
         self.num_images = len(indices)
         self.max_bad_fraction, self.bad_check_min_images = max_bad_fraction, bad_check_min_images
         self._ledger = _BadImageLedger(max_bad_fraction, bad_check_min_images, "evaluation")
-        self._dataloader = DataLoader(
-            _BatchFetcher(dataset, on_bad="skip"),
+        self._loader_args = dict(
             batch_sampler=self.batches,
             num_workers=workers,
             collate_fn=_batch_as_is,
             pin_memory=torch.cuda.is_available() if pin_memory is None else bool(pin_memory),
             persistent_workers=workers > 0,
             worker_init_fn=_ignore_stop_signals,
-            generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched (see TrainLoader)
         )
+        self._dataloader: DataLoader | None = None
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -423,14 +517,30 @@ class EvalLoader:
     def bad_files(self) -> list[str]:
         return list(self._ledger.bad_files)
 
+    @property
+    def skips(self) -> int:
+        return self._ledger.skips
+
+    def close(self) -> None:
+        """Stop the worker processes now (they also stop when the loader is garbage-collected, but after a
+        pass that raised, only after torch's 5 s join timeout)."""
+        self._dataloader = None
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._ledger.reset()
-        for images, labels, info in self._dataloader:
+        if self._dataloader is None:
+            self._dataloader = DataLoader(
+                _BatchFetcher(self.dataset, on_bad="skip"),
+                **self._loader_args,
+                generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched (see TrainLoader)
+            )
+        for batch in self._dataloader:
+            images, labels, info = _unwrap(batch)
             self._ledger.add(info)
-            self._ledger.check()
+            self._ledger.check(self._ledger.seen)  # one pass: every image requested once
             if len(images):
                 yield images, labels
-        self._ledger.check(final=True)
+        self._ledger.check(self._ledger.seen, final=True)
 
 
 def build_train_loader(dataset: Any, batch_size: int, **options: Any) -> TrainLoader:

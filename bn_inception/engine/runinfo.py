@@ -32,6 +32,7 @@ RUN_LENGTH_KEYS = frozenset(
         "trainer.compile",
         "trainer.finite_check",
         "data.decode",
+        "data.index",
     }
 )
 

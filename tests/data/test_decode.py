@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -180,3 +182,35 @@ def test_direct_decoder_and_pillow_give_identical_pixels(tmp_path, picture, kind
     tensor, _ = load_image_region(path, lambda h, w: (0, 0, h, w), lambda h, w: (w, h))
     reference = torch.from_numpy(np.asarray(decode_image_file(path))).permute(2, 0, 1)
     assert torch.equal(tensor, reference)
+
+
+def _png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit PNG (greyscale for (H, W), RGB for (H, W, 3)) written by hand: Pillow writes 16-bit
+    greyscale PNGs but not 16-bit colour ones."""
+    height, width = pixels.shape[:2]
+    colour_type = 2 if pixels.ndim == 3 else 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_png_decodes_to_its_high_bytes(tmp_path, channels):
+    rng = np.random.default_rng(0)
+    shape = (20, 30) if channels == 1 else (20, 30, 3)
+    pixels = rng.integers(0, 65536, shape, dtype=np.uint16)
+    path = _write(tmp_path, "deep.png", _png16(pixels))
+    expected = (pixels >> 8).astype(np.uint8)
+    expected = np.repeat(expected[..., None], 3, axis=2) if channels == 1 else expected
+    assert np.array_equal(np.asarray(decode_image_file(path)), expected)
+    region, _ = load_image_region(path, lambda h, w: (0, 0, h, w), lambda h, w: (w, h))  # the datasets' path
+    assert np.array_equal(region.permute(1, 2, 0).numpy(), expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_sorted_layout_labels_by_sorted_wnid(make_tree):
     tree = make_tree(num_classes=5, train_per_class=3, val_per_class=2)
     train, val = scan_imagenet(tree.root)
     assert train.classes == sorted(tree.wnids) and len(train) == 15 and len(val) == 10
-    for path, label in zip(train.paths + val.paths, train.labels + val.labels, strict=True):
+    for path, label in zip([*train.paths, *val.paths], [*train.labels, *val.labels], strict=True):
         assert Path(path).parent.name == train.classes[label]
 
 
@@ -172,8 +173,8 @@ def test_images_per_class_draws_are_stable_per_class(make_tree):
     train, _ = scan_imagenet(tree.root)
     k3 = take_per_class(train, 3, subset_seed=5)
     assert np.bincount(k3.labels).tolist() == [3, 3, 3, 3]
-    assert k3.paths == take_per_class(train, 3, subset_seed=5).paths
-    assert k3.paths != take_per_class(train, 3, subset_seed=6).paths
+    assert list(k3.paths) == list(take_per_class(train, 3, subset_seed=5).paths)
+    assert list(k3.paths) != list(take_per_class(train, 3, subset_seed=6).paths)
     # Dropping a class does not change the picks of the others.
     fewer, _ = scan_imagenet(tree.root, classes=tree.wnids[1:])
     assert set(take_per_class(fewer, 3, subset_seed=5).paths) <= set(k3.paths)
@@ -190,3 +191,58 @@ def test_manifest_is_written_then_checked(tmp_path, make_tree):
     smaller = take_per_class(train, 2, 0)
     with pytest.raises(DatasetLayoutError, match="does not match the subset chosen now"):
         write_or_check_manifest(manifest, {"train": smaller, "val": val}, tree.root)
+
+
+# ---- trees that cannot be read: one line naming the folder
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    assert "\n" not in text
+    return text
+
+
+def test_a_symbolic_link_loop_is_named(make_tree):
+    tree = make_tree(num_classes=3)
+    loop = tree.root / "train" / "n09999999"
+    loop.symlink_to(loop)  # a class folder that is a link to itself
+    with pytest.raises(DatasetLayoutError, match=rf"^{loop} is a symbolic link loop") as info:
+        scan_imagenet(tree.root)
+    _one_line(info.value)
+
+
+def test_a_dangling_link_in_a_class_folder_is_named(make_tree):
+    tree = make_tree(num_classes=2)
+    link = tree.root / "train" / tree.wnids[0] / "moved.JPEG"
+    link.symlink_to(tree.root / "elsewhere" / "moved.JPEG")
+    with pytest.raises(DatasetLayoutError, match=rf"^{link} is a symbolic link to .*which does not exist"):
+        scan_imagenet(tree.root)
+
+
+def test_an_unreadable_folder_is_named_with_what_to_do(make_tree, monkeypatch):
+    tree = make_tree(num_classes=3)
+    locked = tree.root / "train" / tree.wnids[1]
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a folder without read permission does (tests may run as root)
+        if os.fspath(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(
+        DatasetLayoutError, match=rf"^cannot read folder {locked}: permission denied; .*chmod"
+    ):
+        scan_imagenet(tree.root)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders without read permission")
+def test_a_folder_without_read_permission_is_named(make_tree):
+    tree = make_tree(num_classes=2)
+    locked = tree.root / "val" / tree.wnids[0]
+    locked.chmod(0)
+    try:
+        with pytest.raises(DatasetLayoutError, match=rf"cannot read folder {locked}: permission denied"):
+            scan_imagenet(tree.root)
+    finally:
+        locked.chmod(0o755)

@@ -129,9 +129,25 @@ def test_unreadable_images_are_replaced_counted_and_logged_once(make_tree, caplo
     assert all(x.shape == (9, 3, 16, 16) and x.dtype == torch.uint8 for x, _ in batches)
     bad = sorted(p for q in ("truncated", "empty", "not_image") for p in tree.quirk_files[q])
     assert sorted(loader.bad_files) == bad
-    assert loader.skipped_images >= 6  # each bad file counted each time it is met
+    assert loader.skipped_images == 3  # distinct files, however often met
+    assert loader.skips >= 6  # every time one was met: each file at least once an epoch
     warned = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(warned) == 3 and all(any(p in w for w in warned) for p in bad)
+    resumed = build_train_loader(splits.train, batch_size=9, workers=0, max_bad_fraction=0.2)
+    resumed.load_state_dict(loader.state_dict())
+    assert (resumed.skipped_images, resumed.skips) == (3, loader.skips)
+
+
+def test_bad_fraction_is_distinct_bad_files_over_distinct_images(make_tree):
+    """12 bad files of 32 are 37.5% of the set, however often the replacement draws meet them again."""
+    tree = make_tree(num_classes=4, train_per_class=5, quirks=("truncated", "empty", "not_image") * 4)
+    splits = build_datasets("imagenet", root=str(tree.root), input_size=16, seed=0)
+    within = build_train_loader(splits.train, batch_size=4, workers=0, max_bad_fraction=0.45)
+    _take(within, 3 * len(within))
+    assert within.skipped_images == 12 and within.skips > 3 * 12  # replacements meet bad files too
+    over = build_train_loader(splits.train, batch_size=4, workers=0, max_bad_fraction=0.3)
+    with pytest.raises(RuntimeError, match=r"^12 of 32 training images were unreadable \(37.50% > "):
+        _take(over, 3 * len(over))
 
 
 def test_too_many_unreadable_images_stop_the_run_with_one_line(make_tree):
@@ -181,3 +197,35 @@ def test_a_plain_dataloader_can_batch_the_datasets():
     x, y = next(iter(DataLoader(ds, batch_size=4)))
     assert x.shape == (4, 1, 8, 8) and y.tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(x[2], ds[2][0])  # the batched path equals the per-sample one
+
+
+class _FailingDataset:
+    """A dataset whose batches fail with a reason the user must see."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def load_batch(self, keys, on_bad="substitute"):
+        raise OSError(f"cannot read /data/shard{len(keys)}.tar: Input/output error")
+
+
+@pytest.mark.parametrize("which", ["train", "eval"])
+def test_an_error_in_a_loader_worker_comes_back_with_its_reason_first(which):
+    build = build_train_loader if which == "train" else build_eval_loader
+    loader = build(_FailingDataset(), batch_size=4, workers=1)
+    with pytest.raises(OSError) as info:
+        next(iter(loader))
+    loader.close()
+    assert str(info.value).splitlines()[0] == "cannot read /data/shard4.tar: Input/output error"
+    assert "in a data loader worker" in str(info.value.__cause__)  # and where it happened, for debugging
+
+
+def test_a_dead_training_set_says_why_from_a_worker(make_tree):
+    tree = make_tree(num_classes=2, train_per_class=3)
+    for path in (tree.root / "train").rglob("*.JPEG"):
+        path.write_bytes(b"")
+    splits = build_datasets("imagenet", root=str(tree.root), input_size=16, seed=0)
+    loader = build_train_loader(splits.train, batch_size=2, workers=1, max_bad_fraction=1.0)
+    with pytest.raises(RuntimeError, match=r"^sample \d+ and its \d+ replacements are all unreadable"):
+        next(loader)
+    loader.close()
