@@ -127,7 +127,7 @@ def explain_composition_error(error: BaseException, overrides: Sequence[str], sc
         return f"{group}={value} is not valid; use one of: {', '.join(sorted(error.options))}"
     key = str(getattr(cause, "full_key", "") or "")
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
-        return f"{key} is not a config key{_did_you_mean(key, schema)}; `--cfg job` lists every key"
+        return f"{key} is not a config key{_did_you_mean(key, schema)}; --cfg job lists every key"
     if isinstance(cause, ValidationError) and key:
         value = _override_value(overrides, key)
         return f"{key}={value} is not valid; {_expected(key, value, schema)}"
@@ -194,7 +194,7 @@ def _did_you_mean(key: str, schema: type) -> str:
         schemas = [s for s in [section_schema(section, {})] if s is not None]
     names = sorted({f.name for s in schemas for f in dataclasses.fields(s)})
     close = difflib.get_close_matches(leaf, names, n=1)
-    return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+    return f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
 
 
 def _refuse(message: str) -> None:

@@ -56,7 +56,7 @@ def test_a_bad_value_is_one_line_naming_key_value_and_what_is_valid(capsys, over
 
 def test_an_unknown_key_suggests_the_closest(capsys):
     line = refusal(capsys, "trainer.max_step=10")
-    assert line.startswith("error: trainer.max_step is not a config key; did you mean trainer.max_steps?")
+    assert line.startswith("error: trainer.max_step is not a config key (did you mean trainer.max_steps?)")
 
 
 def test_every_job_of_a_sweep_is_checked_before_any_runs(capsys):
