@@ -165,3 +165,54 @@ def test_every_printable_character_survives_a_printed_override():
     for value in values:
         (word,) = shlex.split(cli.override("checkpoints", value))  # what the shell hands over
         assert parser.parse_override(word).value() == value, repr(value)
+
+
+def _run(repo, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=repo, capture_output=True, text=True, timeout=120)
+
+
+def test_help_and_config_answer_without_torch_and_show_no_interpolations(repo):
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
+        "sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    helped = _run(repo, "-c", code, "train.py", "--help")
+    assert (
+        "TORCH False" in helped.stdout
+        and "bn_x5_sigmoid" in helped.stdout
+        and "imagenet_subset" in helped.stdout
+    )
+    assert "75" in helped.stdout  # the exit codes are listed
+    shown = _run(repo, "-c", code, "train.py", "experiment=bn_x30", "--cfg", "job")
+    assert "TORCH False" in shown.stdout and "lr_mult: 30" in shown.stdout and "${" not in shown.stdout
+    evaluated = _run(repo, "-c", code, "evaluate.py", "--help")
+    assert "TORCH False" in evaluated.stdout and "schema" not in evaluated.stdout
+    assert "fashion_mnist, imagenet, imagenet_subset, synthetic" in evaluated.stdout
+
+
+def test_help_lists_every_experiment_and_dataset(repo):
+    text = (repo / "configs" / "hydra" / "help" / "train_help.yaml").read_text()
+    for kind in ("experiment", "data"):
+        for path in (repo / "configs" / kind).glob("*.yaml"):
+            listed = path.stem in text or (
+                path.stem.startswith("ensemble_m") and "ensemble_m1 .. ensemble_m6" in text
+            )
+            assert listed, f"{kind}={path.stem} is missing from train.py --help"
+
+
+def test_the_package_declares_its_dependencies_and_commands(repo):
+    import tomllib
+
+    project = tomllib.loads((repo / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
+    for target in project["project"]["scripts"].values():
+        module, _, function = target.partition(":")
+        assert callable(getattr(__import__(module, fromlist=[function]), function))
+    proc = _run(
+        repo,
+        "-c",
+        "import sys; sys.argv=['bn-train', '--help']; from bn_inception import cli; cli.train_command()",
+    )
+    assert proc.returncode == 0 and "Usage:  python train.py" in proc.stdout

@@ -112,3 +112,13 @@ def test_decode_gpu_needs_a_cuda_device(make_tree):
         build_datasets("imagenet", root=str(tree.root), input_size=16, decode="gpu", device="cpu")
     splits = build_datasets("imagenet", root=str(tree.root), input_size=16, decode="auto", device="cpu")
     assert not splits.decode_on_device and not splits.train.decode_on_device
+
+
+def test_workers_default_to_what_the_machine_has(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == 1  # 2 cores: one decoding process, not 8
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert default_workers() == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 GPUs' processes share 64 cores
+    assert default_workers() == 7

@@ -161,6 +161,7 @@ def test_a_jpeg_nobody_can_decode_is_named():
 def test_decode_setting_resolves_by_device_and_dataset():
     assert resolve_decode("cpu", "cuda", True) is False
     assert resolve_decode("auto", "cpu", True) is False
+    assert resolve_decode("auto", "cuda", True) is False  # the GPU path is experimental until measured
     assert resolve_decode("auto", None, True) is False
     with pytest.raises(ValueError, match="needs training on a CUDA device"):
         resolve_decode("gpu", "cpu", True)

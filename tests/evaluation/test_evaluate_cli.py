@@ -414,3 +414,10 @@ def test_a_checkpoint_cannot_pick_arbitrary_model_arguments_or_carry_non_finite_
     with pytest.raises(CheckpointError, match=message) as info:
         load_member(path, "x", torch.device("cpu"))
     assert "\n" not in str(info.value)
+
+
+def test_the_json_holds_readable_numbers(single_crop_run):
+    _, table, _ = single_crop_run
+    errors = [r[k] for r in table["rows"] for k in ("top1_err", "top5_err")]
+    assert all(isinstance(v, float | int) and round(v, 6) == v for v in errors)  # 67.1, not 67.10000000000001
+    assert table["written_by"] == "bn-inception evaluate.py"
