@@ -108,6 +108,11 @@ def check_job_dir(cfg: Any, multirun: bool) -> None:
         raise ConfigError(f"the run directory {job_dir} cannot be made: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"the run directory {job_dir} cannot be made: {existing} is not writable")
+    if not multirun:  # the one directory Hydra makes next: prove it can be (root ignores permissions)
+        try:
+            job_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"the run directory {job_dir} cannot be made: {e.strerror or e}") from e
 
 
 def explain_composition_error(error: BaseException, overrides: Sequence[str], schema: type) -> str:
@@ -128,6 +133,12 @@ def explain_composition_error(error: BaseException, overrides: Sequence[str], sc
     key = str(getattr(cause, "full_key", "") or "")
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
         return f"{key} is not a config key{_did_you_mean(key, schema)}; --cfg job lists every key"
+    # a config file (an experiment) sets a key the chosen schema does not have: Hydra says so in its text
+    found = re.search(r"In '([^']+)': Config\w*Error.*?full_key: (\S+)", str(error), re.S)
+    if found:
+        where, key = found.groups()
+        section = key.split(".")[0]
+        return f"{key}, set by {where}, is not a key of the chosen {section} config; choose a matching one"
     if isinstance(cause, ValidationError) and key:
         value = _override_value(overrides, key)
         return f"{key}={value} is not valid; {_expected(key, value, schema)}"

@@ -12,6 +12,7 @@ This module imports no torch, so ``--help`` and a typo's error come back at once
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -461,6 +462,8 @@ def _problem(value: Any, rules: Mapping[str, Any]) -> str | None:
         return "use letters, digits, '_', '.' and '-' only (it names a directory)"
     if rules.get("pair") and not (len(value) == 2 and 0 < value[0] <= value[1]):
         return "give [low, high] with 0 < low <= high"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "it must be a finite number"
     signs = {"gt": ">", "ge": ">=", "le": "<=", "lt": "<"}
     tests = {"gt": float.__gt__, "ge": float.__ge__, "le": float.__le__, "lt": float.__lt__}
     bounds = {k: v for k, v in rules.items() if k in signs and v is not None}

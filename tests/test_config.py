@@ -59,6 +59,13 @@ def test_an_unknown_key_suggests_the_closest(capsys):
     assert line.startswith("error: trainer.max_step is not a config key (did you mean trainer.max_steps?)")
 
 
+def test_an_experiment_setting_a_key_the_chosen_model_lacks_is_one_line(capsys):
+    line = refusal(
+        capsys, "model=bn_mlp"
+    )  # the default experiment (bn_x5) sets model.lrn, which the MLP lacks
+    assert line.startswith("error: model.lrn, set by experiment/inception, is not a key of the chosen model")
+
+
 def test_every_job_of_a_sweep_is_checked_before_any_runs(capsys):
     line = refusal(capsys, "-m", "seed=0,1", "trainer.eval_every=100,0")
     assert "trainer.eval_every=0 is not valid" in line

@@ -264,6 +264,11 @@ def _build_synthetic(
         "seed": int(generator_seed),
     }
     tree = Path(root).expanduser() if root else _synthetic_cache_path(settings)
+    if root and tree.exists() and not (tree / "train").is_dir() and any(tree.iterdir()):
+        raise ValueError(
+            f"data.root={root} is a folder but not a synthetic tree (no train/); give a tree made by "
+            f"scripts/make_synthetic_imagenet.py, an empty or new folder to generate one in, or null"
+        )
     if not (tree / "train").is_dir():
         _generate_atomically(tree, settings)
     train, val = select_classes(tree_listing(tree, index=index))
