@@ -7,6 +7,7 @@ import math
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .batchnorm import NORMS, check_choice, make_norm
 from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, make_act
@@ -61,7 +62,7 @@ class BNMLP(nn.Module):
             layers.append(LinearNormAct(fc, make_norm(norm, hidden, **bn), make_act(act)))
             width = hidden
         self.hidden = nn.ModuleList(layers)
-        self.num_features = hidden
+        self.num_features = self.head_hidden_size = hidden
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = self._classifier(num_classes)
 
@@ -80,6 +81,7 @@ class BNMLP(nn.Module):
             gaussian_init(fc, self.init_std)
         return fc
 
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
@@ -108,7 +110,10 @@ class BNMLP(nn.Module):
             )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        # Eager mode and torch.compile only, as BNInception.forward_features.
+        if not torch.jit.is_scripting():  # noqa: SIM102
+            if not is_fx_symbolic_tracing():
+                self.check_input(x)
         x = x.flatten(1)
         for layer in self.hidden:
             x = layer(x)
