@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kwargs = ", ".join(f"{k}={v!r}" for k, v in ckpt["model_kwargs"].items() if k != "pretrained_cfg_overlay")
     print(f"wrote {args.output}: {ckpt['model_name']}({kwargs}), {len(ckpt['data']['classes'])} classes")
-    print(f"evaluate it: python evaluate.py checkpoints={args.output} data=imagenet data.root=<ImageNet folder>")
+    print(
+        f"evaluate it: python evaluate.py checkpoints={args.output} data=imagenet data.root=<ImageNet folder>"
+    )
     return 0
 
 

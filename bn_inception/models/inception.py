@@ -24,7 +24,19 @@ from .layers import ACTS, ConvNormAct, check_positive, init_weight, make_act, se
 
 STEMS = ("separable", "plain")
 POOLS = ("tf", "caffe")  # pooling conventions, see pooling()
-GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax", "")  # timm's SelectAdaptivePool2d types; "" = none
+# timm's SelectAdaptivePool2d types ("fast*": the same pooling as x.mean / x.amax; "" = none).
+GLOBAL_POOLS = (
+    "avg",
+    "max",
+    "avgmax",
+    "catavgmax",
+    "fast",
+    "fastavg",
+    "fastmax",
+    "fastavgmax",
+    "fastcatavgmax",
+    "",
+)
 
 # GoogLeNet's LRN (its Caffe recipe: local_size 5, alpha 1e-4, beta 0.75; torch divides alpha by the size as
 # Caffe does), after pool1 and after conv2. Only the Inception baseline and BN-Baseline use it (Sec. 4.2.1).
