@@ -21,8 +21,6 @@ Conventions shared with torch (and why):
   (m*p*q for a convolution, Sec. 3.2), as Algorithm 2 prescribes for the population variance.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -5,8 +5,6 @@ implementation), ``act``, ``lrn``, ``drop_rate``; the ensemble members of Sec. 4
 ``last_bn`` and a smaller ``drop_rate``. Get models through ``timm.create_model`` (see ``registry.py``).
 """
 
-from __future__ import annotations
-
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .batchnorm import NORMS, PerActivationBatchNorm, check_choice, make_norm
 from .figure5 import ConvRow, InceptionRow, PoolRow, Row
-from .layers import ACTS, ConvNormAct, check_positive, init_weight, make_act, separable_conv
+from .layers import ACTS, ConvNormAct, check_positive, init_weight, like_parameters, make_act, separable_conv
 
 STEMS = ("separable", "plain")
 POOLS = ("tf", "caffe")  # pooling conventions, see pooling()
@@ -209,7 +207,8 @@ class BNInception(nn.Module):
             With "caffe" the grid entering 3c and 4e must be even (any ``img_size`` that is a multiple of
             2 ** (number of stride-2 rows) is).
         global_pool: the pooling before the classifier: "avg" (Figure 5's), or timm's "max", "avgmax",
-            "catavgmax", or "" (none: ``forward`` returns the unpooled feature map; needs ``num_classes=0``).
+            "catavgmax" (and their "fast" forms), or "" (none: with ``num_classes=0`` ``forward`` returns the
+            feature map; with classes, the classifier is a 1x1 convolution giving logits at every location).
         ghost_batch_size: examples per BN group when ``norm="ghost"``.
         init_scale: multiplies the initial convolution weights (Sec. 4.2.3's "larger initial weights").
         last_bn: per-activation ("non-convolutional") BN in the last hidden layer (Sec. 4.2.3). Our reading:
@@ -322,11 +321,6 @@ class BNInception(nn.Module):
 
     def _reset_head(self, num_classes: int, global_pool: str) -> None:
         check_choice("global_pool", global_pool, GLOBAL_POOLS)
-        if num_classes > 0 and not global_pool:
-            raise ValueError(
-                f"global_pool='' (no pooling) leaves a feature map, which a linear classifier cannot take; "
-                f"use num_classes=0 with it, or a global_pool of {', '.join(map(repr, GLOBAL_POOLS[:-1]))}"
-            )
         self.num_classes, self.global_pool_type = num_classes, global_pool
         # timm's selectable global pooling, flattened to (N, C) unless there is none. Its "fast" avgmax and
         # catavgmax compute the same 1x1 pooling as the plain ones, which TorchScript cannot compile.
@@ -334,11 +328,19 @@ class BNInception(nn.Module):
         self.global_pool = SelectAdaptivePool2d(pool_type=fast + global_pool, flatten=bool(global_pool))
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()  # the pre-logits width
         self.fc = self._classifier(num_classes)
+        for module in (self.global_pool, self.fc):  # a reset head takes the network's mode
+            module.train(self.training)
 
     def _classifier(self, num_classes: int) -> nn.Module:
+        """A linear classifier of the pooled features; without pooling (``global_pool=""``), the same map as
+        a 1x1 convolution giving logits at every location (timm's ``use_conv`` classifier)."""
         if num_classes <= 0:
             return nn.Identity()
-        fc = nn.Linear(self.head_hidden_size, num_classes)
+        factory = like_parameters(self.features)
+        if self.global_pool.is_identity():
+            fc = nn.Conv2d(self.head_hidden_size, num_classes, 1, **factory)
+        else:
+            fc = nn.Linear(self.head_hidden_size, num_classes, **factory)
         init_weight(fc, "linear")
         return fc
 

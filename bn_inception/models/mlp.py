@@ -1,8 +1,6 @@
 """The Sec. 4.1 network (Figure 1): 28x28 input -> 3 fully connected hidden layers of 100 sigmoid units
 -> 10-way fully connected output; with BN on every hidden layer (before the sigmoid) in the BN variant."""
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -10,7 +8,7 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .batchnorm import NORMS, check_choice, make_norm
-from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, make_act
+from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, like_parameters, make_act
 
 
 class BNMLP(nn.Module):
@@ -74,7 +72,7 @@ class BNMLP(nn.Module):
     def _classifier(self, num_classes: int) -> nn.Module:
         if num_classes <= 0:
             return nn.Identity()
-        fc = nn.Linear(self.num_features, num_classes)
+        fc = nn.Linear(self.num_features, num_classes, **like_parameters(self.hidden))
         if self.init_std is None:
             init_weight(fc, "linear")
         else:
@@ -87,7 +85,7 @@ class BNMLP(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        self.fc = self._classifier(num_classes)
+        self.fc = self._classifier(num_classes).train(self.training)
 
     def probe_modules(self) -> dict[str, nn.Module]:
         """The nonlinearity of every hidden layer: "hidden1", "hidden2", ..., the last one suffixed "_last"

@@ -25,9 +25,11 @@ bilinear), so ``timm.data.resolve_data_config(model=model)`` preprocesses as ``e
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, register_model
 from torch import nn
@@ -100,14 +102,18 @@ def _create(
         )
     kwargs.pop("cache_dir", None)
     overlay = {**cfg, **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
-    return build_model_with_cfg(
-        model_cls,
-        variant,
-        pretrained=False,
-        pretrained_cfg_overlay=overlay,
-        feature_cfg=dict(feature_cfg or {}),  # a copy: timm edits it
-        **kwargs,
-    )
+    # timm's factory keywords: the tensors are made on ``device`` (e.g. "meta": shapes only), then cast.
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = build_model_with_cfg(
+            model_cls,
+            variant,
+            pretrained=False,
+            pretrained_cfg_overlay=overlay,
+            feature_cfg=dict(feature_cfg or {}),  # a copy: timm edits it
+            **kwargs,
+        )
+    return model.to(dtype=dtype) if dtype is not None else model
 
 
 def _square(img_size: int | tuple[int, int]) -> tuple[int, int]:

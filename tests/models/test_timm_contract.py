@@ -98,13 +98,17 @@ def test_global_pool_and_classifier_resets(global_pool: str) -> None:
     assert model(x).shape == feats.shape
     model.reset_classifier(3, "avg")
     assert model(x).shape == (2, 3) and model.head_hidden_size == model.num_features
+    model.reset_classifier(3, "")  # no pooling, classes: the classifier at every location (a 1x1 conv)
+    dense = model(x)
+    assert dense.shape == (2, 3, *feats.shape[-2:])
+    weight, bias = model.fc.weight.flatten(1), model.fc.bias
+    torch.testing.assert_close(dense[..., 1, 2], feats[..., 1, 2] @ weight.T + bias)
 
 
 @pytest.mark.parametrize(
     "kwargs, words",
     [
         (dict(global_pool="sum"), ["global_pool='sum'", "'catavgmax'"]),
-        (dict(global_pool=""), ["global_pool=''", "num_classes=0"]),
         (dict(pool="same"), ["pool='same'", "'tf'", "'caffe'"]),
         (dict(pool="caffe"), ["img_size=28", "odd 7-pixel grid at inception_4e", "e.g. 32"]),
     ],
