@@ -26,7 +26,7 @@ def _report_peak_memory() -> None:
 
 def main() -> None:
     spec = importlib.util.spec_from_file_location("timm_run", TIMM_RUN)
-    timm_run = sys.modules["timm_run"] = importlib.util.module_from_spec(spec)  # timm looks its models up there
+    timm_run = sys.modules["timm_run"] = importlib.util.module_from_spec(spec)  # where timm finds models
     spec.loader.exec_module(timm_run)
     atexit.register(_report_peak_memory)
     timm_run.main(sys.argv[1:])
