@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import runpy
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,11 @@ def checkpoint_model_factory(path: Path) -> Any:
 
 
 def register_checkpoint_model(path: Path) -> None:
-    """Register ``bn_checkpoint`` with timm for the checkpoint at ``path``."""
-    register_model(checkpoint_model_factory(path))
+    """Register ``bn_checkpoint`` with timm for the checkpoint at ``path`` (replacing an earlier one)."""
+    factory = checkpoint_model_factory(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Overwriting bn_checkpoint")  # intended: the latest wins
+        register_model(factory)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

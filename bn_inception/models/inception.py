@@ -443,7 +443,7 @@ class BNInception(nn.Module):
             raise ValueError(f"output_fmt={output_fmt!r} is not valid; {self.name} gives only 'NCHW'")
         take, max_index = feature_take_indices(len(self.feature_info), indices)
         positions = [self._tap_positions[i] for i in take]
-        last = positions[-1] if stop_early or intermediates_only else len(self.features) - 1
+        last = self._tap_positions[max_index] if stop_early or intermediates_only else len(self.features) - 1
         self.check_input(x)
         intermediates = []
         for i, module in enumerate(self.features[: last + 1]):
