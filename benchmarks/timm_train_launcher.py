@@ -1,27 +1,22 @@
-"""Run timm's own ``train.py`` with this project's models registered (``--model bn_inception``).
+"""Run timm's own ``train.py`` with this project's models registered (``--model bn_inception``), and report
+the process's peak GPU memory, for ``benchmarks/train_throughput.py``.
 
     python benchmarks/timm_train_launcher.py PATH/pytorch-image-models/train.py --model bn_inception ...
 
-timm's ``train.py`` is not in the pip package: clone https://github.com/huggingface/pytorch-image-models at
-the tag of the installed timm (``git clone --depth 1 --branch v$(python -c "import timm;
-print(timm.__version__)") https://github.com/huggingface/pytorch-image-models``). This launcher imports
-``bn_inception`` (whose import registers the models with timm), then runs that script as ``__main__`` with
-the remaining arguments, and prints the process's peak GPU memory when it exits (``PEAK_GPU_MEMORY_BYTES
-<n>``) for ``benchmarks/train_throughput.py``.
+The launching is ``scripts/timm_run.py``'s (which documents where to get timm's scripts); this adds one line
+when the process exits: ``PEAK_GPU_MEMORY_BYTES <n>``.
 """
 
 from __future__ import annotations
 
 import atexit
-import runpy
+import importlib.util
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-import bn_inception  # noqa: E402, F401  (registers bn_inception, bn_inception_small, bn_mlp with timm)
+TIMM_RUN = Path(__file__).resolve().parents[1] / "scripts" / "timm_run.py"
 
 
 def _report_peak_memory() -> None:
@@ -30,12 +25,11 @@ def _report_peak_memory() -> None:
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or not sys.argv[1].endswith(".py") or not Path(sys.argv[1]).is_file():
-        sys.exit("usage: timm_train_launcher.py PATH/TO/pytorch-image-models/train.py [train.py arguments]")
-    script = sys.argv[1]
-    sys.argv = [script, *sys.argv[2:]]
+    spec = importlib.util.spec_from_file_location("timm_run", TIMM_RUN)
+    timm_run = sys.modules["timm_run"] = importlib.util.module_from_spec(spec)  # where timm finds models
+    spec.loader.exec_module(timm_run)
     atexit.register(_report_peak_memory)
-    runpy.run_path(script, run_name="__main__")
+    timm_run.main(sys.argv[1:])
 
 
 if __name__ == "__main__":

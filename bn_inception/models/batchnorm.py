@@ -21,11 +21,10 @@ Conventions shared with torch (and why):
   (m*p*q for a convolution, Sec. 3.2), as Algorithm 2 prescribes for the population variance.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn.modules.batchnorm import _BatchNorm
 
 NORMS = ("batch", "paper", "ghost", "none")
@@ -37,15 +36,29 @@ def check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(repr(v) for v in valid)}")
 
 
-def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
+def _reduce_dims(x: torch.Tensor) -> list[int]:
     """Every dimension but the channel one: per activation for (N, C) input, per feature map for (N, C, H, W)
     (Sec. 3.2: all locations of a feature map are normalised together, effective batch m' = m*p*q)."""
-    return (0, *range(2, x.ndim))
+    return [0] + list(range(2, x.dim()))
 
 
 def _channel_view(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-channel vector shaped to broadcast against ``x``."""
-    return t.view(1, -1, *([1] * (x.ndim - 2)))
+    return t.view([1, -1] + [1] * (x.dim() - 2))
+
+
+def _algorithm1(
+    x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Algorithm 1's forward: (y, mu_B, sigma2_B (biased), x - mu_B, 1/sqrt(sigma2_B + eps))."""
+    dims = _reduce_dims(x)
+    mu = x.mean(dims, keepdim=True)  # mu_B
+    xc = x - mu  # x_i - mu_B
+    var = (xc * xc).mean(dims, keepdim=True)  # sigma2_B, the biased (1/m) variance
+    inv_std = torch.rsqrt(var + eps)  # 1 / sqrt(sigma2_B + eps)
+    xhat = xc * inv_std
+    y = xhat * _channel_view(gamma, x) + _channel_view(beta, x)  # y_i = gamma * xhat_i + beta
+    return y, mu.flatten(), var.flatten(), xc, inv_std
 
 
 class _PaperBatchNormFunction(torch.autograd.Function):
@@ -57,15 +70,8 @@ class _PaperBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, eps: float):  # noqa: ANN001, ANN205 (autograd.Function signature)
-        dims = _reduce_dims(x)
-        mu = x.mean(dims, keepdim=True)  # mu_B
-        xc = x - mu  # x_i - mu_B
-        var = (xc * xc).mean(dims, keepdim=True)  # sigma2_B, the biased (1/m) variance
-        inv_std = torch.rsqrt(var + eps)  # 1 / sqrt(sigma2_B + eps)
-        xhat = xc * inv_std
-        y = xhat * _channel_view(gamma, x) + _channel_view(beta, x)  # y_i = gamma * xhat_i + beta
+        y, mu, var, xc, inv_std = _algorithm1(x, gamma, beta, eps)
         ctx.save_for_backward(xc, inv_std, gamma)
-        mu, var = mu.flatten(), var.flatten()
         ctx.mark_non_differentiable(mu, var)
         return y, mu, var
 
@@ -84,38 +90,150 @@ class _PaperBatchNormFunction(torch.autograd.Function):
         return dx, dgamma, dbeta, None
 
 
-class _RunningStatsMixin:
-    """torch's running-statistics bookkeeping, shared by the two hand-written BN layers."""
+# The functional forms below are what the modules run. They are free functions taking tensors and plain
+# values so that one body serves eager mode, TorchScript (they are scriptable) and torch.fx: registered with
+# ``torch.fx.wrap``, a symbolic trace records each as one call instead of tracing into its batch-size
+# dependent Python (ghost BN's grouping), which a trace cannot express. A trace records the train/eval mode
+# it was made in, as it does for dropout.
 
-    def _average_factor(self) -> float:
-        """The weight of this batch in the running averages; counts the batch as torch does."""
-        if not (self.training and self.track_running_stats):
-            return 0.0
-        self.num_batches_tracked.add_(1)
-        if self.momentum is None:  # cumulative average, as torch (used by Algorithm 2)
-            return 1.0 / float(self.num_batches_tracked)
-        return self.momentum
 
-    def _update_running(self, mean: torch.Tensor, unbiased_var: torch.Tensor, factor: float) -> None:
+def _average_factor(num_batches_tracked: torch.Tensor | None, momentum: float | None) -> float:
+    """The weight of this batch in the running averages, counting the batch as torch does (``None``: no
+    running statistics are updated)."""
+    if num_batches_tracked is None:
+        return 0.0
+    num_batches_tracked.add_(1)
+    if momentum is None:  # cumulative average, as torch (used by Algorithm 2)
+        return 1.0 / float(num_batches_tracked.item())
+    return momentum
+
+
+def _update_running(
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    mean: torch.Tensor,
+    unbiased_var: torch.Tensor,
+    factor: float,
+) -> None:
+    if running_mean is not None and running_var is not None:
         with torch.no_grad():
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-            self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), factor)
+            running_mean.lerp_(mean.detach().to(running_mean.dtype), factor)
+            running_var.lerp_(unbiased_var.detach().to(running_var.dtype), factor)
 
-    def _uses_batch_stats(self) -> bool:
-        return self.training or self.running_mean is None
 
-    def _affine_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.weight is not None:
-            return self.weight, self.bias
-        ones = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
-        return ones, torch.zeros_like(ones)
+def _affine(weight: torch.Tensor | None, bias: torch.Tensor | None, x: torch.Tensor) -> list[torch.Tensor]:
+    """gamma and beta, or 1 and 0 for a BN layer without affine parameters."""
+    if weight is not None and bias is not None:
+        return [weight, bias]
+    ones = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
+    return [ones, torch.zeros_like(ones)]
 
-    def _normalize_with_running(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference (Algorithm 2, last step): a fixed per-channel affine transform."""
-        gamma, beta = self._affine_params(x)
-        scale = gamma * torch.rsqrt(self.running_var + self.eps)
-        shift = beta - self.running_mean * scale
-        return x * _channel_view(scale, x) + _channel_view(shift, x)
+
+@torch.fx.wrap
+def paper_batch_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    num_batches_tracked: torch.Tensor | None,
+    use_batch_stats: bool,
+    update_running: bool,
+    momentum: float | None,
+    eps: float,
+) -> torch.Tensor:
+    """``PaperBatchNorm``'s computation: Algorithm 1 with the paper's backward in training, the fixed affine
+    map of the running statistics (Algorithm 2's last step, torch's inference kernel) otherwise.
+
+    Under TorchScript, which cannot hold a custom ``autograd.Function``, training mode computes the same
+    Algorithm 1 forward with plain tensor operations and autograd derives the (mathematically identical)
+    backward.
+    """
+    if not use_batch_stats:
+        return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+    factor = _average_factor(num_batches_tracked if update_running else None, momentum)
+    gamma, beta = _affine(weight, bias, x)
+    if torch.jit.is_scripting():
+        y, mu, var, _, _ = _algorithm1(x, gamma, beta, eps)
+    else:
+        y, mu, var = _PaperBatchNormFunction.apply(x, gamma, beta, eps)
+    if update_running:
+        n = x.numel() // x.shape[1]
+        _update_running(running_mean, running_var, mu, var * (n / max(n - 1, 1)), factor)
+    return y
+
+
+def _ghost_group_sizes(n: int, group: int) -> tuple[int, int]:
+    """(number of full-size groups processed together, size of the trailing group or 0)."""
+    full, rest = n // group, n % group
+    if rest == 1 and full > 0:  # one example cannot be a group of its own
+        return full - 1, group + 1
+    return full, rest
+
+
+def _normalize_groups(
+    x: torch.Tensor, groups: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalise ``x`` as ``groups`` equal groups; returns (xhat, group means, biased group variances)."""
+    xg = x.reshape([groups, x.shape[0] // groups] + list(x.shape[1:]))
+    dims = [1] + list(range(3, xg.dim()))
+    var, mean = torch.var_mean(xg, dim=dims, correction=0, keepdim=True)
+    xhat = ((xg - mean) * torch.rsqrt(var + eps)).reshape(x.shape)
+    return xhat, mean.reshape(groups, -1), var.reshape(groups, -1)
+
+
+@torch.fx.wrap
+def ghost_batch_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    num_batches_tracked: torch.Tensor | None,
+    use_batch_stats: bool,
+    update_running: bool,
+    momentum: float | None,
+    eps: float,
+    ghost_batch_size: int,
+) -> torch.Tensor:
+    """``GhostBatchNorm``'s computation (see the class): statistics per group of ``ghost_batch_size``."""
+    if not use_batch_stats:
+        return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+    factor = _average_factor(num_batches_tracked if update_running else None, momentum)
+    full, rest = _ghost_group_sizes(x.shape[0], ghost_batch_size)
+    if full + int(rest > 0) <= 1:  # one group: ordinary BN, torch's fused kernel
+        mean_buf = running_mean if update_running else None
+        var_buf = running_var if update_running else None
+        return F.batch_norm(x, mean_buf, var_buf, weight, bias, True, factor, eps)
+    # The full groups in one call, then the trailing smaller one (its own mini-batch).
+    spans: list[tuple[int, int]] = [(full, ghost_batch_size)]
+    if rest > 0:
+        spans.append((1, rest))
+    xhats: list[torch.Tensor] = []
+    means: list[torch.Tensor] = []
+    unbiased: list[torch.Tensor] = []
+    per_example = x[0].numel() // x.shape[1]  # p*q values per channel per example
+    start = 0
+    for groups, size in spans:
+        xhat, mean, var = _normalize_groups(x[start : start + groups * size], groups, eps)
+        start += groups * size
+        xhats.append(xhat)
+        means.append(mean)
+        m = size * per_example
+        unbiased.append(var * (m / max(m - 1, 1)))
+    xhat = torch.cat(xhats) if len(xhats) > 1 else xhats[0]
+    gamma, beta = _affine(weight, bias, x)
+    y = xhat * _channel_view(gamma, x) + _channel_view(beta, x)
+    if update_running:
+        _update_running(
+            running_mean, running_var, torch.cat(means).mean(0), torch.cat(unbiased).mean(0), factor
+        )
+    return y
+
+
+class _CheckedBatchNorm(_BatchNorm):
+    """Shared by the two hand-written BN layers: the input check (eager mode only: TorchScript and fx
+    cannot evaluate it) and the flags the functional forms take."""
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.ndim not in (2, 3, 4, 5):
@@ -123,8 +241,14 @@ class _RunningStatsMixin:
                 f"{type(self).__name__} expects (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}"
             )
 
+    def _uses_batch_stats(self) -> bool:
+        return self.training or self.running_mean is None
 
-class PaperBatchNorm(_RunningStatsMixin, _BatchNorm):
+    def _updates_running(self) -> bool:
+        return self.training and self.track_running_stats and self.running_mean is not None
+
+
+class PaperBatchNorm(_CheckedBatchNorm):
     """Algorithm 1 of the paper with its own backward pass; a drop-in replacement for ``nn.BatchNorm1d/2d``.
 
     Per activation for (N, C) input, per feature map for (N, C, H, W) input (Sec. 3.2). Same parameters,
@@ -132,19 +256,24 @@ class PaperBatchNorm(_RunningStatsMixin, _BatchNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
-        factor = self._average_factor()
-        if not self._uses_batch_stats():
-            return self._normalize_with_running(x)
-        gamma, beta = self._affine_params(x)
-        y, mu, var = _PaperBatchNormFunction.apply(x, gamma, beta, self.eps)
-        if self.training and self.track_running_stats:
-            n = x.numel() // x.shape[1]
-            self._update_running(mu, var * (n / max(n - 1, 1)), factor)
-        return y
+        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
+            if not is_fx_symbolic_tracing():
+                self._check_input_dim(x)
+        return paper_batch_norm(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            self.num_batches_tracked,
+            self._uses_batch_stats(),
+            self._updates_running(),
+            self.momentum,
+            self.eps,
+        )
 
 
-class GhostBatchNorm(_RunningStatsMixin, _BatchNorm):
+class GhostBatchNorm(_CheckedBatchNorm):
     """BN whose training statistics come from consecutive groups of ``ghost_batch_size`` examples.
 
     Each group is normalised with its own mean and variance, exactly as if it were a separate mini-batch
@@ -168,60 +297,23 @@ class GhostBatchNorm(_RunningStatsMixin, _BatchNorm):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
 
-    def _group_sizes(self, n: int) -> tuple[int, int]:
-        """(number of full-size groups processed together, size of the trailing group or 0)."""
-        g = self.ghost_batch_size
-        full, rest = divmod(n, g)
-        if rest == 1 and full > 0:  # one example cannot be a group of its own
-            return full - 1, g + 1
-        return full, rest
-
-    def _normalize_groups(
-        self, x: torch.Tensor, groups: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalise ``x`` as ``groups`` equal groups; returns (xhat, group means, biased group variances)."""
-        xg = x.reshape(groups, x.shape[0] // groups, *x.shape[1:])
-        dims = (1, *range(3, xg.ndim))
-        var, mean = torch.var_mean(xg, dim=dims, correction=0, keepdim=True)
-        xhat = ((xg - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
-        return xhat, mean.reshape(groups, -1), var.reshape(groups, -1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
-        full, rest = self._group_sizes(x.shape[0])
-        factor = self._average_factor()
-        if full + (rest > 0) <= 1 or not self._uses_batch_stats():
-            # One group (or inference): ordinary BN, torch's fused kernel.
-            track = not self.training or self.track_running_stats
-            return F.batch_norm(
-                x,
-                self.running_mean if track else None,
-                self.running_var if track else None,
-                self.weight,
-                self.bias,
-                self._uses_batch_stats(),
-                factor,
-                self.eps,
-            )
-        g = self.ghost_batch_size
-        # (slice of the batch, number of equal groups in it, group size): full groups, then the trailing one.
-        spans = [(slice(0, full * g), full, g)] + ([(slice(full * g, None), 1, rest)] if rest else [])
-        results = [self._normalize_groups(x[span], groups) for span, groups, _ in spans]
-        xhat = torch.cat([xhat for xhat, _, _ in results]) if len(results) > 1 else results[0][0]
-        gamma, beta = self._affine_params(x)
-        y = xhat * _channel_view(gamma, x) + _channel_view(beta, x)
-        if self.training and self.track_running_stats:
-            per_example = x[0].numel() // x.shape[1]  # p*q values per channel per example
-            with torch.no_grad():
-                means = torch.cat([mean for _, mean, _ in results])
-                unbiased = torch.cat(
-                    [
-                        var * (size * per_example / max(size * per_example - 1, 1))
-                        for (_, _, var), (_, _, size) in zip(results, spans, strict=True)
-                    ]
-                )
-            self._update_running(means.mean(0), unbiased.mean(0), factor)
-        return y
+        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
+            if not is_fx_symbolic_tracing():
+                self._check_input_dim(x)
+        return ghost_batch_norm(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            self.num_batches_tracked,
+            self._uses_batch_stats(),
+            self._updates_running(),
+            self.momentum,
+            self.eps,
+            self.ghost_batch_size,
+        )
 
 
 class PerActivationBatchNorm(nn.Module):
@@ -242,12 +334,17 @@ class PerActivationBatchNorm(nn.Module):
         return f"shape={self.shape}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
+            if not is_fx_symbolic_tracing():
+                self._check_shape(x)
+        return self.bn(x.flatten(1)).view(x.shape)
+
+    def _check_shape(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(
                 f"per-activation BN (last_bn=True) was built for activations {self.shape} (set by img_size), "
                 f"got {tuple(x.shape[1:])}; build the model with img_size matching the input"
             )
-        return self.bn(x.flatten(1)).view(x.shape)
 
 
 def make_norm(

@@ -11,8 +11,6 @@ at 0, BN's gamma at 1 and beta at 0. The BN variants use the same scheme. ``init
 initial convolution weights (the ensemble members' "larger initial weights", Sec. 4.2.3).
 """
 
-from __future__ import annotations
-
 import math
 
 from torch import nn
@@ -80,6 +78,12 @@ def separable_conv(in_chans: int, out_chans: int, kernel: int, stride: int, bias
     depthwise = nn.Conv2d(in_chans, mid, kernel, stride, padding=kernel // 2, groups=in_chans, bias=False)
     pointwise = nn.Conv2d(mid, out_chans, 1, bias=bias)
     return nn.Sequential(depthwise, pointwise)
+
+
+def like_parameters(module: nn.Module) -> dict:
+    """The device and dtype of ``module``'s parameters, for a layer built later (a new classifier)."""
+    p = next(module.parameters(), None)
+    return {} if p is None else dict(device=p.device, dtype=p.dtype)
 
 
 def check_positive(name: str, value: float) -> None:

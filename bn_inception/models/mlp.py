@@ -1,15 +1,14 @@
 """The Sec. 4.1 network (Figure 1): 28x28 input -> 3 fully connected hidden layers of 100 sigmoid units
 -> 10-way fully connected output; with BN on every hidden layer (before the sigmoid) in the BN variant."""
 
-from __future__ import annotations
-
 import math
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .batchnorm import NORMS, check_choice, make_norm
-from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, make_act
+from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, like_parameters, make_act
 
 
 class BNMLP(nn.Module):
@@ -61,7 +60,7 @@ class BNMLP(nn.Module):
             layers.append(LinearNormAct(fc, make_norm(norm, hidden, **bn), make_act(act)))
             width = hidden
         self.hidden = nn.ModuleList(layers)
-        self.num_features = hidden
+        self.num_features = self.head_hidden_size = hidden
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = self._classifier(num_classes)
 
@@ -73,19 +72,20 @@ class BNMLP(nn.Module):
     def _classifier(self, num_classes: int) -> nn.Module:
         if num_classes <= 0:
             return nn.Identity()
-        fc = nn.Linear(self.num_features, num_classes)
+        fc = nn.Linear(self.num_features, num_classes, **like_parameters(self.hidden))
         if self.init_std is None:
             init_weight(fc, "linear")
         else:
             gaussian_init(fc, self.init_std)
         return fc
 
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        self.fc = self._classifier(num_classes)
+        self.fc = self._classifier(num_classes).train(self.training)
 
     def probe_modules(self) -> dict[str, nn.Module]:
         """The nonlinearity of every hidden layer: "hidden1", "hidden2", ..., the last one suffixed "_last"
@@ -108,7 +108,10 @@ class BNMLP(nn.Module):
             )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        # Eager mode and torch.compile only, as BNInception.forward_features.
+        if not torch.jit.is_scripting():  # noqa: SIM102
+            if not is_fx_symbolic_tracing():
+                self.check_input(x)
         x = x.flatten(1)
         for layer in self.hidden:
             x = layer(x)
