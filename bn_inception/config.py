@@ -75,6 +75,9 @@ class InceptionModelConfig:
     stem: str | None = one_of(None, "separable", "plain")
     # Figure 5's widths: tf (576/576/1024, its output column, TF-slim) | caffe (the literal 608/608/1056)
     table: str = one_of("tf", "caffe")
+    # pooling conventions: tf (stride-2 max pools with padding 1, average pools excluding the padding) |
+    # caffe (the Caffe port's: padding 0 with ceil_mode, padding counted in the averages)
+    pool: str = one_of("tf", "caffe")
     # multiplies the initial conv weights (the ensemble members' "larger initial weights", Sec. 4.2.3)
     init_scale: float = number(1.0, gt=0.0)
     # per-activation (non-convolutional) BN in the last hidden layer (ensemble members, Sec. 4.2.3)
