@@ -89,6 +89,21 @@ def describe(name: str, args: argparse.Namespace) -> str:
 
     size = "x".join(map(str, (*input_size[1:], input_size[0])))
     lines = [f"## {name} ({_kwargs_text(architecture(name, first, args))}input {size})", ""]
+    lines += _figure5_table(summaries, groups, one_macs)
+
+    lines += ["| variant | model keywords | params | MACs |", "|---|---|---|---|"]
+    for v, kw in variants.items():
+        rows = summaries[v]
+        lines.append(f"| {v} | {_kwargs_text(kw, '')} | {total_params(rows):,} | {total_macs(rows):,} |")
+    lines.append("")
+    if name == "bn_inception":
+        ours = ", ".join(f"{total_params(summaries[vs[0]]):,} ({', '.join(vs)})" for vs in groups.values())
+        lines += [PAPER_PARAMS_NOTE.format(ours=ours), ""]
+    return "\n".join(lines)
+
+
+def _figure5_table(summaries: dict, groups: dict[tuple, list[str]], one_macs: bool) -> list[str]:
+    """The per-row table: parameters per group of variants with identical rows, MACs once if all agree."""
     header = ["row", "type", "patch/stride", "output"]
     for vs in groups.values():
         header.append(f"params ({', '.join(vs)})")
@@ -96,7 +111,7 @@ def describe(name: str, args: argparse.Namespace) -> str:
             header.append(f"MACs ({', '.join(vs)})")
     if one_macs:
         header.append("MACs")
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     reference: list[RowSummary] = summaries[next(iter(groups.values()))[0]]
     for i, row in enumerate(reference):
         cells = [row.name, row.kind, row.patch, _shape(row.output)]
@@ -115,17 +130,7 @@ def describe(name: str, args: argparse.Namespace) -> str:
             total.append(f"**{_m(total_macs(summaries[vs[0]]))}**")
     if one_macs:
         total.append(f"**{_m(total_macs(reference))}**")
-    lines += ["| " + " | ".join(total) + " |", ""]
-
-    lines += ["| variant | model keywords | params | MACs |", "|---|---|---|---|"]
-    for v, kw in variants.items():
-        rows = summaries[v]
-        lines.append(f"| {v} | {_kwargs_text(kw, '')} | {total_params(rows):,} | {total_macs(rows):,} |")
-    lines.append("")
-    if name == "bn_inception":
-        ours = ", ".join(f"{total_params(summaries[vs[0]]):,} ({', '.join(vs)})" for vs in groups.values())
-        lines += [PAPER_PARAMS_NOTE.format(ours=ours), ""]
-    return "\n".join(lines)
+    return [*lines, "| " + " | ".join(total) + " |", ""]
 
 
 def main(argv: list[str] | None = None) -> None:

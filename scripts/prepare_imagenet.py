@@ -71,6 +71,17 @@ def _place(src: Path, dest: Path, mode: str) -> None:
         shutil.copy2(src, dest)
 
 
+def _already_sorted(out_dir: Path) -> dict[str, str]:
+    """stem -> the wnid folder of ``out_dir`` it already sits in."""
+    placed: dict[str, str] = {}
+    if out_dir.is_dir():
+        for wnid in list_subdirs(str(out_dir)):
+            for e in os.scandir(out_dir / wnid):
+                if e.is_file() and is_image_name(e.name):
+                    placed[os.path.splitext(e.name)[0]] = wnid
+    return placed
+
+
 def sort_val(
     val_dir: str | os.PathLike,
     labels: str | os.PathLike,
@@ -95,12 +106,7 @@ def sort_val(
         for e in os.scandir(val_dir)
         if e.is_file() and is_image_name(e.name)
     }
-    placed: dict[str, str] = {}  # stem -> wnid folder it already sits in
-    if out_dir.is_dir():
-        for wnid in list_subdirs(str(out_dir)):
-            for e in os.scandir(out_dir / wnid):
-                if e.is_file() and is_image_name(e.name):
-                    placed[os.path.splitext(e.name)[0]] = wnid
+    placed = _already_sorted(out_dir)
 
     report = {
         "labelled": len(stem_to_wnid),

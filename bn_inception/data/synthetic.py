@@ -131,16 +131,7 @@ def make_synthetic_imagenet(
     the images portrait. Label files (``label_files`` from LABEL_FILES) go where the real downloads put
     them: the devkit's in root/ILSVRC2012_devkit_t12/data/, Kaggle's CSV in root.
     """
-    if val_layout not in ("sorted", "flat"):
-        raise ValueError(f"val_layout must be 'sorted' or 'flat', got {val_layout!r}")
-    for name in (*quirks, *val_quirks):
-        if name not in QUIRKS:
-            raise ValueError(f"unknown quirk {name!r}; valid: {', '.join(QUIRKS)}")
-    for name in label_files:
-        if name not in LABEL_FILES:
-            raise ValueError(f"unknown label file kind {name!r}; valid: {', '.join(LABEL_FILES)}")
-    if val_layout == "flat" and not label_files:
-        raise ValueError("a flat val/ needs at least one label file (devkit, devkit_text or kaggle)")
+    _check_options(val_layout, [*quirks, *val_quirks], label_files)
     root = Path(root)
     rng = np.random.default_rng(seed)
     wnids = sorted(wnids) if wnids is not None else _random_wnids(num_classes, rng)
@@ -185,6 +176,19 @@ def make_synthetic_imagenet(
     tree.num_val = len(val_items)
     _write_label_files(root, label_files, wnids, ids, val_labels, rng)
     return tree
+
+
+def _check_options(val_layout: str, quirks: Sequence[str], label_files: Sequence[str]) -> None:
+    if val_layout not in ("sorted", "flat"):
+        raise ValueError(f"val_layout must be 'sorted' or 'flat', got {val_layout!r}")
+    for name in quirks:
+        if name not in QUIRKS:
+            raise ValueError(f"unknown quirk {name!r}; valid: {', '.join(QUIRKS)}")
+    for name in label_files:
+        if name not in LABEL_FILES:
+            raise ValueError(f"unknown label file kind {name!r}; valid: {', '.join(LABEL_FILES)}")
+    if val_layout == "flat" and not label_files:
+        raise ValueError("a flat val/ needs at least one label file (devkit, devkit_text or kaggle)")
 
 
 def _write_label_files(

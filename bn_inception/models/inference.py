@@ -64,28 +64,13 @@ def recompute_population_stats(model: nn.Module, batches: Iterable, num_batches:
         (m.momentum, m.num_batches_tracked.clone(), m.running_mean.clone(), m.running_var.clone())
         for m in layers
     ]
-    used = 0
     try:
         model.eval()  # frozen: dropout off ...
         for m in layers:
             m.reset_running_stats()
             m.momentum = None  # cumulative average: equal weight per batch
             m.train()  # ... but BN normalises with batch statistics, as during training
-        for batch in batches:
-            if used == num_batches:
-                break
-            images = _images(batch)
-            if images.shape[0] < 2:
-                raise ValueError(
-                    "recompute_population_stats needs batches of at least 2 examples (m/(m-1)), "
-                    f"got {images.shape[0]}"
-                )
-            model(images.to(device, non_blocking=True))
-            used += 1
-        if used == 0:
-            raise ValueError(
-                "recompute_population_stats got no batches; pass a non-empty iterable of (images, labels)"
-            )
+        used = _feed(model, batches, num_batches, device)
     except BaseException:
         for m, (_, _, mean, var) in zip(layers, saved, strict=True):
             m.running_mean.copy_(mean)
@@ -100,6 +85,27 @@ def recompute_population_stats(model: nn.Module, batches: Iterable, num_batches:
     if used < num_batches:
         _logger.warning(
             "recompute_population_stats: asked for %d batches, the iterable gave %d", num_batches, used
+        )
+    return used
+
+
+def _feed(model: nn.Module, batches: Iterable, num_batches: int, device: torch.device) -> int:
+    """Run up to ``num_batches`` batches through ``model``; how many ran."""
+    used = 0
+    for batch in batches:
+        if used == num_batches:
+            break
+        images = _images(batch)
+        if images.shape[0] < 2:
+            raise ValueError(
+                "recompute_population_stats needs batches of at least 2 examples (m/(m-1)), "
+                f"got {images.shape[0]}"
+            )
+        model(images.to(device, non_blocking=True))
+        used += 1
+    if used == 0:
+        raise ValueError(
+            "recompute_population_stats got no batches; pass a non-empty iterable of (images, labels)"
         )
     return used
 
