@@ -101,18 +101,26 @@ def check_job_dir(cfg: Any, multirun: bool) -> None:
         job_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))) / subdir
     else:
         job_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
-    existing = job_dir.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"the run directory {job_dir} cannot be made: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"the run directory {job_dir} cannot be made: {existing} is not writable")
+    problem = unwritable(job_dir)
+    if problem:
+        raise ConfigError(f"the run directory {job_dir} cannot be made: {problem}")
     if not multirun:  # the one directory Hydra makes next: prove it can be (root ignores permissions)
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"the run directory {job_dir} cannot be made: {e.strerror or e}") from e
+
+
+def unwritable(path: Path) -> str | None:
+    """Why files cannot be made at ``path`` (its nearest existing folder is a file, or not writable)."""
+    existing = Path(path).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def explain_composition_error(error: BaseException, overrides: Sequence[str], schema: type) -> str:

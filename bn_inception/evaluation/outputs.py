@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from bn_inception.cli import unwritable
 from bn_inception.evaluation.evaluator import EvaluationError
 
 #: The JSON key and Markdown last line that say evaluate.py wrote a file (so it may replace it).
@@ -41,7 +42,9 @@ def check_outputs(paths: Sequence[str | None], inputs: Sequence[Path]) -> None:
             raise EvaluationError(
                 f"{key} exists and was not written by evaluate.py; choose a new path (nothing was changed)"
             )
-        _check_writable(path.parent, key)
+        problem = unwritable(path.parent)
+        if problem:
+            raise EvaluationError(f"{key}: {problem}; choose another path")
 
 
 def _written_by_us(path: Path) -> bool:
@@ -55,16 +58,6 @@ def _written_by_us(path: Path) -> bool:
         return json.loads(text).get("written_by") == MARK
     except (ValueError, AttributeError):
         return False
-
-
-def _check_writable(folder: Path, key: str) -> None:
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise EvaluationError(f"{key}: {existing} is a file, not a folder; choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise EvaluationError(f"{key}: {existing} is not writable; choose another path")
 
 
 def write_text(path: Path, text: str) -> None:

@@ -12,22 +12,9 @@ import pytest
 import torch
 
 from bn_inception.engine.checkpoint import load_checkpoint
+from tests.engine.conftest import QUICK, needs_fashion
 
-FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-pytestmark = pytest.mark.skipif(not FASHION.exists(), reason="needs Debian's dataset-fashion-mnist")
-
-# A quick run: few steps, a small val slice; deterministic so runs can be compared exactly.
-QUICK = [
-    "trainer.max_steps=12",
-    "trainer.eval_every=4",
-    "trainer.log_every=2",
-    "trainer.eval_limit=64",
-    "trainer.eval_batch_size=64",
-    "trainer.probe_images=64",
-    "trainer.progress=false",
-    "trainer.deterministic=true",
-    "data.workers=0",
-]
+pytestmark = needs_fashion
 
 
 def run_train(repo, python, env, run_dir, *overrides, check=True, timeout=240):

@@ -41,16 +41,6 @@ PORT_MODULES = (
 CONV_BIASES = 10_016  # output channels of the port's 69 convolutions = its conv-bias values
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # noqa: ANN201
-    """One intra-op thread: these models are tiny, and on 2 shared cores a second thread's synchronisation
-    costs far more than it computes (a small-model forward: 0.23 s of CPU with 2 threads, 0.02 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class CaffeLayoutBNInception(nn.Module):
     """The port's network from its layer list: attribute names are its state-dict names; every convolution
     has a bias and is followed by BN and ReLU."""

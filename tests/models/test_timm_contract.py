@@ -26,16 +26,6 @@ from bn_inception.models.inception import GLOBAL_POOLS
 SMALL = dict(width_mult=0.125)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # noqa: ANN201
-    """One intra-op thread: these models are tiny, and on 2 shared cores a second thread's synchronisation
-    costs far more than it computes (a small-model forward: 0.23 s of CPU with 2 threads, 0.02 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small(**kwargs) -> nn.Module:
     return timm.create_model("bn_inception_small", **{**SMALL, **kwargs})
 
