@@ -37,12 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import bn_inception  # noqa: E402, F401  (registers the models)
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet  # noqa: E402
 from bn_inception.engine.checkpoint import model_state_dict, save_checkpoint  # noqa: E402
+from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device  # noqa: E402
 from bn_inception.evaluation.evaluator import (  # noqa: E402
     load_member,
     predict,
-    resolve_amp,
-    resolve_channels_last,
-    resolve_device,
 )
 from bn_inception.evaluation.pipeline import MultiCropImages  # noqa: E402
 

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import bn_inception  # noqa: E402, F401
+from bn_inception.config import OptimConfig  # noqa: E402
 from bn_inception.data import (  # noqa: E402
     build_datasets,
     build_train_loader,
@@ -62,18 +63,11 @@ from bn_inception.data import (  # noqa: E402
     to_model_input,
 )
 from bn_inception.data.build import cache_dir  # noqa: E402
-from bn_inception.engine.step import (  # noqa: E402
-    NonFiniteGuard,
-    TrainStep,
-    resolve_compile,
-    resolve_finite_check,
-)
+from bn_inception.engine.precision import resolve_compile, resolve_finite_check  # noqa: E402
+from bn_inception.engine.step import NonFiniteGuard, TrainStep  # noqa: E402
 from bn_inception.engine.trainer import (  # noqa: E402
-    OptimOptions,
-    ScheduleOptions,
-    TrainerOptions,
     build_optimizer,
-    train,
+    train_from_config,
 )
 
 GPU_MODES = ("synthetic", "pipeline", "timm")
@@ -144,26 +138,23 @@ def bare_loop(
     return steps * batch / (time.perf_counter() - start)
 
 
-def steady_img_per_s(model_name: str, data: dict, trainer: TrainerOptions, warmup: int) -> float:
-    """Run ``train()`` (what train.py runs, BN-x5's settings) in a scratch directory and return its
-    steady-state ``perf/img_per_s`` after ``warmup`` steps, read back from TensorBoard."""
+def steady_img_per_s(model_name: str, data: dict, trainer: dict, warmup: int) -> float:
+    """Run ``train_from_config`` (what train.py runs, BN-x5's settings) in a scratch directory and return
+    its steady-state ``perf/img_per_s`` after ``warmup`` steps, read back from TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    config = {
+        "name": "bench",
+        "seed": 0,
+        "resume": "auto",
+        "model": {"name": model_name, **MODEL_KWARGS},
+        "data": data,
+        "optim": {"lr_mult": 5, "weight_decay_factor": 0.2},  # BN-x5: 0.0075, L2 4e-5
+        "schedule": {"speedup": 6},
+        "trainer": trainer,
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        train(
-            run_dir=tmp,
-            name="bench",
-            experiment="bn_x5",
-            seed=0,
-            resume="auto",
-            model_name=model_name,
-            model_kwargs=dict(MODEL_KWARGS),
-            data_kwargs=data,
-            optim=OptimOptions(lr=0.0075, weight_decay=4e-5),
-            schedule=ScheduleOptions(speedup=6),
-            trainer=trainer,
-            config={"bench": True},
-        )
+        train_from_config(config, tmp, experiment="bn_x5")
         acc = EventAccumulator(tmp, size_guidance={"scalars": 0})
         acc.Reload()
         rates = [e.value for e in acc.Scalars("perf/img_per_s") if e.step > warmup]
@@ -175,7 +166,7 @@ def train_py_loop(
     batch: int, steps: int, warmup: int, device: str, log_every: int, channels_last: bool, workers: int = 0
 ) -> float:
     """Steady-state images/s of bn_inception's trainer (train.py's loop) on Fashion-MNIST."""
-    trainer = TrainerOptions(
+    trainer = dict(
         max_steps=warmup + steps,
         batch_size=batch,
         eval_every=warmup + steps,
@@ -184,8 +175,8 @@ def train_py_loop(
         probe_images=256,
         device=device,
         progress=True,
-        compile=False,
-        channels_last=channels_last,
+        compile="false",
+        channels_last=str(channels_last).lower(),
     )
     return steady_img_per_s("bn_inception_small", {**FMNIST_DATA, "workers": workers}, trainer, warmup)
 
@@ -236,10 +227,11 @@ def synthetic_ceiling(args: argparse.Namespace, device: torch.device) -> tuple[f
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, OptimOptions(lr=0.0075, weight_decay=4e-5), 0.0075, device)
+    optimizer = build_optimizer(model, OptimConfig(lr_mult=5, weight_decay_factor=0.2), 0.0075, device)
     finite = resolve_finite_check("auto", device)
     if finite == "device" and not all(g.get("fused") for g in optimizer.param_groups):
         finite = "sync"
+    guard = NonFiniteGuard(finite, 1, optimizer, None, device)
     step = TrainStep(
         model,
         optimizer,
@@ -247,8 +239,8 @@ def synthetic_ceiling(args: argparse.Namespace, device: torch.device) -> tuple[f
         device,
         torch.bfloat16 if cuda else None,
         resolve_compile(args.compile, device),
+        guard=guard,
     )
-    guard = NonFiniteGuard(finite, 1, optimizer, None, device)
     fmt = torch.channels_last if cuda else torch.contiguous_format
     data = [
         (
@@ -264,9 +256,7 @@ def synthetic_ceiling(args: argparse.Namespace, device: torch.device) -> tuple[f
             _sync(device)
             start = time.perf_counter()
         images, labels = data[i % len(data)]
-        _, loss = step(images, labels)
-        guard.check(i + 1, loss)
-        optimizer.step()
+        step(images, labels, i + 1)  # forward, backward, the guard, the update: the trainer's step
     _sync(device)
     return args.steps * args.batch / (time.perf_counter() - start), _peak(device)
 
@@ -283,7 +273,7 @@ def full_pipeline(args: argparse.Namespace, device: torch.device, root: Path) ->
         "workers": args.workers,
         "decode": args.decode,
     }
-    trainer = TrainerOptions(
+    trainer = dict(
         max_steps=args.warmup + args.steps,
         batch_size=args.batch,
         eval_every=args.warmup + args.steps,
@@ -292,7 +282,7 @@ def full_pipeline(args: argparse.Namespace, device: torch.device, root: Path) ->
         log_every=log_every,
         probe_images=args.batch,
         device=device.type,
-        compile=args.compile,
+        compile=str(args.compile).lower(),
         progress=False,
     )
     _reset_peak(device)
