@@ -49,6 +49,7 @@ MODEL_ARGS = frozenset(
         "bn_momentum",
         "width_mult",
         "global_pool",
+        "pretrained_cfg_overlay",  # preprocessing facts (mean, std) of a converted checkpoint; opens nothing
     }
 )
 

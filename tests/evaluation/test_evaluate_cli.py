@@ -248,7 +248,7 @@ def test_ensemble_of_the_same_checkpoint_twice_is_that_model(world):
         [str(world["a"]), str(world["a"])], EvalConfig(progress=False, bootstrap=50)
     )
     alone, again, ensemble = report.rows
-    assert (alone.name, again.name) == ("seed0", "seed0#2")
+    assert (alone.name, again.name) == ("m1/seed0", "m1/seed0#2")  # a run alone keeps its experiment
     assert (ensemble.top1_err, ensemble.top5_err) == (alone.top1_err, alone.top5_err)
     assert ensemble.top1_err_ci == alone.top1_err_ci  # paired bootstrap: the same resamples
 
