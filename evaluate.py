@@ -66,8 +66,8 @@ def run(cfg: DictConfig) -> None:
     skipped = report.meta["data"]["skipped_images"]
     if skipped:
         title += f"; {skipped} unreadable images skipped"
-    print(format_text(report.rows, title), flush=True)
-    markdown = format_markdown(report.rows, title, command=report.meta["command"])
+    print(format_text(report.rows, title, report.gains), flush=True)
+    markdown = format_markdown(report.rows, title, command=report.meta["command"], gains=report.gains)
     if cfg.output:
         try:
             write_json(cfg.output, report.rows, report.meta)

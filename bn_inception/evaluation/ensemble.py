@@ -57,14 +57,26 @@ def bootstrap_error_ci(
     ``correct`` is boolean ``[N]`` or ``[N, R]`` (one column per row/metric). Every column is resampled with
     the same image indices (a paired bootstrap), and the draws depend only on ``seed`` and ``N`` (the chunk
     size is a function of N alone), so a model's interval is the same whether it is evaluated alone or with
-    others. Resample counts per image are built with ``bincount`` and applied as a matrix product, which
-    keeps the memory at O(chunk x N).
+    others.
+    """
+    return bootstrap_mean_ci(1.0 - np.asarray(correct, dtype=np.float64), n_resamples, seed, level)
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> np.ndarray:
+    """Percentile-bootstrap intervals ``[..., 2]`` of ``100 * mean`` per column of ``values`` (``[N]`` or
+    ``[N, R]``), all columns resampled with the same image indices.
+
+    With ``values`` = a member's errors minus the ensemble's on the same images (each -1, 0 or 1), this is
+    the paired interval of the ensemble's gain in percentage points. Resample counts per image are built
+    with ``bincount`` and applied as a matrix product, which keeps the memory at O(chunk x N).
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    squeeze = correct.ndim == 1
-    errors = 1.0 - np.asarray(correct, dtype=np.float64).reshape(correct.shape[0], -1)
-    n = errors.shape[0]
+    squeeze = values.ndim == 1
+    values = np.asarray(values, dtype=np.float64).reshape(values.shape[0], -1)
+    n = values.shape[0]
     if n == 0:
         raise ValueError("no images to bootstrap")
     rng = np.random.default_rng(seed)
@@ -74,7 +86,7 @@ def bootstrap_error_ci(
         size = min(chunk, n_resamples - start)
         draws = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
         counts = np.bincount(draws.ravel(), minlength=size * n).reshape(size, n)
-        stats.append(counts @ errors / n)
+        stats.append(counts @ values / n)
     stats = 100.0 * np.concatenate(stats)
     alpha = (1.0 - level) / 2.0
     ci = np.stack([np.quantile(stats, alpha, axis=0), np.quantile(stats, 1.0 - alpha, axis=0)], axis=-1)

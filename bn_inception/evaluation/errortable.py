@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bn_inception.engine.runinfo import write_json_atomic
-from bn_inception.evaluation.evaluator import Row
+from bn_inception.evaluation import paper
+from bn_inception.evaluation.evaluator import Gain, Row
 
 COLUMNS = ("model", "resolution", "crops", "models", "top-1 error (%)", "top-5 error (%)")
 
@@ -44,7 +45,45 @@ def caption(rows: Sequence[Row], data_name: str, bootstrap: int) -> str:
     return f"{data_name} validation, {images} images; errors in percent{ci}"
 
 
-def format_text(rows: Sequence[Row], caption_text: str) -> str:
+def gain_lines(gains: Sequence[Gain]) -> list[str]:
+    """One sentence per ensemble: its gain over its best member, with the paired interval."""
+    out = []
+    for g in gains:
+        top1, top5 = _gain(g.top1_gain, g.top1_gain_ci), _gain(g.top5_gain, g.top5_gain_ci)
+        out.append(
+            f"{g.ensemble} vs its best member ({g.best_member}): top-1 error {top1} points lower, top-5 "
+            f"{top5} (paired bootstrap over the same {g.images:,} images)"
+        )
+    return out
+
+
+def _gain(value: float, ci: tuple[float, float]) -> str:
+    if any(math.isnan(v) for v in ci):
+        return f"{value:+.2f}"
+    return f"{value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def paper_markdown() -> str:
+    """The paper's Figure 4 table (ILSVRC-2012 validation), to read beside ours; '-' where it gives none."""
+    out = [
+        "The paper's Figure 4 table (ImageNet validation, 50,000 images; errors in percent):",
+        "",
+        f"| {' | '.join(COLUMNS)} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in paper.FIGURE4:
+        cells = [
+            r.model,
+            *(
+                "-" if v is None else str(v)
+                for v in (r.resolution, r.crops, r.models, r.top1_err, r.top5_err)
+            ),
+        ]
+        out.append(f"| {' | '.join(cells)} |")
+    return "\n".join(out)
+
+
+def format_text(rows: Sequence[Row], caption_text: str, gains: Sequence[Gain] = ()) -> str:
     """A fixed-width table for the console."""
     cells = table_cells(rows)
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
@@ -54,19 +93,24 @@ def format_text(rows: Sequence[Row], caption_text: str) -> str:
         return "  ".join(f"{v:{a}{w}}" for v, a, w in zip(values, align, widths, strict=True))
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([caption_text, line(COLUMNS), rule, *(line(c) for c in cells)])
+    return "\n".join([caption_text, line(COLUMNS), rule, *(line(c) for c in cells), *gain_lines(gains)])
 
 
-def format_markdown(rows: Sequence[Row], caption_text: str, command: str | None = None) -> str:
-    """A Markdown table with its caption (and the command that made it, when given)."""
+def format_markdown(
+    rows: Sequence[Row], caption_text: str, command: str | None = None, gains: Sequence[Gain] = ()
+) -> str:
+    """A Markdown table with its caption, each ensemble's gain over its best member, the command that made
+    it (when given) and the paper's Figure 4 rows below it."""
     cells = table_cells(rows)
     out = [f"| {' | '.join(COLUMNS)} |", "|---|---:|---:|---:|---:|---:|"]
     out += [f"| {' | '.join(c)} |" for c in cells]
     out += ["", caption_text + "."]
+    out += [f"\n{line}." for line in gain_lines(gains)]
     if command:
         out += ["", f"Command: `{command}`"]
     if any(r.per_class for r in rows):
         out += ["", per_class_markdown(rows)]
+    out += ["", paper_markdown()]
     return "\n".join(out) + "\n"
 
 
@@ -84,7 +128,7 @@ def per_class_markdown(rows: Sequence[Row]) -> str:
 
 def write_json(path: str | Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
     """``{"rows": [...], **meta}`` written atomically (a reader never sees half a file)."""
-    write_json_atomic(path, {"rows": [_json_safe(r.to_dict()) for r in rows], **meta})
+    write_json_atomic(path, {"rows": [_json_safe(r.to_dict()) for r in rows], **_json_safe(meta)})
 
 
 def _json_safe(value: Any) -> Any:

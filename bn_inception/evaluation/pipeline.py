@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,11 +41,13 @@ from bn_inception.evaluation.crops import CROP_COUNTS, crop_resize_sizes, make_c
 from bn_inception.evaluation.evaluator import (
     EncodedViews,
     EvaluationError,
+    Gain,
     Member,
     Row,
     build_rows,
     check_data,
     check_members,
+    ensemble_gains,
     ensemble_groups,
     find_checkpoints,
     load_member,
@@ -66,6 +68,7 @@ class EvalReport:
 
     rows: list[Row]
     meta: dict[str, Any]
+    gains: list[Gain] = field(default_factory=list)  # each ensemble against its best member
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -330,7 +333,9 @@ def evaluate_checkpoints(
         "seconds": predictions.seconds,
         "environment": environment(device, 1),
     }
-    return EvalReport(rows=rows, meta=meta)
+    gains = ensemble_gains(members, ensembles, predictions, options.bootstrap, options.seed)
+    meta["ensemble_gains"] = [g.to_dict() for g in gains]
+    return EvalReport(rows=rows, meta=meta, gains=gains)
 
 
 def population_batch_size(requested: int | None, train_config: dict[str, Any]) -> int:

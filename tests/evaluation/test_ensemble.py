@@ -100,3 +100,31 @@ def test_per_class_error_by_hand():
     assert counts.tolist() == [2, 3, 1, 0]
     assert err[:3].tolist() == pytest.approx([50.0, 100 / 3, 0.0])
     assert np.isnan(err[3])
+
+
+def _hits(wrong_top1: int, n: int = 200) -> np.ndarray:
+    """[n, 2] correctness: wrong (top-1 and top-5) on the first `wrong_top1` images."""
+    c = np.ones((n, 2), dtype=bool)
+    c[:wrong_top1] = False
+    return c
+
+
+def test_ensemble_gain_is_over_the_best_member_with_a_paired_interval():
+    from pathlib import Path
+
+    from bn_inception.evaluation.evaluator import Member, Predictions, ensemble_gains
+
+    members = [Member(name, Path(f"{name}.pt"), None, 8, (0.5,), (0.5,), 1, ("a", "b")) for name in "xy"]
+    # x wrong on 40 images, y on 20 (the best), the ensemble on 10 of the same: 5 points better than y.
+    preds = Predictions(np.zeros(200, int), {"x": _hits(40), "y": _hits(20), "ensemble": _hits(10)}, 1.0)
+    (gain,) = ensemble_gains(members, {"ensemble": [0, 1]}, preds, bootstrap=500, seed=0)
+    assert (gain.best_member, gain.top1_gain, gain.top5_gain) == ("y", 5.0, 5.0)
+    low, high = gain.top1_gain_ci
+    assert 0.0 < low < 5.0 < high
+    # Unpaired, the two errors' own intervals overlap; the paired one excludes 0.
+    own = bootstrap_error_ci(np.stack([preds.correct["y"][:, 0], preds.correct["ensemble"][:, 0]], 1), 500)
+    assert own[0, 0] < own[1, 1]
+
+    same = Predictions(np.zeros(200, int), {"x": _hits(40), "y": _hits(20), "ensemble": _hits(20)}, 1.0)
+    (none,) = ensemble_gains(members, {"ensemble": [0, 1]}, same, bootstrap=100)
+    assert (none.top1_gain, none.top1_gain_ci) == (0.0, (0.0, 0.0))

@@ -164,8 +164,13 @@ def test_single_crop_table_matches_training_time_validation(world, single_crop_r
     assert rows["ensemble"]["models"] == 2 and rows["m1/seed0"]["models"] == 1
     assert rows["m2/seed0"]["steps"] == [102] and rows["m1/seed0 [pop]"]["bn_stats"] == "recomputed"
     assert table["bootstrap"]["resamples"] == 200 and table["data"]["name"] == "synthetic"
-    # The console shows the same table.
+    # The console shows the same table, and each ensemble's gain over its best member.
     assert "ensemble [pop]" in proc.stdout and f"{rows['ensemble']['top1_err']:.2f}" in proc.stdout
+    gain = {g["ensemble"]: g for g in table["ensemble_gains"]}["ensemble"]
+    best = min(("m1/seed0", "m2/seed0"), key=lambda name: rows[name]["top1_err"])
+    assert gain["best_member"] == best
+    assert gain["top1_gain"] == pytest.approx(rows[best]["top1_err"] - rows["ensemble"]["top1_err"], abs=1e-6)
+    assert f"ensemble vs its best member ({best}): top-1 error {gain['top1_gain']:+.2f}" in proc.stdout
 
 
 def test_markdown_and_tensorboard_outputs(world, single_crop_run):
@@ -175,6 +180,7 @@ def test_markdown_and_tensorboard_outputs(world, single_crop_run):
     markdown = out.with_suffix(".md").read_text()
     assert markdown.startswith("| model | resolution | crops | models | top-1 error (%) | top-5 error (%) |")
     assert "| ensemble | 16 | 1 | 2 |" in markdown and "Per-class top-1 error" in markdown
+    assert "| BN-Inception ensemble | 224 | 144 | 6 | 20.1 | 4.9 |" in markdown  # the paper's rows below
     acc = EventAccumulator(str(world["root"] / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     assert "eval/top1_err/ensemble" in acc.Tags()["scalars"]
