@@ -1,0 +1,36 @@
+"""Write the ensemble experiment's report (scripts/reproduce_ensemble.sh) into its output directory.
+
+    python scripts/report_ensemble.py sweeps/ensemble-<date>     # reads <dir>/eval/*.json, writes report.md
+
+The paper's Figure 4 rows beside ours, every member and the ensemble at every crop setting, and the
+ensemble's gain over its best member (bn_inception/evaluation/ensemble_report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from bn_inception.evaluation.ensemble_report import write_report  # noqa: E402
+from bn_inception.evaluation.runlogs import ReportError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path, help="the directory reproduce_ensemble.sh wrote (with eval/)")
+    args = parser.parse_args(argv)
+    try:
+        text, path = write_report(args.out_dir)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
