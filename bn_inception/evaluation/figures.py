@@ -14,6 +14,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bn_inception.evaluation import paper
 from bn_inception.evaluation.runlogs import (
     PERCENTILE_TAGS,
     ReportError,
@@ -23,6 +24,7 @@ from bn_inception.evaluation.runlogs import (
     last_hidden_probe,
     uses_batch_norm,
 )
+from bn_inception.evaluation.speedup import PAPER_BUDGET, SpeedupTable
 from bn_inception.evaluation.table2 import network_name, variant_order
 
 # Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
@@ -187,5 +189,36 @@ def plot_figure1(data: Figure1Data, stem: Path) -> list[Path]:
     _plot_percentiles(ax_b, data.percentiles[WITHOUT_BN], "(b) " + WITHOUT_BN, "C0")
     _plot_percentiles(ax_c, data.percentiles[WITH_BN], "(c) " + WITH_BN, "C1")
     ax_b.set_ylabel("Sigmoid input: 15/50/85th percentiles")
+    figure.tight_layout()
+    return _save(figure, stem)
+
+
+def plot_speedup(table: SpeedupTable, stem: Path) -> list[Path]:
+    """Speed-up against the baseline's budget (log axes): per variant the mean over the seeds that reached
+    the target (line), each seed (dots), the paper's speed-up at its 31 x 10^6 steps (star)."""
+    figure = Figure(figsize=(7.0, 4.5))
+    ax = figure.add_subplot()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, variant in enumerate(table.variants):
+        color = colors[i % len(colors)]
+        cells = [table.cell(variant, b) for b in table.budgets]
+        means = [(c.budget, c.mean) for c in cells if c.mean is not None]
+        if means:
+            ax.plot(*zip(*means, strict=True), color=color, marker="o", label=network_name(variant))
+        for c in cells:
+            ax.plot([c.budget] * len(c.reached), c.reached, ".", color=color, alpha=0.5)
+            bounds = [s.upper_bound for s in c.seeds if s.upper_bound is not None]
+            ax.plot([c.budget] * len(bounds), bounds, "v", color=color, alpha=0.6, ls="none")
+        if variant in paper.FIGURE3_BY_VARIANT and (published := paper.figure3_speedup(variant)):
+            ax.plot([PAPER_BUDGET], [published], "*", markersize=13, color=color,
+                    label=f"{network_name(variant)}, paper (31 x 10^6 steps)")  # fmt: skip
+    ax.plot([], [], "v", color="k", alpha=0.6, ls="none", label="not reached (upper bound)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("Inception's budget B (steps)")
+    ax.set_ylabel("Speed-up (Inception's steps / the variant's)")
+    ax.set_title("BN speed-up against the baseline's training length", wrap=True)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize="small")
     figure.tight_layout()
     return _save(figure, stem)
