@@ -8,6 +8,7 @@
 #   bash scripts/reproduce_ensemble.sh [OUT_DIR]      # default: sweeps/ensemble-<date>
 #   STEPS=8000 bash scripts/reproduce_ensemble.sh OUT # longer members (the same runs, resumed)
 #   LIMIT144=10000 bash scripts/reproduce_ensemble.sh OUT   # 144 crops on every test image (~2 h on 2 cores)
+#   EXTRA=... (train.py overrides), EVAL_EXTRA=... (evaluate.py overrides), LIMIT=N (1 and 10 crops on N images)
 #
 # Member k trains with seed k, so that members that differ only in dropout do not share an initialisation.
 # Re-running with the same OUT_DIR resumes unfinished runs, skips finished ones and reuses finished
@@ -21,7 +22,9 @@ source scripts/lanes.sh
 OUT=${1:-sweeps/ensemble-$(date +%Y%m%d-%H%M%S)}
 STEPS=${STEPS:-4000}
 LIMIT144=${LIMIT144:-1000}
+LIMIT=${LIMIT:-}
 EXTRA=${EXTRA:-}
+EVAL_EXTRA=${EVAL_EXTRA:-}
 COMMON="data=fashion_mnist trainer.eval_every=250 trainer.eval_limit=5000 trainer.progress=false"
 mkdir -p "$OUT/eval"
 export OMP_NUM_THREADS=1 CUDA_VISIBLE_DEVICES=""
@@ -35,7 +38,7 @@ evaluate() {  # name crops [limit]: evaluate.py on every member and the ensemble
   local name=$1 crops=$2 limit=${3:-}
   [ -f "$OUT/eval/$name.json" ] && { echo "evaluation $name: done before"; return 0; }
   python evaluate.py "checkpoints=$OUT/runs" "crops=$crops" ${limit:+"limit=$limit"} progress=false \
-    "output=$OUT/eval/$name.json" $EXTRA || echo "evaluation $name failed (exit $?); going on"
+    "output=$OUT/eval/$name.json" $EVAL_EXTRA || echo "evaluation $name failed (exit $?); going on"
 }
 
 start=$(date +%s)
@@ -45,8 +48,11 @@ wait
 echo "training: $(elapsed "$start")" | tee "$OUT/wall_time.txt"
 
 evaluate "crops144_first$LIMIT144" 144 "$LIMIT144" > "$OUT/eval/lane1.log" 2>&1 &
-{ evaluate crops1 1; evaluate crops10 10; evaluate "crops1_first$LIMIT144" 1 "$LIMIT144"; } \
-  > "$OUT/eval/lane2.log" 2>&1 &
+{
+  evaluate "crops1${LIMIT:+_first$LIMIT}" 1 "$LIMIT"
+  evaluate "crops10${LIMIT:+_first$LIMIT}" 10 "$LIMIT"
+  evaluate "crops1_first$LIMIT144" 1 "$LIMIT144"
+} > "$OUT/eval/lane2.log" 2>&1 &
 wait
 echo "training and evaluation: $(elapsed "$start") (STEPS=$STEPS LIMIT144=$LIMIT144, commit $(git rev-parse \
   --short HEAD 2>/dev/null || echo unknown))" | tee -a "$OUT/wall_time.txt"

@@ -146,7 +146,8 @@ def is_mnist_run(run: RunLog) -> bool:
     return run.experiment == MNIST_EXPERIMENT or run.experiment.startswith(MNIST_EXPERIMENT + "_")
 
 
-def _hydra_model_norm(run_dir: Path) -> str | None:
+def hydra_value(run_dir: Path, key: str) -> object:
+    """``key`` (dotted) of the run's resolved ``.hydra/config.yaml``; None without the file or key."""
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
         return None
@@ -154,9 +155,15 @@ def _hydra_model_norm(run_dir: Path) -> str | None:
 
     try:
         cfg = OmegaConf.load(config)
-        norm = OmegaConf.select(cfg, "model.norm", default=None, throw_on_resolution_failure=False)
+        return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
     except Exception as err:  # any YAML/OmegaConf error: the file is not a usable config
         raise ReportError(f"cannot read {config}: {type(err).__name__}: {err}".splitlines()[0]) from None
+
+
+def _hydra_model_norm(run_dir: Path) -> str | None:
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        return None
+    norm = hydra_value(run_dir, "model.norm")
     return "none" if norm is None or norm is False else str(norm)
 
 

@@ -53,8 +53,8 @@ def test_paper_rows_beside_ours_pick_the_best_member_and_the_144_crop_ensemble(o
     assert "21.99 / 5.82" in multi and "| 144 | 1 | 1,000 | 7.50 [6.50, 8.50] |" in multi
     assert "20.1 / 4.9" in ensemble and "| 144 | 6 | 1,000 | 6.25 [5.25, 7.25] |" in ensemble
     assert "| ensemble | 7.00 [6.00, 8.00] | 6.25 [5.25, 7.25] |" in text
-    assert "- 144 crops, 1,000 images: ensemble top-1 error +1.25 [+0.75, +1.75] points below" in text
-    assert "at most 0.90%" in text  # the top-5 note quotes the worst top-5 error
+    assert "- 144 crops, 1,000 images: +1.25 [+0.75, +1.75] points of top-1 error against m2/seed2" in text
+    assert "near 0 for every network (at most 0.90% here)" in text  # the worst top-5 error, quoted
     assert "`python evaluate.py crops=144`" in text
 
 
