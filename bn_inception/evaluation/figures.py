@@ -20,6 +20,7 @@ from bn_inception.evaluation.runlogs import (
     ReportError,
     RunLog,
     act_percentiles,
+    hydra_value,
     is_mnist_run,
     last_hidden_probe,
     uses_batch_norm,
@@ -30,6 +31,15 @@ from bn_inception.evaluation.table2 import network_name, variant_order
 # Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
 _SVG_RC = {"svg.hashsalt": "bn-inception-report"}
 WITHOUT_BN, WITH_BN = "Without BN", "With BN"
+BAND_LABEL = "mean over seeds; band: min-max"
+DATASET_NAMES = {
+    "fashion_mnist": "Fashion-MNIST",
+    "imagenet": "ImageNet",
+    "imagenet_subset": "ImageNet subset",
+    "synthetic": "synthetic images",
+    "mnist": "MNIST",
+}
+PERCENTILE_NAMES = {"p15": "15th percentile", "p50": "50th percentile", "p85": "85th percentile"}
 
 
 @dataclass(frozen=True)
@@ -85,10 +95,25 @@ def _divergence_point(run: RunLog) -> tuple[int, float]:
     return run.diverged_at_step, before[-1] if before else 0.0
 
 
+def dataset_name(runs: list[RunLog]) -> str | None:
+    """The runs' dataset as people write it (from the first run's ``data.name``), or None if unrecorded."""
+    for run in runs:
+        name = hydra_value(run.run_dir, "data.name")
+        if name:
+            return DATASET_NAMES.get(str(name), str(name))
+    return None
+
+
 def plot_figure2(runs: list[RunLog], target_top1: float | None, stem: Path) -> list[Path]:
-    """Figure 2: validation top-1 vs steps, one line per variant (mean over seeds, min-max band)."""
+    """Figure 2 written as PNG and SVG (see `figure2`)."""
+    return _save(figure2(runs, target_top1), stem)
+
+
+def figure2(runs: list[RunLog], target_top1: float | None) -> Figure:
+    """Figure 2: validation top-1 vs steps, one line per variant (mean over seeds, min-max band), the legend
+    outside the axes so that it covers no curve, the dataset in the title, the band explained."""
     runs = [run for run in runs if not is_mnist_run(run)]
-    figure = Figure(figsize=(7.0, 4.5))
+    figure = Figure(figsize=(9.0, 4.5))
     ax = figure.add_subplot()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     any_diverged = False
@@ -105,15 +130,20 @@ def plot_figure2(runs: list[RunLog], target_top1: float | None, stem: Path) -> l
         ax.plot([], [], marker="x", markersize=9, mew=2, color="k", ls="none", label="diverged")
     if target_top1 is not None:
         ax.axhline(
-            target_top1, color="0.4", ls="--", lw=1, label=f"target {target_top1:.2f}% (Inception best)"
+            target_top1, color="0.4", ls="--", lw=1, label=f"target {target_top1:.2f}% (Inception's best)"
         )
-    ax.set_xlabel("Steps")
+    if any(len({r.seed for r in runs if r.experiment == v}) > 1 for v in {r.experiment for r in runs}):
+        ax.fill_between([], [], [], color="0.6", alpha=0.3, linewidth=0, label=BAND_LABEL)
+    ax.set_xlabel("Training steps")
     ax.set_ylabel("Validation accuracy @1 (%)")
-    ax.set_title("Figure 2: single-crop validation accuracy during training")
+    dataset = dataset_name(runs)
+    ax.set_title(
+        "Figure 2: single-crop validation accuracy during training" + (f", {dataset}" if dataset else "")
+    )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", borderaxespad=0.0)
     figure.tight_layout()
-    return _save(figure, stem)
+    return figure
 
 
 @dataclass(frozen=True)
@@ -165,15 +195,20 @@ def _plot_percentiles(ax, percentiles: Percentiles | None, title: str, color: st
     else:
         for stat, style in zip(PERCENTILE_TAGS, (":", "-", "--"), strict=True):
             steps, values = zip(*percentiles.series[stat], strict=True)
-            ax.plot(steps, values, color=color, ls=style, label=stat)
+            ax.plot(steps, values, color=color, ls=style, label=PERCENTILE_NAMES[stat])
         ax.legend(loc="best", fontsize="small")
-    probe = f" ({percentiles.probe})" if percentiles else ""
-    ax.set_title(f"{title}: last hidden layer input{probe}", fontsize="medium")
-    ax.set_xlabel("Steps")
+    # The paper's words (Figure 1 caption); the probe's internal name stays out of the figure.
+    ax.set_title(f"{title}: input to a typical sigmoid", fontsize="medium")
+    ax.set_xlabel("Training steps")
     ax.grid(alpha=0.3)
 
 
 def plot_figure1(data: Figure1Data, stem: Path) -> list[Path]:
+    """Figure 1 written as PNG and SVG (see `figure1`)."""
+    return _save(figure1(data), stem)
+
+
+def figure1(data: Figure1Data) -> Figure:
     """Figure 1: (a) test accuracy with and without BN; (b, c) sigmoid-input percentiles without / with BN."""
     figure = Figure(figsize=(13.0, 4.0))
     ax_a, ax_b, ax_c = figure.subplots(1, 3)
@@ -181,16 +216,19 @@ def plot_figure1(data: Figure1Data, stem: Path) -> list[Path]:
     for label, color in ((WITHOUT_BN, "C0"), (WITH_BN, "C1")):
         if data.runs[label]:
             _plot_curve(ax_a, mean_curve(data.runs[label]), label, color)
-    ax_a.set_title("(a) test accuracy", fontsize="medium")
-    ax_a.set_xlabel("Steps")
+    ax_a.set_title("(a) Test accuracy", fontsize="medium")
+    ax_a.set_xlabel("Training steps")
     ax_a.set_ylabel("Test accuracy (%)")
     ax_a.grid(alpha=0.3)
     ax_a.legend(loc="lower right", fontsize="small")
     _plot_percentiles(ax_b, data.percentiles[WITHOUT_BN], "(b) " + WITHOUT_BN, "C0")
     _plot_percentiles(ax_c, data.percentiles[WITH_BN], "(c) " + WITH_BN, "C1")
-    ax_b.set_ylabel("Sigmoid input: 15/50/85th percentiles")
+    ax_b.set_ylabel("Sigmoid input ({15, 50, 85}th percentiles)")
+    dataset = dataset_name([r for group in data.runs.values() for r in group])
+    if dataset:
+        figure.suptitle(f"Figure 1: {dataset}", fontsize="medium")
     figure.tight_layout()
-    return _save(figure, stem)
+    return figure
 
 
 def plot_speedup(table: SpeedupTable, stem: Path) -> list[Path]:

@@ -268,3 +268,48 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, content, message):
     err = capsys.readouterr().err
     assert err.startswith("error: " + message.format(sweep=sweep, file=file))
     assert err.count("\n") == 1
+
+
+def _texts(figure) -> list[str]:
+    return [t.get_text() for t in figure.findobj(match=lambda a: hasattr(a, "get_text"))]
+
+
+def test_figure2_is_publication_ready(tmp_path):
+    from bn_inception.evaluation.figures import BAND_LABEL, figure2
+
+    for seed in (0, 1):
+        run = write_run(tmp_path, f"inception/seed{seed}", "inception", [50, 60, 70], seed=seed)
+        (run / ".hydra").mkdir()
+        (run / ".hydra/config.yaml").write_text("data:\n  name: fashion_mnist\n")
+    write_run(tmp_path, "inception_sigmoid/seed0", "inception_sigmoid", [10, 10, 10])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = figure2(load_runs(tmp_path), 70.0)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lay out, so that the legend and the axes have their final positions
+    (ax,) = figure.axes
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    # Paper names only, the band explained, the dataset named.
+    assert labels[:2] == ["Inception (n=2)", "Inception, sigmoid (no BN)"] and BAND_LABEL in labels
+    assert ax.get_title().endswith("during training, Fashion-MNIST")
+    assert not any("inception_sigmoid" in text for text in _texts(figure))
+    # The legend lies outside the axes: it covers no curve.
+    renderer = canvas.get_renderer()
+    assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+
+
+def test_figure1_panels_share_their_y_axis_and_use_the_papers_words(sweep):
+    from bn_inception.evaluation.figures import figure1
+
+    figure = figure1(figure1_data(load_runs(sweep)))
+    ax_a, ax_b, ax_c = figure.axes
+    assert ax_b.get_shared_y_axes().joined(ax_b, ax_c)
+    assert ax_b.get_title() == "(b) Without BN: input to a typical sigmoid"
+    assert ax_c.get_title() == "(c) With BN: input to a typical sigmoid"
+    assert [t.get_text() for t in ax_b.get_legend().get_texts()] == [
+        "15th percentile",
+        "50th percentile",
+        "85th percentile",
+    ]
+    assert not any("hidden3" in text for text in _texts(figure))  # no internal probe names
