@@ -59,12 +59,37 @@ def run_hparams(config: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str,
     return {k: v for k, v in values.items() if v is not None}
 
 
+#: What TensorBoard's HParams table shows before anyone ticks a box. Its page shows 5 hyperparameters, those
+#: flagged ``differs`` first, and its server lists a logged experiment's keys flagged ``differs`` first, then
+#: by name; so flagging these five (and only these) makes them the visible columns, in the order dataset,
+#: experiment, lr, norm, seed. The other keys stay one click away in the left pane.
+SHOWN_HPARAMS = ("experiment", "seed", "dataset", "norm", "lr")
+
+#: Column titles of the metrics in the HParams table (the scalar tags stay as they are for other readers).
+METRIC_TITLES = {
+    "hparam/best_top1": "best top-1 (%)",
+    "hparam/final_top1": "final top-1 (%)",
+    "hparam/final_top5": "final top-5 (%)",
+    "hparam/steps_to_target": "steps to target",
+}
+
+
 def write_hparams(writer: SummaryWriter, hparams: Mapping[str, Any]) -> None:
-    """Record the run's hyperparameters in the run itself (not in a child run, as ``add_hparams`` does).
+    """Record the run's hyperparameters in the run itself (not in a child run, as ``add_hparams`` does),
+    with :data:`SHOWN_HPARAMS` as the table's visible columns and readable metric titles.
 
     The metric values arrive later as ordinary scalars under :data:`HPARAM_METRICS`.
     """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
     exp, ssi, sei = hparams_summary(dict(hparams), {m: 0.0 for m in HPARAM_METRICS})
+    plugin_data = exp.value[0].metadata.plugin_data
+    data = HParamsPluginData.FromString(plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in SHOWN_HPARAMS
+    for metric in data.experiment.metric_infos:
+        metric.display_name = METRIC_TITLES.get(metric.name.tag, metric.name.tag)
+    plugin_data.content = data.SerializeToString()
     for summary in (exp, ssi, sei):
         writer.file_writer.add_summary(summary)
 

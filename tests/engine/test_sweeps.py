@@ -92,6 +92,50 @@ def test_hparams_show_what_a_run_is_and_no_fake_metrics(sweep):
     assert [e.step for e in acc.Scalars("train/loss")] == [3] and "perf/img_per_s" in tags
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_real_tensorboard_server_shows_what_a_run_is_first(sweep):
+    """TensorBoard's HParams page shows the first 5 keys its server lists; they must be the identity keys,
+    and the metrics carry readable titles."""
+    import time
+    import urllib.request
+
+    sweep_dir, _, _, env = sweep
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir), "--port", str(port),
+         "--host", "127.0.0.1", "--load_fast", "false"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/data/plugin/hparams/experiment"
+        body = json.dumps({"experimentName": ""}).encode()
+        deadline, experiment = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+                experiment = json.loads(urllib.request.urlopen(request, timeout=10).read())
+                if len(experiment.get("hparamInfos", [])) == len(HPARAM_ORDER):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert experiment is not None, "tensorboard did not answer"
+    shown = [h["name"] for h in experiment["hparamInfos"][:5]]
+    assert shown == ["dataset", "experiment", "lr", "norm", "seed"]
+    titles = [m.get("displayName") for m in experiment["metricInfos"]]
+    assert titles == ["best top-1 (%)", "final top-1 (%)", "final top-5 (%)", "steps to target"]
+
+
 def test_console_lines_name_their_run_and_a_sweep_ends_with_its_table(sweep):
     sweep_dir, output, _, _ = sweep
     progress = re.compile(
