@@ -233,10 +233,14 @@ def figure1(data: Figure1Data) -> Figure:
 
 def plot_speedup(table: SpeedupTable, stem: Path) -> list[Path]:
     """Speed-up against the baseline's budget (log axes): per variant the mean over the seeds that reached
-    the target (line), each seed (dots), the paper's speed-up at its 31 x 10^6 steps (star)."""
-    figure = Figure(figsize=(7.0, 4.5))
+    the target (line), each seed (dots), seeds that never reached it (triangles at their upper bound), the
+    paper's speed-up at its 31 x 10^6 steps (star) and, dotted, the growth that would lead there."""
+    from matplotlib.ticker import FuncFormatter
+
+    figure = Figure(figsize=(7.5, 4.8))
     ax = figure.add_subplot()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    any_bound = any_path = False
     for i, variant in enumerate(table.variants):
         color = colors[i % len(colors)]
         cells = [table.cell(variant, b) for b in table.budgets]
@@ -247,13 +251,22 @@ def plot_speedup(table: SpeedupTable, stem: Path) -> list[Path]:
             ax.plot([c.budget] * len(c.reached), c.reached, ".", color=color, alpha=0.5)
             bounds = [s.upper_bound for s in c.seeds if s.upper_bound is not None]
             ax.plot([c.budget] * len(bounds), bounds, "v", color=color, alpha=0.6, ls="none")
+            any_bound |= bool(bounds)
         if variant in paper.FIGURE3_BY_VARIANT and (published := paper.figure3_speedup(variant)):
             ax.plot([PAPER_BUDGET], [published], "*", markersize=13, color=color,
                     label=f"{network_name(variant)}, paper (31 x 10^6 steps)")  # fmt: skip
-    ax.plot([], [], "v", color="k", alpha=0.6, ls="none", label="not reached (upper bound)")
+            if means:
+                ax.plot([means[-1][0], PAPER_BUDGET], [means[-1][1], published], ":", color=color, lw=1)
+                any_path = True
+    if any_bound:
+        ax.plot([], [], "v", color="k", alpha=0.6, ls="none", label="a seed that never reached it (bound)")
+    if any_path:
+        ax.plot([], [], ":", color="k", lw=1, label="growth the paper's speed-up needs")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("Inception's budget B (steps)")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v in (2, 3, 5, 20, 30) else ""))
+    ax.set_xlabel("Inception's budget B (steps of 32 images)")
     ax.set_ylabel("Speed-up (Inception's steps / the variant's)")
     ax.set_title("BN speed-up against the baseline's training length", wrap=True)
     ax.grid(alpha=0.3, which="both")
