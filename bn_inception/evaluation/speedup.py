@@ -50,6 +50,7 @@ class SeedResult:
     baseline_steps: int  # Inception's first step reaching the target
     steps: int | None  # the variant's first step reaching the target; None: never
     last_step: int  # the variant run's last evaluated step
+    running: bool = False  # the variant run is still training: not reaching the target yet bounds nothing
 
     @property
     def speedup(self) -> float | None:
@@ -58,7 +59,9 @@ class SeedResult:
     @property
     def upper_bound(self) -> float | None:
         """For a seed that never reached the target: the speed-up is below this."""
-        return self.baseline_steps / self.last_step if self.steps is None and self.last_step else None
+        if self.steps is not None or self.running or not self.last_step:
+            return None
+        return self.baseline_steps / self.last_step
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ def build_speedup_table(runs: list[RunLog], budgets: list[int]) -> SpeedupTable:
                     continue
                 target, steps = by_seed[run.seed]
                 last = run.finite_evals()[-1].step
-                seeds.append(SeedResult(run.seed, target, steps, steps_to_reach(run, target), last))
+                reached = steps_to_reach(run, target)
+                seeds.append(SeedResult(run.seed, target, steps, reached, last, run.status == "running"))
             cells[(variant, budget)] = Cell(variant, budget, tuple(seeds))
     return SpeedupTable(tuple(budgets), tuple(variants), cells, targets, base_steps)
 
@@ -166,8 +170,8 @@ def _cell_text(cell: Cell) -> str:
         return "–"
     n, k = len(cell.seeds), len(cell.reached)
     if not k:
-        bound = min(s.upper_bound for s in cell.seeds if s.upper_bound is not None)
-        return f"< {bound:.2f} (0/{n})"
+        bounds = [s.upper_bound for s in cell.seeds if s.upper_bound is not None]
+        return f"< {min(bounds):.2f} (0/{n})" if bounds else f"not yet (0/{n}, running)"
     text = f"{cell.mean:.2f}"
     if cell.std is not None:
         text += f" ± {cell.std:.2f} [{min(cell.reached):.2f}-{max(cell.reached):.2f}]"
@@ -200,6 +204,8 @@ def per_seed_markdown(table: SpeedupTable) -> str:
             for s in table.cell(v, b).seeds:
                 steps = f"{s.steps:,}" if s.steps else f"never (ran {s.last_step:,})"
                 speed = f"{s.speedup:.2f}" if s.speedup else f"< {s.upper_bound:.2f}"
+                if s.running and not s.steps:
+                    steps, speed = f"not yet (running, at {s.last_step:,})", "–"
                 cells = [
                     network_name(v),
                     f"{b:,}",

@@ -44,6 +44,13 @@ def test_known_curves_give_known_speedups_and_bounds(sweep):
     x30 = table.cell("bn_x30", 16000)
     assert [s.steps for s in x30.seeds] == [2250, None]  # 50 + 2 * 8 >= 65 at the 9th evaluation
     assert x30.seeds[1].upper_bound == 16.0 and x30.reached == [16000 / 2250]
+    # A run still training has not failed to reach it yet: no bound, and the table says so.
+    running = build_speedup_table(load_runs(sweep), [16000])
+    assert running.cell("bn_x30", 16000).seeds[1].upper_bound == 16.0
+    results = sweep / "bn_x30/seed1/results.json"
+    results.write_text(results.read_text().replace('"status": "completed"', '"status": "running"'))
+    pending = build_speedup_table(load_runs(sweep), [16000]).cell("bn_x30", 16000).seeds[1]
+    assert pending.steps is None and pending.upper_bound is None
     # Beyond Inception's 16,000 steps the budget is not covered: no cells with seeds.
     assert table.targets[32000] == [] and table.cell("bn_x5", 32000).seeds == ()
 
