@@ -116,20 +116,20 @@ def test_a_real_tensorboard_server_shows_what_a_run_is_first(sweep):
     try:
         url = f"http://127.0.0.1:{port}/data/plugin/hparams/experiment"
         body = json.dumps({"experimentName": ""}).encode()
-        deadline, experiment = time.monotonic() + 90, None
+        deadline, experiment, last_error = time.monotonic() + 90, None, None
         while time.monotonic() < deadline:
             try:
                 request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
                 experiment = json.loads(urllib.request.urlopen(request, timeout=10).read())
                 if len(experiment.get("hparamInfos", [])) == len(HPARAM_ORDER):
                     break
-            except OSError:
-                pass
+            except OSError as err:  # the server is still starting: not listening yet, or no data yet
+                last_error = err
             time.sleep(0.5)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert experiment is not None, "tensorboard did not answer"
+    assert experiment is not None, f"tensorboard did not answer: {last_error}"
     shown = [h["name"] for h in experiment["hparamInfos"][:5]]
     assert shown == ["dataset", "experiment", "lr", "norm", "seed"]
     titles = [m.get("displayName") for m in experiment["metricInfos"]]
