@@ -14,7 +14,6 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bn_inception.evaluation import paper
 from bn_inception.evaluation.runlogs import (
     PERCENTILE_TAGS,
     ReportError,
@@ -25,7 +24,7 @@ from bn_inception.evaluation.runlogs import (
     last_hidden_probe,
     uses_batch_norm,
 )
-from bn_inception.evaluation.speedup import PAPER_BUDGET, SpeedupTable
+from bn_inception.evaluation.speedup import PAPER_BUDGET, SpeedupTable, fully_reached, paper_speedup
 from bn_inception.evaluation.table2 import network_name, variant_order
 
 # Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
@@ -252,11 +251,12 @@ def plot_speedup(table: SpeedupTable, stem: Path) -> list[Path]:
             bounds = [s.upper_bound for s in c.seeds if s.upper_bound is not None]
             ax.plot([c.budget] * len(bounds), bounds, "v", color=color, alpha=0.6, ls="none")
             any_bound |= bool(bounds)
-        if variant in paper.FIGURE3_BY_VARIANT and (published := paper.figure3_speedup(variant)):
+        if published := paper_speedup(variant):
             ax.plot([PAPER_BUDGET], [published], "*", markersize=13, color=color,
                     label=f"{network_name(variant)}, paper (31 x 10^6 steps)")  # fmt: skip
-            if means:
-                ax.plot([means[-1][0], PAPER_BUDGET], [means[-1][1], published], ":", color=color, lw=1)
+            if reached := fully_reached(table, variant):  # the path needed_slope measures
+                budget, ours = reached[-1]
+                ax.plot([budget, PAPER_BUDGET], [ours, published], ":", color=color, lw=1)
                 any_path = True
     if any_bound:
         ax.plot([], [], "v", color="k", alpha=0.6, ls="none", label="a seed that never reached it (bound)")

@@ -134,28 +134,33 @@ def build_speedup_table(runs: list[RunLog], budgets: list[int]) -> SpeedupTable:
     return SpeedupTable(tuple(budgets), tuple(variants), cells, targets, base_steps)
 
 
-def growth_slope(table: SpeedupTable, variant: str) -> float | None:
-    """Least-squares slope of log(mean speed-up) on log(budget) over the budgets where every seed reached;
-    None with fewer than two such budgets."""
-    points = [
-        (math.log(b), math.log(c.mean))
-        for b in table.budgets
-        if (c := table.cell(variant, b)).seeds and len(c.reached) == len(c.seeds) and c.mean
-    ]
-    if len(points) < 2:
-        return None
-    x, y = np.array(points).T
-    return float(np.polyfit(x, y, 1)[0])
-
-
-def needed_slope(table: SpeedupTable, variant: str) -> float | None:
-    """The slope that would take our speed-up at the largest fully reached budget to the paper's at 31e6."""
-    published = paper.figure3_speedup(variant) if variant in paper.FIGURE3_BY_VARIANT else None
-    reached = [
+def fully_reached(table: SpeedupTable, variant: str) -> list[tuple[int, float]]:
+    """(budget, mean speed-up) at the budgets where every seed of `variant` reached the target."""
+    return [
         (b, c.mean)
         for b in table.budgets
         if (c := table.cell(variant, b)).seeds and len(c.reached) == len(c.seeds) and c.mean
     ]
+
+
+def growth_slope(table: SpeedupTable, variant: str) -> float | None:
+    """Least-squares slope of log(mean speed-up) on log(budget) over the fully reached budgets; None with
+    fewer than two."""
+    points = fully_reached(table, variant)
+    if len(points) < 2:
+        return None
+    x, y = np.log(np.array(points)).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def paper_speedup(variant: str) -> float | None:
+    """The paper's speed-up for a Figure 3 variant (None for others, or one that never reached 72.2%)."""
+    return paper.figure3_speedup(variant) if variant in paper.FIGURE3_BY_VARIANT else None
+
+
+def needed_slope(table: SpeedupTable, variant: str) -> float | None:
+    """The slope that would take our speed-up at the largest fully reached budget to the paper's at 31e6."""
+    published, reached = paper_speedup(variant), fully_reached(table, variant)
     if published is None or not reached:
         return None
     budget, ours = reached[-1]
@@ -226,7 +231,7 @@ def growth_lines(table: SpeedupTable) -> list[str]:
         if slope is None:
             out.append(f"- {network_name(v)}: fewer than two budgets reached by every seed; no slope.")
             continue
-        published = paper.figure3_speedup(v) if v in paper.FIGURE3_BY_VARIANT else None
+        published = paper_speedup(v)
         text = f"- {network_name(v)}: speed-up ∝ B^{slope:.2f} over the budgets every seed reached"
         if needed is not None and published is not None:
             paper_regime = f"the paper's {published:.1f}x at 31 x 10^6 steps"
