@@ -20,6 +20,12 @@ lane() {  # experiment:steps ... ; every seed of $SEEDS, one run after another o
   done
 }
 
+queue() {  # run one "experiment steps seed [overrides...]" line of stdin per run, JOBS (default 2) at once
+  export -f run
+  export OUT COMMON EXTRA
+  xargs -P "${JOBS:-2}" -L 1 bash -c 'run "$@"' _
+}
+
 elapsed() {  # seconds since $1, as "M min S s"
   local s=$(( $(date +%s) - $1 ))
   echo "$(( s / 60 )) min $(( s % 60 )) s"
