@@ -111,6 +111,15 @@ def _ignore_stop_signals(worker_id: int) -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
+def shut_down_workers(dataloader: DataLoader | None) -> None:
+    """Stop a DataLoader's worker processes now. Dropping the last reference does it only when the garbage
+    collector gets to it, and at interpreter exit multiprocessing would SIGTERM the workers (which ignore it,
+    see above) and join them forever: every run on an image tree hung after its summary (issue 19)."""
+    iterator = getattr(dataloader, "_iterator", None)  # persistent workers live in the loader's iterator
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()  # torch's own orderly stop (what its __del__ calls)
+
+
 def _batch_as_is(batch: Any) -> Any:
     return batch
 
@@ -462,7 +471,8 @@ class TrainLoader:
         self._distinct_requested = int(np.count_nonzero(self._requested))
 
     def close(self) -> None:
-        """Stop the worker processes (they also stop when the loader is garbage-collected)."""
+        """Stop the worker processes; the next batch starts new ones."""
+        shut_down_workers(self._dataloader)
         self._iterator = None
         self._dataloader = None
 
@@ -522,8 +532,8 @@ class EvalLoader:
         return self._ledger.skips
 
     def close(self) -> None:
-        """Stop the worker processes now (they also stop when the loader is garbage-collected, but after a
-        pass that raised, only after torch's 5 s join timeout)."""
+        """Stop the worker processes now; the next pass starts new ones."""
+        shut_down_workers(self._dataloader)
         self._dataloader = None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +200,10 @@ def train(
     """
     dist = init_distributed(trainer.device)
     try:
-        with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files):
+        # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
+        # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
+        # and the process group are released.
+        with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
             if done is not None:
@@ -219,6 +222,7 @@ def train(
                 schedule,
                 trainer,
                 config,
+                resources=resources,
             )
             try:
                 status = train_loop(run)
@@ -328,7 +332,21 @@ def results_if_finished(
 
 
 def set_up(
-    run_dir, dist, stop, ckpt, name, experiment, seed, model, data, optim, schedule, trainer, config
+    run_dir,
+    dist,
+    stop,
+    ckpt,
+    name,
+    experiment,
+    seed,
+    model,
+    data,
+    optim,
+    schedule,
+    trainer,
+    config,
+    *,
+    resources,
 ) -> Run:
     """Data, model, optimiser and schedule, the saved state, logging: everything the loop needs."""
     device = dist.device
@@ -349,6 +367,7 @@ def set_up(
         pin_memory=pin,
         **splits.loader,
     )
+    resources.callback(loader.close)
     val_loader = build_eval_loader(
         splits.val,
         batch_size=trainer.eval_batch_size,
@@ -359,6 +378,7 @@ def set_up(
         max_bad_fraction=splits.loader["max_bad_fraction"],
         pin_memory=pin,
     )
+    resources.callback(val_loader.close)
 
     # model: the same initial weights on every process (seeded before building)
     torch.manual_seed(seed)
@@ -443,6 +463,9 @@ def set_up(
         open_logs(
             run, config, resumed_from=ckpt is not None, compile_mode=compile_mode, finite_check=finite_check
         )
+        resources.callback(run.writer.close)
+        if run.probes is not None:
+            resources.callback(run.probes.remove)
     return run
 
 
@@ -721,9 +744,7 @@ def finish(run: Run, status: str) -> dict[str, Any]:
         )
     results = write_results(run, status, diverged_at)
     if run.writer is not None:
-        run.writer.close()
-    if run.probes is not None:
-        run.probes.remove()
+        run.writer.flush()
     if status == "interrupted":
         run.stop.pass_on()  # e.g. submitit's requeue, now that nothing is lost
     return results
@@ -735,8 +756,6 @@ def record_failure(run: Run) -> None:
     try:
         run.progress.close()
         write_results(run, "failed")
-        if run.writer is not None:
-            run.writer.close()
     except Exception:  # noqa: BLE001 - the original error is the one to report
         log.debug("could not record the failure", exc_info=True)
 
