@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import pickle
 import signal
+import sys
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -103,12 +104,21 @@ def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> 
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGUSR1 to the training process: SLURM sends them to every process of
-    the job, and a worker killed by one would end the run before it can save (bn_inception.engine.signals).
-    Workers still exit with their parent (PyTorch watches it)."""
-    for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+    """Loader workers leave SIGTERM/SIGINT/SIGUSR1 to the training process: SLURM sends them to every process
+    of the job, and Ctrl-C in a terminal to every process of the foreground group; a worker ended by one
+    would end the run (a batch that never comes) before it can save (bn_inception.engine.signals). The
+    training process stops its workers itself (``close``), and PyTorch's workers exit when their parent
+    is gone."""
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
         if sig is not None:
             signal.signal(sig, signal.SIG_IGN)
+
+
+#: How loader workers are started: forked, PyTorch's default on Linux, named explicitly because a launcher
+#: may make another start method the default of its job processes (joblib's loky, under
+#: ``hydra/launcher=local_parallel``), with which no DataLoader worker starts ("'Process' object has no
+#: attribute 'env'"). Elsewhere (macOS, Windows) the platform's default.
+WORKER_START = "fork" if sys.platform.startswith("linux") else None
 
 
 def shut_down_workers(dataloader: DataLoader | None) -> None:
@@ -384,6 +394,7 @@ class TrainLoader:
             persistent_workers=self.workers > 0,
             prefetch_factor=self.prefetch_factor if self.workers > 0 else None,
             worker_init_fn=_ignore_stop_signals,
+            multiprocessing_context=WORKER_START if self.workers > 0 else None,
             # A private generator: starting an iterator must not draw from the global torch RNG, or a
             # resumed run (whose iterator starts later) would see different dropout than an uninterrupted one.
             generator=torch.Generator().manual_seed(self.seed),
@@ -513,6 +524,7 @@ class EvalLoader:
             pin_memory=torch.cuda.is_available() if pin_memory is None else bool(pin_memory),
             persistent_workers=workers > 0,
             worker_init_fn=_ignore_stop_signals,
+            multiprocessing_context=WORKER_START if workers > 0 else None,
         )
         self._dataloader: DataLoader | None = None
 

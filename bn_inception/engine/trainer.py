@@ -461,11 +461,13 @@ def set_up(
     )
     if dist.is_main:
         open_logs(
-            run, config, resumed_from=ckpt is not None, compile_mode=compile_mode, finite_check=finite_check
+            run,
+            config,
+            resumed_from=ckpt is not None,
+            compile_mode=compile_mode,
+            finite_check=finite_check,
+            resources=resources,
         )
-        resources.callback(run.writer.close)
-        if run.probes is not None:
-            resources.callback(run.probes.remove)
     return run
 
 
@@ -560,17 +562,22 @@ def state_from_checkpoint(ckpt: dict[str, Any]) -> RunState:
     )
 
 
-def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode, finite_check) -> None:
-    """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines."""
+def open_logs(
+    run: Run, config: dict[str, Any], resumed_from: bool, compile_mode, finite_check, *, resources: ExitStack
+) -> None:
+    """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines.
+    The writer and the probes are ``resources``' from the moment they exist."""
     state = run.state
     # purge_step = step + 1: events a killed segment wrote after the checkpoint are hidden, the resumed
     # step's own evaluation stays visible.
     run.writer = tblog.open_writer(str(run.dir), purge_step=state.step + 1 if resumed_from else None)
+    resources.callback(run.writer.close)
     if not resumed_from:
         tblog.write_hparams(run.writer, tblog.run_hparams(config, run.info))
         tblog.write_compare_layout(run.writer)
     if hasattr(run.raw_model, "probe_modules") and run.trainer.probe_images > 0:
         run.probes = tblog.ActivationPercentiles(run.raw_model.probe_modules(), run.trainer.probe_images)
+        resources.callback(run.probes.remove)
     info = run.info
     if resumed_from:
         log.info("resumed %s at step %d", run.dir, state.step)
