@@ -200,9 +200,11 @@ def train(
     """
     dist = init_distributed(trainer.device)
     try:
-        # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
-        # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
-        # and the process group are released.
+        # The one place a run's resources are released, in reverse order, on every way out (completed,
+        # diverged, failed, a signal, Ctrl-C twice, an error during set-up): the loaders' worker processes,
+        # the TensorBoard writer and the probes (`resources`, each from the moment it exists), train.log's
+        # handler and the run-directory lock with its heartbeat (owned_run_dir), the signal handlers, then
+        # the process group. tests/e2e runs every way out and checks that nothing is left running.
         with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from bn_inception.data import build_datasets, build_eval_loader, build_train_loa
 from bn_inception.data.datasets import InMemoryImageDataset
 from bn_inception.data.loader import epoch_order
 from bn_inception.data.transforms import TrainAugment
+from tests.conftest import child_processes
 
 
 def _memory_dataset(n: int = 100, seed: int = 0) -> InMemoryImageDataset:
@@ -235,29 +235,15 @@ def test_a_dead_training_set_says_why_from_a_worker(make_tree):
     loader.close()
 
 
-def _children() -> set[int]:
-    me = str(os.getpid())
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-        if ppid == me and state != "Z":
-            found.add(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_workers_leave_stop_signals_to_the_training_process_and_close_stops_them(sig):
     """Ctrl-C in a terminal (SIGINT) and SLURM's SIGTERM reach every process of the job, loader workers
     included: they go on loading while the training process finishes its step and saves, and close()
     stops them (issue 19: a worker ended by Ctrl-C failed the run instead of letting it save)."""
-    before = _children()
+    before = child_processes(os.getpid())
     loader = build_train_loader(_memory_dataset(), batch_size=16, workers=2)
     next(loader)
-    workers = _children() - before
+    workers = child_processes(os.getpid()) - before
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, sig)
@@ -265,6 +251,6 @@ def test_workers_leave_stop_signals_to_the_training_process_and_close_stops_them
     _take(loader, 12)  # more than the workers had prefetched: they are still loading
     loader.close()
     deadline = time.monotonic() + 10
-    while _children() & workers and time.monotonic() < deadline:
+    while child_processes(os.getpid()) & workers and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _children() & workers
+    assert not child_processes(os.getpid()) & workers

@@ -1,9 +1,9 @@
-"""The end-to-end tier: the entry points run as a user types them, each in its own session under a timeout,
-on a small generated ImageNet-layout tree read by loader worker processes.
+"""The end-to-end tier: the entry points run as a user types them, each under a timeout, on a small
+generated ImageNet-layout tree read by loader worker processes.
 
 What every command here must do besides its own job: end on its own within seconds of its last line (the
-hang of issue 19: a run on an image tree trained, printed its summary and never exited), and leave no
-process of its session behind.
+hang of issue 19: a run on an image tree trained, printed its summary and never exited), and leave none of
+its processes behind.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,8 @@ TREE_RUN = [
 
 @dataclass
 class Ended:
-    """How a command ended: status, everything it printed, how long it took after its last line, and the
-    processes of its session still alive after it ended."""
+    """How a command ended: status, everything it printed, how long it took after its last line, and its
+    processes still alive after it ended."""
 
     command: list[str]
     returncode: int
@@ -67,71 +68,85 @@ class Ended:
         return self
 
 
-def session_processes(sid: int) -> list[str]:
-    """'pid command' of the live (not zombie) processes whose session is ``sid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+#: Every process a command starts inherits this variable, set to a value of its own: how its processes are
+#: found, however they detach (torchrun starts each training process in a session of its own).
+MARK = "BN_INCEPTION_E2E_COMMAND"
+
+
+def command_processes(mark: str) -> dict[int, str]:
+    """{pid: command line} of the live (not zombie) processes carrying ``MARK=mark``."""
+    wanted, found = f"\0{MARK}={mark}\0".encode(), {}
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
-        except OSError:
+            if wanted not in b"\0" + (entry / "environ").read_bytes() + b"\0":
+                continue
+            stat = (entry / "stat").read_text()
+            if stat[stat.rindex(")") + 2] != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except OSError:  # it ended meanwhile
             continue
-        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp session ...
-        if int(fields[3]) == sid and fields[0] != "Z":
-            try:
-                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            except OSError:
-                cmdline = ""
-            found.append(f"{stat.parent.name} {cmdline[:120]}")
     return found
 
 
-class SessionSampler:
-    """Samples, every ``every`` seconds from its first ``start(sid)`` until ``stop()``, the live processes of
-    session ``sid`` and their resident memory: ``samples`` is a list of (time, {pid: RSS in MiB})."""
+def signal_all(mark: str, sig: int) -> None:
+    for pid in command_processes(mark):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+class Sampler:
+    """Samples, every ``every`` seconds while a command runs, its processes' resident memory: ``samples``
+    is a list of (time, {pid: RSS in MiB}). Give it to :func:`run`."""
 
     def __init__(self, every: float = 0.1) -> None:
         self.every, self.samples = every, []
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, sid: int) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._sample, args=(sid,), daemon=True)
-            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
-    def _sample(self, sid: int) -> None:
+    def sample(self, mark: str) -> None:
         page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
         while not self._stop.wait(self.every):
             rss = {}
-            for pid in (int(entry.split()[0]) for entry in session_processes(sid)):
+            for pid in command_processes(mark):
                 with contextlib.suppress(OSError, IndexError):  # it ended meanwhile
                     rss[pid] = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_mib
             if rss:
                 self.samples.append((time.monotonic(), rss))
 
 
+class Command:
+    """A running command, as ``on_line`` callbacks see it: ``pid`` and ``signal(sig)``, which reaches every
+    process of the command, as SLURM signals every process of a job step (loader workers included)."""
+
+    def __init__(self, proc: subprocess.Popen, mark: str) -> None:
+        self.proc, self.pid, self.mark = proc, proc.pid, mark
+
+    def signal(self, sig: int) -> None:
+        signal_all(self.mark, sig)
+
+
 def run(
     args: list[str],
     env: dict[str, str],
     timeout: float = 180,
-    on_line: Callable[[str, subprocess.Popen], None] | None = None,
+    on_line: Callable[[str, Command], None] | None = None,
+    sampler: Sampler | None = None,
     cwd: Path = REPO,
 ) -> Ended:
     """Run ``args`` (``python`` is this interpreter) in a new session, as a shell would, calling
-    ``on_line(line, process)`` for each output line as it comes (to send signals at chosen moments).
+    ``on_line(line, command)`` for each output line as it comes (to send signals at chosen moments).
 
-    A command still running after ``timeout`` seconds is killed with its whole session and fails the test.
+    A command still running after ``timeout`` seconds is killed with all its processes and fails the test.
     """
     command = [sys.executable if a == "python" else a for a in args]
+    mark = uuid.uuid4().hex
     proc = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        command, cwd=cwd, env={**env, MARK: mark}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
     )  # fmt: skip
+    running = Command(proc, mark)
     lines: list[str] = []
     last = [time.monotonic()]
 
@@ -140,48 +155,51 @@ def run(
             lines.append(line.rstrip("\n"))
             last[0] = time.monotonic()
             if on_line is not None:
-                on_line(line, proc)
+                on_line(line, running)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    threads = [threading.Thread(target=read, daemon=True)]
+    if sampler is not None:
+        threads.append(threading.Thread(target=sampler.sample, args=(mark,), daemon=True))
+    for thread in threads:
+        thread.start()
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        kill_session(proc.pid)
+        signal_all(mark, signal.SIGKILL)
         proc.wait()
-        last = "\n".join(lines[-30:])
-        pytest.fail(f"{' '.join(args)} did not end within {timeout} s; last lines:\n{last}")
+        tail = "\n".join(lines[-30:])
+        pytest.fail(f"{' '.join(args)} did not end within {timeout} s; last lines:\n{tail}")
+    finally:
+        if sampler is not None:
+            sampler.stop()
     ended = time.monotonic()
-    leftovers = session_processes(proc.pid)
+    leftovers = command_processes(mark)
     deadline = time.monotonic() + 2.0  # a process that is already exiting gets a moment
     while leftovers and time.monotonic() < deadline:
         time.sleep(0.1)
-        leftovers = session_processes(proc.pid)
-    if leftovers:
-        kill_session(proc.pid)
-    reader.join(timeout=10)
-    return Ended(command, proc.returncode, "\n".join(lines), ended - last[0], leftovers)
+        leftovers = command_processes(mark)
+    signal_all(mark, signal.SIGKILL)
+    for thread in threads:
+        thread.join(timeout=10)
+    return Ended(command, proc.returncode, "\n".join(lines), ended - last[0], list(leftovers.values()))
 
 
-def kill_session(sid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(sid, signal.SIGKILL)
+def at_line(pattern: str, action: Callable[[Command], None]) -> Callable[[str, Command], None]:
+    """An ``on_line`` that calls ``action(command)`` once, at the first line containing ``pattern``."""
+    done = []
 
-
-def signal_session_after(
-    pattern: str, sig: int = signal.SIGTERM, nth: int = 1
-) -> Callable[[str, subprocess.Popen], None]:
-    """An ``on_line`` that sends ``sig`` to the command's whole process group (as SLURM does: the loader
-    workers get it too) when the ``nth`` line containing ``pattern`` appears."""
-    seen = [0]
-
-    def on_line(line: str, proc: subprocess.Popen) -> None:
-        if pattern in line:
-            seen[0] += 1
-            if seen[0] == nth:
-                os.killpg(proc.pid, sig)
+    def on_line(line: str, command: Command) -> None:
+        if pattern in line and not done:
+            done.append(True)
+            action(command)
 
     return on_line
+
+
+def signal_after(pattern: str, sig: int = signal.SIGTERM) -> Callable[[str, Command], None]:
+    """An ``on_line`` that sends ``sig`` to every process of the command at the first line containing
+    ``pattern``."""
+    return at_line(pattern, lambda command: command.signal(sig))
 
 
 @pytest.fixture(scope="session")
