@@ -49,7 +49,10 @@ def test_a_killed_loader_worker_stops_the_run_with_one_line_and_keeps_its_checkp
         os.kill(killed[0], signal.SIGKILL)
 
     ended = run(args, user_env, on_line=at_line("| step 6/12 |", kill_a_worker)).check(1)
-    assert ended.lines()[-1] == f"error: DataLoader worker (pid {killed[0]}) is killed by signal: Killed."
+    # torch's words depend on where the loss is noticed: "(pid N) is killed by signal: Killed." (its
+    # SIGCHLD handler) or "(pid(s) N) exited unexpectedly" (a batch that never came)
+    error = ended.lines()[-1]
+    assert error.startswith("error: DataLoader worker (pid") and str(killed[0]) in error, error
     assert results(run_dir)["status"] == "failed"
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 4
     assert not (run_dir / ".lock").exists()

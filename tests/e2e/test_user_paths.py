@@ -1,8 +1,9 @@
 """The user's paths, end to end: train.py alone, in sweeps (Hydra's basic launcher and local_parallel) and
 under torchrun, stopped by SIGTERM and continued; evaluate.py with 1 and 10 crops and a 2-model ensemble;
-scripts/report.py on a sweep; scripts/prepare_imagenet.py on a devkit layout. Each is a subprocess as a user
-types it, on a generated ImageNet-layout tree read by loader workers, and each must end on its own within
-seconds of its last line with nothing left running (see conftest.py). Printed commands are pasted into bash.
+scripts/report.py and report_ladder.py on a sweep; scripts/prepare_imagenet.py on a devkit layout. Each is
+a subprocess as a user types it, on a generated ImageNet-layout tree read by loader workers, and each must
+end on its own within seconds of its last line with nothing left running (see conftest.py). Printed
+commands are pasted into bash.
 """
 
 from __future__ import annotations
