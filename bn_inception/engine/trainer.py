@@ -204,7 +204,7 @@ def train(
         # diverged, failed, a signal, Ctrl-C twice, an error during set-up): the loaders' worker processes,
         # the TensorBoard writer and the probes (`resources`, each from the moment it exists), train.log's
         # handler and the run-directory lock with its heartbeat (owned_run_dir), the signal handlers, then
-        # the process group. tests/e2e runs every way out and checks that nothing is left running.
+        # the process group. tests/e2e takes the ways out users meet and checks that nothing is left running.
         with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
