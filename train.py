@@ -5,8 +5,8 @@ the schema (``bn_inception/config.py``); the job then calls ``train_from_config`
 torch is imported only by the job, so ``--help`` and config errors answer at once.
 
 Exit status: 0 the run completed (or diverged: a result, recorded in results.json); 1 an error, reported
-in one line; 2 a bad config value, in one line, before anything ran; 75 stopped by SIGTERM, SIGINT or
-SIGUSR1 after saving (relaunch the same command to continue); 128 + N killed by a second signal N.
+in one line; 2 a bad config value, in one line, before anything ran; 75 stopped by SIGTERM, SIGINT, SIGUSR1
+or SIGUSR2 after saving (relaunch the same command to continue); 130 a second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -97,12 +97,10 @@ def summary(results: dict, run_dir: Path, logdir: Path) -> str:
             "  evaluate:    " + cli.command("evaluate.py", cli.override("checkpoints", ckpts["best"]))
         )
     if status == "interrupted":
-        again = [
-            shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")
-        ]
-        lines.append(
-            "  continue:    " + cli.command("train.py", *again, cli.override("hydra.run.dir", run_dir))
-        )
+        hydra_cfg = HydraConfig.get()
+        sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+        again = cli.continue_command(hydra_cfg.overrides.task, hydra_cfg.overrides.hydra, run_dir, sweep_dir)
+        lines.append("  continue:    " + again)
     return "\n".join(lines)
 
 

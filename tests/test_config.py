@@ -92,6 +92,16 @@ def test_an_unwritable_run_directory_is_refused_before_hydra_makes_it(capsys, tm
     assert str(blocker) in line and "not a folder" in line
 
 
+def test_a_slurm_warning_that_could_come_as_the_job_starts_is_refused(capsys):
+    """SLURM sends the warning up to 60 s early: with 60 s + signal_delay_s >= the time limit a job could be
+    warned, saved and requeued before its first step, forever (issue 20)."""
+    line = refusal(capsys, "-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=2",
+                   "hydra.launcher.signal_delay_s=60")  # fmt: skip
+    assert "signal_delay_s=60 is not valid with timeout_min=2" in line and "signal_delay_s < 60" in line
+    cli.preflight("train", ["-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=2",
+                            "hydra.launcher.signal_delay_s=45"])  # fmt: skip
+
+
 def test_evaluate_options_are_checked_the_same_way(capsys):
     assert "crops=5 is not valid; use one of: 1, 10, 144" in refusal(capsys, "checkpoints=x.pt", "crops=5",
                                                                       app="evaluate")  # fmt: skip
