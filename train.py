@@ -39,17 +39,18 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
     known = (TrainingError, CheckpointError, ValueError, FileNotFoundError, RuntimeError)
-    with cli.one_line_errors(known, multirun):
-        results = train_from_config(
-            OmegaConf.to_container(cfg, resolve=True),
-            run_dir,
-            experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
-            run_files=hydra_files(cfg),
-        )
-    if cli.process_rank() == 0 and not results.get("unchanged"):  # a finished run said so in one line
-        log.info("%s", summary(results, run_dir, tensorboard_logdir(cfg, run_dir, multirun)))
-    if results["status"] == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)  # also ends a sweep: the scheduler is stopping this job
+    with cli.quick_exit(multirun):
+        with cli.one_line_errors(known, multirun):
+            results = train_from_config(
+                OmegaConf.to_container(cfg, resolve=True),
+                run_dir,
+                experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
+                run_files=hydra_files(cfg),
+            )
+        if cli.process_rank() == 0 and not results.get("unchanged"):  # a finished run said so in one line
+            log.info("%s", summary(results, run_dir, tensorboard_logdir(cfg, run_dir, multirun)))
+        if results["status"] == "interrupted":
+            sys.exit(EXIT_INTERRUPTED)  # also ends a sweep: the scheduler is stopping this job
     return results.get("best_top1")  # a sweeper's objective
 
 

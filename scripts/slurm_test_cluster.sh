@@ -11,8 +11,9 @@
 # read or written and ports are picked free, so a real cluster's config on the machine is left alone and two
 # test clusters do not meet. This host is controller and node (NodeAddr=127.0.0.1), with no cgroups
 # (proctrack/linuxproc, task/none) so it runs in containers and VMs. Two partitions on the node: `debug`
-# (the default), whose jobs are preempted and requeued by jobs of `urgent` (PreemptMode=REQUEUE). The node
-# declares CPUS (default 8) CPUs whatever the hardware has, so a few one-CPU test jobs run at once.
+# (the default), whose jobs are preempted and requeued by jobs of `urgent` (PreemptMode=REQUEUE); a job of
+# urgent asking for the node's one `token` (--gres=token:1) preempts only the job of debug holding it. The
+# node declares CPUS (default 8) CPUs whatever the hardware has, so a few one-CPU test jobs run at once.
 # Accounting (sacct, which submitit reads job states from, and the exit codes SLURM records) is slurmdbd on
 # a private MariaDB server; ACCOUNTING=0 starts the cluster without it.
 # The timings are SLURM's defaults (KillWait=30, the 30 s time-limit timer, a requeued job's ~2 min
@@ -181,7 +182,10 @@ SchedulerParameters=sched_interval=2
 # jobs of partition urgent preempt (requeue) jobs of partition debug
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-NodeName=$host NodeAddr=127.0.0.1 CPUs=${CPUS:-8} State=UNKNOWN
+# one "token" (a count-only generic resource, like one GPU): a job of urgent asking for it preempts the job
+# of debug that holds it, and only that one
+GresTypes=token
+NodeName=$host NodeAddr=127.0.0.1 CPUs=${CPUS:-8} Gres=token:1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE
 PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
