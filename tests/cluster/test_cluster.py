@@ -39,6 +39,9 @@ SLURM_CPU = [  # one CPU task per job on the test cluster
 ]
 LONG = "trainer.max_steps=100000"  # runs the test stops itself after their first evaluation past the resume
 SHORT = "trainer.max_steps=40"  # runs that end on their own
+# Two processes agree to stop at the next logging step: every step, so that a stop falls inside an
+# evaluation interval, where both processes' training-loss sums must be saved (logging does not change a run)
+EVERY_STEP = "trainer.log_every=1"
 
 
 def train_script(where: Path) -> Path:
@@ -110,6 +113,7 @@ def scenario_warning(cluster, tmp: Path, reference: Path) -> dict:
     launcher.send_signal(signal.SIGINT)
     output = launcher.communicate(timeout=120)[0]
     log = (run_dir / "train.log").read_text()
+    out = "".join(p.read_text() for p in (sweep / ".submitit" / job).glob("*_log.*"))
     return {
         "scenario": "warning signal (submitit, SIGUSR2), then Ctrl-C on the launcher",
         "records": cluster.accounting(job, 2),
@@ -123,6 +127,9 @@ def scenario_warning(cluster, tmp: Path, reference: Path) -> dict:
         ),
         "table": "interrupted" in output and "cancelled SLURM jobs" in output and "report:" in output,
         "traceback": "Traceback" in output or "Traceback" in log,
+        # submitit's handler ran once, in the training process (loader workers ignore SIGUSR2)
+        "one_checkpoint": len(re.findall(r"submitit INFO \(.*\) - Calling checkpoint method", out)) == 1
+        and "AssertionError" not in out,
     }
 
 
@@ -157,10 +164,11 @@ def scenario_requeue(cluster, tmp: Path, reference: Path, tasks: int = 1, ref2: 
     """``scontrol requeue``: one SIGTERM; save, exit 75; SLURM runs the job again, which resumes and ends."""
     name = "requeue" if tasks == 1 else "two_tasks"
     run_dir = tmp / name
+    every = [EVERY_STEP] if tasks > 1 else []
     job = cluster.sbatch("-J", name, "-n", str(tasks), "-o", str(tmp / f"{name}-%j.out"),
-                         str(train_script(tmp)), SHORT, f"hydra.run.dir={run_dir}")  # fmt: skip
+                         str(train_script(tmp)), SHORT, *every, f"hydra.run.dir={run_dir}")  # fmt: skip
     if tasks > 1:  # stop inside an evaluation interval, after one: the loss sums of both processes matter
-        wait_for(lambda: log_has(run_dir / "train.log", "| step 15/"), 300, "step 15")
+        wait_for(lambda: log_has(run_dir / "train.log", "| step 11/"), 300, "step 11")
     else:
         first_step(run_dir)
     cluster.run("scontrol", "requeue", job)
@@ -265,7 +273,8 @@ def free_port() -> int:
 
 def torchrun(run_dir: Path, *args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [PYTHON, "-m", "torch.distributed.run", *args, "train.py", *RUN, SHORT, f"hydra.run.dir={run_dir}"],
+        [PYTHON, "-m", "torch.distributed.run", *args, "train.py", *RUN, SHORT, EVERY_STEP,
+         f"hydra.run.dir={run_dir}"],
         cwd=REPO, env=dict(job_env(), LOGLEVEL="INFO"), stdout=log.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
@@ -296,7 +305,7 @@ def scenario_torchrun(tmp: Path, ref2: Path) -> dict:
     wait_for(lambda: log_has(run_dir / "train.log", "| step 15/"), 300, "step 15")
     os.kill(workers_of(b)[0], signal.SIGKILL)
     wait_for(lambda: log_has(run_dir / "train.log", f"resumed {run_dir} at step 10"), 300, "the restart")
-    wait_for(lambda: log_has(run_dir / "train.log", "| step 25/"), 300, "step 25")
+    wait_for(lambda: log_has(run_dir / "train.log", "| step 21/"), 300, "step 21")
     b.send_signal(signal.SIGTERM)
     k = stopped_at(run_dir)
     b_exit = b.wait(timeout=120)
@@ -434,7 +443,7 @@ def test_warning_signal_saves_and_submitit_requeues_exactly(tier):
     assert o["saved_by_usr2"] and o["requeued_by_submitit"] and o["exact"], o
     # the warned segment saved and exited 75 after submitit's requeue; SLURM records the cancelled one's state
     assert o["records"] == [("REQUEUED", "75:0"), ("CANCELLED", "0:0")], o["records"]
-    assert o["launcher_exit"] == 130 and o["table"] and not o["traceback"]
+    assert o["launcher_exit"] == 130 and o["table"] and not o["traceback"] and o["one_checkpoint"]
 
 
 def test_time_limit_without_signal_saves_despite_two_sigterms(tier):
@@ -467,6 +476,7 @@ def test_the_readme_sbatch_recipe_requeues_on_75_and_completes(tier):
 def test_a_two_task_srun_job_without_submitit_trains_and_continues_exactly(tier):
     o = outcome(tier, "two_tasks")
     assert o["world_size"] == 2 and o["completed"] and o["exact"], o
+    assert o["resumed_at"] % 10, o  # inside an evaluation interval: its training loss sums both processes
     assert o["records"] == [("REQUEUED", "75:0"), ("COMPLETED", "0:0")], o
 
 
@@ -483,7 +493,7 @@ def test_a_slurm_sweep_with_a_failed_job_ends_with_its_table(tier):
 
 def test_torchrun_agents_recover_a_killed_worker_and_a_stopped_node_exactly(tier):
     o = outcome(tier, "torchrun")
-    assert o["exact"] and o["completed"] and o["saved"], o
+    assert o["exact"] and o["completed"] and o["saved"] and o["resumed_at"] % 10, o
     assert o["exits"] == (1, 1, 0, 0), o  # torchrun reports the workers' 75 (and its own signal) as 1
 
 
