@@ -19,7 +19,9 @@ runs needs added, and nothing replaced.
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,13 +101,22 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         try:
             return [_result(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)]
         except KeyboardInterrupt:
-            for job in jobs:
-                job.cancel(check=False)
-            log.warning(
-                "cancelled SLURM jobs %s: each saves its run (exit 75); re-launch this command to resume",
-                " ".join(job.job_id for job in jobs),
-            )
+            ids = [job.job_id for job in jobs]
+            subprocess.run(["scancel", *ids], check=False)
+            log.warning("cancelled SLURM jobs %s: each saves its run (exit 75); re-launch this command to "
+                        "resume", " ".join(ids))  # fmt: skip
+            _wait_until_gone(ids)  # the table comes next: let the runs save and say so
             raise SystemExit(130) from None
+
+
+def _wait_until_gone(ids: Sequence[str], timeout: float = 120) -> None:
+    """Until SLURM lists none of these jobs (a cancelled job has KillWait, 30 s by default, to end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True, text=True)
+        if not queued.stdout.strip():
+            return
+        time.sleep(1)
 
 
 def _result(job: Any, overrides: Sequence[str]) -> JobReturn:

@@ -42,6 +42,16 @@ SHORT = "trainer.max_steps=40"  # runs that end on their own
 # Two processes agree to stop at the next logging step: every step, so that a stop falls inside an
 # evaluation interval, where both processes' training-loss sums must be saved (logging does not change a run)
 EVERY_STEP = "trainer.log_every=1"
+STARTED: list[subprocess.Popen] = []  # what the tier starts outside SLURM: stopped at its end if still there
+
+
+def start(cmd: list[str], log: Path | None = None, **env: str) -> subprocess.Popen:
+    """A process of its own session (so that it and its children can be stopped together)."""
+    out = log.open("w") if log is not None else subprocess.PIPE
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(job_env(), **env), stdout=out, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    STARTED.append(proc)
+    return proc
 
 
 def train_script(where: Path) -> Path:
@@ -96,10 +106,10 @@ def scenario_warning(cluster, tmp: Path, reference: Path) -> dict:
     """submitit's warning (SIGUSR2 before a time limit): save, submitit requeues, the job continues. Ended by
     Ctrl-C on the launcher, which cancels its job (saved: exit 75) and still prints the sweep's table."""
     sweep = tmp / "warning"
-    launcher = subprocess.Popen(
+    launcher = start(
         [PYTHON, "train.py", "-m", "hydra/launcher=slurm", *SLURM_CPU, "hydra.launcher.timeout_min=10",
          "hydra.launcher.signal_delay_s=120", f"hydra.sweep.dir={sweep}", *RUN, LONG, "data.workers=1"],
-        cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        SLURM_CONF=cluster.env["SLURM_CONF"],
     )  # fmt: skip
     run_dir = wait_for(lambda: next((p.parent for p in sweep.glob("*/*/*/train.log")), None), 300, "the run")
     first_step(run_dir)
@@ -111,7 +121,8 @@ def scenario_warning(cluster, tmp: Path, reference: Path) -> dict:
     wait_for(lambda: log_has(run_dir / "train.log", f"resumed {run_dir} at step {k}"), 300, "the resume")
     evaluated_past(run_dir, k)
     launcher.send_signal(signal.SIGINT)
-    output = launcher.communicate(timeout=120)[0]
+    output = launcher.communicate(timeout=300)[0]
+    (tmp / "warning-launcher.log").write_text(output)
     log = (run_dir / "train.log").read_text()
     out = "".join(p.read_text() for p in (sweep / ".submitit" / job).glob("*_log.*"))
     return {
@@ -272,12 +283,8 @@ def free_port() -> int:
 
 
 def torchrun(run_dir: Path, *args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PYTHON, "-m", "torch.distributed.run", *args, "train.py", *RUN, SHORT, EVERY_STEP,
-         f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=dict(job_env(), LOGLEVEL="INFO"), stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    cmd = [PYTHON, "-m", "torch.distributed.run", *args, "train.py", *RUN, SHORT, EVERY_STEP]
+    return start([*cmd, f"hydra.run.dir={run_dir}"], log, LOGLEVEL="INFO")
 
 
 def workers_of(agent: subprocess.Popen) -> list[int]:
@@ -286,48 +293,46 @@ def workers_of(agent: subprocess.Popen) -> list[int]:
 
 
 def scenario_torchrun(tmp: Path, ref2: Path) -> dict:
-    """Two torchrun agents (--nnodes=2) on this host, one worker each. A worker killed (SIGKILL): the agents
-    restart both workers, which resume from the last checkpoint. Then SIGTERM to one agent (a node stopped):
-    every process saves at the same step and exits 75, that agent ends; the other restarts its worker and
-    waits for a node, which with torch 2.14 cannot join a running job (README), so it is stopped too and the
-    job launched again: it continues exactly. The first agent hosts the rendezvous store (c10d)."""
+    """Two torchrun agents (--nnodes=2) on this host, one worker each, launched again by the test where a
+    scheduler would (a SLURM requeue, a Kubernetes restart): torch 2.14's in-place restarts are unreliable
+    (README), so ``--max-restarts=0``. A worker killed (SIGKILL): both agents fail (status 1), and the job
+    launched again resumes from the last checkpoint. SIGTERM to one agent (a node stopped): every process
+    saves at the same step and exits 75, both agents end (status 1), and the job launched again resumes
+    there. Each continuation is exact."""
     run_dir = tmp / "torchrun"
 
-    def pair() -> tuple[subprocess.Popen, subprocess.Popen]:
+    def job() -> tuple[subprocess.Popen, subprocess.Popen]:
         port = free_port()
-        rdzv = ["--nnodes=2", "--nproc_per_node=1", "--max-restarts=3", "--rdzv-backend=c10d",
+        rdzv = ["--nnodes=2", "--nproc_per_node=1", "--max-restarts=0", "--rdzv-backend=c10d",
                 f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=bn-cluster-tier"]  # fmt: skip
         first = torchrun(run_dir, *rdzv, log=tmp / f"agent-{port}-a.log")
         wait_for(lambda: listening(port), 120, "the first agent's rendezvous store")
         return first, torchrun(run_dir, *rdzv, log=tmp / f"agent-{port}-b.log")
 
-    a, b = pair()
+    a, b = job()
     wait_for(lambda: log_has(run_dir / "train.log", "| step 15/"), 300, "step 15")
     os.kill(workers_of(b)[0], signal.SIGKILL)
-    wait_for(lambda: log_has(run_dir / "train.log", f"resumed {run_dir} at step 10"), 300, "the restart")
+    killed = (a.wait(timeout=300), b.wait(timeout=300))
+    a, b = job()
+    wait_for(lambda: log_has(run_dir / "train.log", f"resumed {run_dir} at step 10"), 300, "the resume")
     wait_for(lambda: log_has(run_dir / "train.log", "| step 21/"), 300, "step 21")
     b.send_signal(signal.SIGTERM)
+    stopped = (a.wait(timeout=300), b.wait(timeout=300))
     k = stopped_at(run_dir)
-    b_exit = b.wait(timeout=120)
-    a.send_signal(signal.SIGTERM)  # it waits for a second node
-    a_exit = a.wait(timeout=120)
-    c, d = pair()
-    c_exit, d_exit = c.wait(timeout=600), d.wait(timeout=600)
+    a, b = job()
+    ended = (a.wait(timeout=600), b.wait(timeout=600))
     res = results(run_dir)
     log = (run_dir / "train.log").read_text()
     return {
-        "scenario": "torchrun --nnodes=2: a worker killed; SIGTERM to one agent, then the job again",
-        "records": [
-            ("agent SIGTERMed", str(b_exit)),
-            ("other agent", str(a_exit)),
-            ("job again", f"{c_exit}, {d_exit}"),
-        ],  # fmt: skip
+        "scenario": "torchrun --nnodes=2: a worker killed, then SIGTERM to one agent; the job launched again",
+        "records": [("worker killed", str(killed)), ("agent SIGTERMed", str(stopped)), ("again", str(ended))],
+        "exits": (killed, stopped, ended),
         "resumed_at": k,
         "run_dir": run_dir,
         "reference": ref2,
-        "exits": (b_exit, a_exit, c_exit, d_exit),
         "completed": res.get("status") == "completed" and res.get("steps") == 40,
         "saved": re.search(rf"stopped by (SIGTERM|a signal to another process) at step {k}", log) is not None,
+        "resumed_twice": f"resumed {run_dir} at step 10" in log and f"resumed {run_dir} at step {k}" in log,
     }
 
 
@@ -344,14 +349,14 @@ def references(tmp_path_factory):
     """The uninterrupted runs every scenario is compared with: one process and two (torchrun --standalone),
     40 steps each; the first is continued (exactly) where a scenario went further."""
     tmp = tmp_path_factory.mktemp("references")
-    one = subprocess.Popen(
-        [PYTHON, "train.py", *RUN, SHORT, f"hydra.run.dir={tmp / 'one'}"],
-        cwd=REPO, env=job_env(), stdout=(tmp / "one.log").open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    one = start([PYTHON, "train.py", *RUN, SHORT, f"hydra.run.dir={tmp / 'one'}"], tmp / "one.log")
     two = torchrun(tmp / "two", "--standalone", "--nproc_per_node=2", log=tmp / "two.log")
-    yield tmp / "one", tmp / "two", one, two
-    for proc in (one, two):
-        proc.wait(timeout=300)
+    try:
+        yield tmp / "one", tmp / "two", one, two
+    finally:
+        for proc in STARTED:  # a scenario that failed half-way leaves no process behind
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def reach(reference: Path, process: subprocess.Popen, step: int) -> None:
@@ -438,11 +443,15 @@ def outcome(tier, name: str) -> dict:
 # ------------------------------------------------------------------------------------------------ tests
 
 
+#: SLURM records a cancelled step's exit code (75) only if the step ended before it closed the job's record
+CANCELLED = (("CANCELLED", "0:0"), ("CANCELLED", "75:0"))
+
+
 def test_warning_signal_saves_and_submitit_requeues_exactly(tier):
     o = outcome(tier, "warning")
     assert o["saved_by_usr2"] and o["requeued_by_submitit"] and o["exact"], o
-    # the warned segment saved and exited 75 after submitit's requeue; SLURM records the cancelled one's state
-    assert o["records"] == [("REQUEUED", "75:0"), ("CANCELLED", "0:0")], o["records"]
+    # the warned segment saved and exited 75 after submitit's requeue; the cancelled one too
+    assert o["records"][0] == ("REQUEUED", "75:0") and o["records"][1] in CANCELLED, o["records"]
     assert o["launcher_exit"] == 130 and o["table"] and not o["traceback"] and o["one_checkpoint"]
 
 
@@ -459,7 +468,7 @@ def test_scontrol_requeue_saves_and_the_job_continues_exactly(tier):
 
 def test_scancel_saves_and_a_new_job_continues_exactly(tier):
     o = outcome(tier, "scancel")
-    assert o["records"] == [("CANCELLED", "0:0"), ("COMPLETED", "0:0")], o
+    assert o["records"][0] in CANCELLED and o["records"][1] == ("COMPLETED", "0:0"), o
     assert o["completed"] and o["exact"], o
 
 
@@ -491,10 +500,10 @@ def test_a_slurm_sweep_with_a_failed_job_ends_with_its_table(tier):
     assert "1 of the sweep's runs did not complete" in o["output"] and "Traceback" not in o["output"]
 
 
-def test_torchrun_agents_recover_a_killed_worker_and_a_stopped_node_exactly(tier):
+def test_torchrun_jobs_continue_exactly_after_a_killed_worker_and_a_stopped_node(tier):
     o = outcome(tier, "torchrun")
-    assert o["exact"] and o["completed"] and o["saved"] and o["resumed_at"] % 10, o
-    assert o["exits"] == (1, 1, 0, 0), o  # torchrun reports the workers' 75 (and its own signal) as 1
+    assert o["exact"] and o["completed"] and o["saved"] and o["resumed_twice"] and o["resumed_at"] % 10, o
+    assert o["exits"] == ((1, 1), (1, 1), (0, 0)), o  # torchrun reports the workers' 75 (and a signal) as 1
 
 
 def test_the_tier_table(tier, capsys):
