@@ -3,7 +3,7 @@
     python scripts/report_ensemble.py sweeps/ensemble-<date>     # reads <dir>/eval/*.json, writes report.md
 
 The paper's Figure 4 rows beside ours, every member and the ensemble at every crop setting, and the
-ensemble's gain over its best member (bn_inception/evaluation/ensemble_report.py).
+ensemble's gain over its best member (scripts.analysis.ensemble_report.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bn_inception.evaluation.ensemble_report import write_report  # noqa: E402
 from bn_inception.evaluation.runlogs import ReportError  # noqa: E402
+from scripts.analysis.ensemble_report import write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

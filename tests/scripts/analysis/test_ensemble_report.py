@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bn_inception.evaluation.ensemble_report import best_member, load_settings, write_report
 from bn_inception.evaluation.runlogs import ReportError
+from scripts.analysis.ensemble_report import best_member, load_settings, write_report
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write_table(path: Path, crops: int, images: int, errors: dict[str, float], gain: float | None) -> None:
