@@ -396,6 +396,9 @@ class EvalConfig:
     seed: int = number(0, ge=0)
     # also report the error of every class (JSON; Markdown table)
     per_class: bool = False
+    # also write each image's label and every row's top-1/top-5 hit, as strings of 0/1 in image order (JSON
+    # "per_image"), so that paired comparisons across rows and runs can be recomputed from the files
+    per_image: bool = False
     # write the table as JSON here (and Markdown next to it, .md); null: console only
     output: str | None = None
     # the Markdown table's path; null: <output without .json>.md when output is set

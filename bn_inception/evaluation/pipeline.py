@@ -38,11 +38,13 @@ from bn_inception.config import EvalConfig, index_range_of
 from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device
 from bn_inception.engine.runinfo import environment
 from bn_inception.evaluation.crops import CROP_COUNTS, crop_resize_sizes, make_crops
+from bn_inception.evaluation.ensemble import TOPK
 from bn_inception.evaluation.evaluator import (
     EncodedViews,
     EvaluationError,
     Gain,
     Member,
+    Predictions,
     Row,
     build_rows,
     check_data,
@@ -343,9 +345,20 @@ def evaluate_checkpoints(
         "seconds": predictions.seconds,
         "environment": environment(device, 1),
     }
+    if options.per_image:
+        meta["per_image"] = per_image(predictions)
     gains = ensemble_gains(members, ensembles, predictions, options.bootstrap, options.seed)
     meta["ensemble_gains"] = [g.to_dict() for g in gains]
     return EvalReport(rows=rows, meta=meta, gains=gains)
+
+
+def per_image(predictions: Predictions) -> dict[str, Any]:
+    """Each image's label and each row's top-1/top-5 hits as "0"/"1" strings, in image order."""
+    hits = {
+        f"top{k}": {key: "".join(map(str, c[:, i].astype(int))) for key, c in predictions.correct.items()}
+        for i, k in enumerate(TOPK)
+    }
+    return {"labels": predictions.labels.tolist(), **hits}
 
 
 def population_batch_size(requested: int | None, train_config: dict[str, Any]) -> int:

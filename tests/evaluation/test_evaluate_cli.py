@@ -193,13 +193,18 @@ def test_markdown_and_tensorboard_outputs(world, single_crop_run):
 def test_144_crops_of_a_glob_on_a_range_of_images(world):
     out = world["root"] / "eval144.json"
     glob = str(world["runs"] / "*" / "seed0" / "checkpoints" / "best.pt")
-    proc = run_cli(f"checkpoints='{glob}'", "crops=144", "images=3:8", f"output={out}", "bootstrap=0")
+    proc = run_cli(f"checkpoints='{glob}'", "crops=144", "images=3:8", "per_image=true", f"output={out}",
+                   "bootstrap=0")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["name"] for r in rows] == ["m1/seed0", "m2/seed0", "ensemble"]
     assert all(r["crops"] == 144 and r["images"] == 5 for r in rows)
     assert rows[0]["top1_err_ci"] == [None, None]  # bootstrap=0: no intervals
-    assert json.loads(out.read_text())["image_range"] == [3, 8]
+    table = json.loads(out.read_text())
+    assert table["image_range"] == [3, 8] and len(table["per_image"]["labels"]) == 5
+    for r in rows:  # the per-image hits give the table's errors
+        hits = table["per_image"]["top1"][r["name"]]
+        assert len(hits) == 5 and r["top1_err"] == pytest.approx(100 * hits.count("0") / 5)
 
 
 def test_an_image_range_evaluates_those_images(world):

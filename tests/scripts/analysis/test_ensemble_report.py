@@ -1,4 +1,5 @@
-"""The ensemble experiment's report, from fabricated evaluate.py tables (known errors -> known rows)."""
+"""The ensemble experiment's report, from fabricated evaluate.py tables with per-image results: the best
+member is chosen on the selection half, the gains are measured on the held-out half with known answers."""
 
 import json
 import subprocess
@@ -8,62 +9,75 @@ from pathlib import Path
 import pytest
 
 from bn_inception.evaluation.runlogs import ReportError
-from scripts.analysis.ensemble_report import best_member, load_settings, write_report
+from scripts.analysis.ensemble_report import load_study, write_report
 
 REPO = Path(__file__).resolve().parents[3]
+MEMBERS = ("m1/seed1", "m2/seed2")
 
 
-def write_table(path: Path, crops: int, images: int, errors: dict[str, float], gain: float | None) -> None:
-    rows = [
-        {"name": name, "top1_err": err, "top5_err": err / 10, "top1_err_ci": [err - 1, err + 1],
-         "top5_err_ci": [0.0, err / 5], "checkpoints": ["x"] * (6 if name == "ensemble" else 1)}
-        for name, err in errors.items()
-    ]  # fmt: skip
-    ci = [gain - 0.5, gain + 0.5] if gain is not None else None
-    gains = [] if gain is None else [
-        {"ensemble": "ensemble", "best_member": "m2/seed2", "top1_gain": gain, "top1_gain_ci": ci}
-    ]  # fmt: skip
-    table = {"rows": rows, "crops": crops, "data": {"images": images}, "ensemble_gains": gains,
-             "command": f"python evaluate.py crops={crops}"}  # fmt: skip
+def write_table(path: Path, crops: int, image_range: tuple[int, int], hits: dict[str, str]) -> None:
+    """An evaluate.py JSON whose rows' errors follow from `hits` (per image, "1": right)."""
+    (a, b), rows = image_range, []
+    for name, h in hits.items():
+        err = 100.0 * h.count("0") / len(h)
+        members = 2 if name == "ensemble" else 1
+        rows.append({"name": name, "top1_err": err, "top5_err": err / 10, "top1_err_ci": [err - 1, err + 1],
+                     "top5_err_ci": [0.0, err / 5], "checkpoints": ["x"] * members})  # fmt: skip
+    table = {"rows": rows, "crops": crops, "image_range": list(image_range), "data": {"images": len(h)},
+             "distinct_crops": [48] if crops == 144 else [crops], "seconds": 12.0,
+             "per_image": {"labels": [0] * len(h), "top1": hits, "top5": hits},
+             "command": f"python evaluate.py crops={crops} images={a}:{b}"}  # fmt: skip
     path.write_text(json.dumps(table))
 
 
 @pytest.fixture
 def out_dir(tmp_path):
     (tmp_path / "eval").mkdir()
-    write_table(
-        tmp_path / "eval/crops1.json", 1, 10000, {"m1/seed1": 9.0, "m2/seed2": 8.0, "ensemble": 7.0}, 1.0
-    )
-    write_table(tmp_path / "eval/crops144_first1000.json", 144, 1000,
-                {"m1/seed1": 8.5, "m2/seed2": 7.5, "ensemble": 6.25}, 1.25)  # fmt: skip
+    # Selection half: m2 errs less (1 of 4 against 2 of 4), so m2 is the best member, fixed.
+    write_table(tmp_path / "eval/select_crops1.json", 1, (0, 4),
+                {"m1/seed1": "0011", "m2/seed2": "0111", "ensemble": "0111"})  # fmt: skip
+    # Held out (8 images), 1 crop: m2 errs on 4, m1 on 2, the ensemble on 2. Against the chosen m2 the
+    # ensemble gains 2/8 = 25 points; against the mean member (3 of 8 wrong on average), 1/8 = 12.5.
+    write_table(tmp_path / "eval/heldout_crops1.json", 1, (4, 12),
+                {"m1/seed1": "11111100", "m2/seed2": "00001111", "ensemble": "10111101"})  # fmt: skip
+    write_table(tmp_path / "eval/heldout_crops144.json", 144, (4, 12),
+                {"m1/seed1": "11111110", "m2/seed2": "10011111", "ensemble": "11111111"})  # fmt: skip
     return tmp_path
 
 
-def test_paper_rows_beside_ours_pick_the_best_member_and_the_144_crop_ensemble(out_dir):
-    settings = load_settings(out_dir / "eval")
-    assert [s.name for s in settings] == ["crops1", "crops144_first1000"]  # most images first
-    assert best_member(settings) == "m2/seed2"
+def test_the_best_member_is_chosen_on_the_selection_half_and_gains_are_held_out(out_dir):
+    study = load_study(out_dir / "eval")
+    assert study.best == "m2/seed2"  # on the held-out half m1 would look better: the choice is not redone
     text, path = write_report(out_dir)
     assert path.read_text() == text
-    lines = text.splitlines()
-    single = next(line for line in lines if line.startswith("| BN-Inception single crop"))
-    multi = next(line for line in lines if line.startswith("| BN-Inception multicrop"))
-    ensemble = next(line for line in lines if line.startswith("| BN-Inception ensemble"))
-    assert "25.2 / 7.82" in single and "| 1 | 1 | 10,000 | 8.00 [7.00, 9.00] |" in single
-    assert "21.99 / 5.82" in multi and "| 144 | 1 | 1,000 | 7.50 [6.50, 8.50] |" in multi
-    assert "20.1 / 4.9" in ensemble and "| 144 | 6 | 1,000 | 6.25 [5.25, 7.25] |" in ensemble
-    assert "| ensemble | 7.00 [6.00, 8.00] | 6.25 [5.25, 7.25] |" in text
-    assert "- 144 crops, 1,000 images: +1.25 [+0.75, +1.75] points of top-1 error against m2/seed2" in text
-    assert "near 0 for every network (at most 0.90% here)" in text  # the worst top-5 error, quoted
-    assert "`python evaluate.py crops=144`" in text
+    assert "| 1 | 25.00 | 50.00 | +25.00 [" in text  # ensemble, best member (m2), its gain
+    assert "| 37.50 | +12.50 [" in text  # the mean member, the gain over it
+    assert "| 144 | 0.00 | 25.00 | +25.00 [" in text
+    assert "- m2/seed2: 144 crops against 1: +25.00 [" in text
+    assert "- ensemble: 144 crops against 1: +25.00 [" in text
+    single = next(line for line in text.splitlines() if line.startswith("| BN-Inception single crop"))
+    assert "25.2 / 7.82" in single and "| 1 | 1 | 8 | 50.00 [49.00, 51.00] |" in single
+    assert "| m2/seed2 (best member, chosen on the selection half) | 25.00 [24.00, 26.00] |" in text
+    assert "144 crops: 48 distinct per image" in text
+    assert "`python evaluate.py crops=144 images=4:12` (12 s)" in text
 
 
-def test_a_broken_table_and_an_empty_folder_are_one_line_errors(tmp_path):
-    (tmp_path / "eval").mkdir()
-    with pytest.raises(ReportError, match="no evaluate.py tables"):
-        load_settings(tmp_path / "eval")
-    (tmp_path / "eval/crops1.json").write_text("{")
-    proc = subprocess.run([sys.executable, str(REPO / "scripts/report_ensemble.py"), str(tmp_path)],
+def test_an_interval_excludes_zero_only_when_the_images_say_so(out_dir):
+    # 8 images where the ensemble is right exactly where the best member is: a gain of 0, interval [0, 0].
+    write_table(out_dir / "eval/heldout_crops1.json", 1, (4, 12),
+                {"m1/seed1": "11111100", "m2/seed2": "00001111", "ensemble": "00001111"})  # fmt: skip
+    text, _ = write_report(out_dir)
+    assert "| 1 | 50.00 | 50.00 | +0.00 [+0.00, +0.00] |" in text
+
+
+def test_missing_halves_and_missing_per_image_results_are_one_line_errors(out_dir, tmp_path):
+    table = json.loads((out_dir / "eval/heldout_crops144.json").read_text())
+    del table["per_image"]
+    (out_dir / "eval/heldout_crops144.json").write_text(json.dumps(table))
+    with pytest.raises(ReportError, match="heldout_crops144.json has no per-image results; re-run it with"):
+        load_study(out_dir / "eval")
+    (out_dir / "eval/select_crops1.json").unlink()
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/report_ensemble.py"), str(out_dir)],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert "is not an evaluate.py table" in proc.stderr
+    assert "needs select_crops1.json and heldout_crops<N>.json" in proc.stderr
