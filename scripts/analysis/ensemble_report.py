@@ -266,7 +266,8 @@ def report_markdown(study: Study, wall_time: str | None = None) -> str:
         "",
         "The ensemble's gain on the held-out half, in points of top-1 error (the member's error minus the "
         "ensemble's, per image, averaged; positive: the ensemble errs less), with paired 95% bootstrap "
-        "intervals. The mean member is each image's error averaged over the six members:",
+        "intervals. The mean member is each image's error averaged over the "
+        f"{len(study.members)} members:",
         "",
         gains_table(study),
         "",
