@@ -168,7 +168,7 @@ def figure2(
         ax.plot([], [], "o", mfc="white", mec="k", mew=1.5, ms=7, ls="none", label="steps to match Inception")
     if any(len({r.seed for r in runs if r.experiment == v}) > 1 for v in {r.experiment for r in runs}):
         ax.fill_between([], [], [], color="0.6", alpha=0.3, linewidth=0, label=BAND_LABEL)
-    ax.set_ylim(FIGURE2_BOTTOM, 5.0 * math.ceil(top / 5.0 + 1e-9))
+    ax.set_ylim(FIGURE2_BOTTOM, min(100.0, 5.0 * math.ceil(top / 5.0 + 1e-9)))
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel("Training steps" + (" (log scale)" if log_x else ""))

@@ -194,9 +194,10 @@ def speedup_figure(study: BudgetStudy) -> Figure:
     seed-bootstrap interval (thick, error bars), bounds as triangles (up: at least, down: at most). The
     paper's speed-ups belong to 31 x 10^6 steps and are named in the title, not drawn: nothing is
     extrapolated."""
-    figure = Figure(figsize=(8.0, 5.0))
+    figure = Figure(figsize=(8.0, 6.5))
     ax = figure.add_subplot()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    any_bound = False
     for i, label in enumerate(study.labels):
         color, cells = colors[i % len(colors)], [study.cells[(label, b)] for b in study.budgets]
         seeds = sorted({s for c in cells for s, _, _ in c.seeds}, key=lambda s: (s is None, s))
@@ -207,6 +208,7 @@ def speedup_figure(study: BudgetStudy) -> Figure:
                 bounded = [(b, v) for b, v, k in points if k == kind]
                 if bounded:
                     ax.plot(*zip(*bounded, strict=True), marker, color=color, alpha=0.7, ls="none")
+                    any_bound = True
         means = [(c.budget, c.mean, c.interval()) for c in cells if c.mean is not None]
         if means:
             x, y = [m[0] for m in means], [m[1] for m in means]
@@ -214,7 +216,8 @@ def speedup_figure(study: BudgetStudy) -> Figure:
                    for m in means]]  # fmt: skip
             ax.errorbar(x, y, yerr=err, color=color, lw=2, marker="o", capsize=3, label=label)
     ax.plot([], [], color="0.4", lw=0.7, label="one seed")
-    ax.plot([], [], "^", color="0.4", ls="none", label="a bound (up: at least; down: at most)")
+    if any_bound:
+        ax.plot([], [], "^", color="0.4", ls="none", label="a seed's bound (up: at least; down: at most)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(list(study.budgets), [f"{b:,}" for b in study.budgets])
@@ -225,12 +228,13 @@ def speedup_figure(study: BudgetStudy) -> Figure:
     ax.set_ylabel("Speed-up (steps to Inception's best within B)")
     p5, p30 = (paper.figure3_speedup(v) for v in VARIANTS)
     ax.set_title(
-        "Paired speed-up against the baseline's budget: geometric mean and 95% seed-bootstrap interval\n"
-        f"(the paper, at 31 x 10^6 steps: BN-x5 {p5:.1f}x, BN-x30 {p30:.1f}x; not extrapolated here)",
+        "Speed-up paired by seed against the baseline's budget\n(thick: geometric mean, 95% seed-bootstrap "
+        f"interval; the paper, at 31 x 10^6 steps:\nBN-x5 {p5:.1f}x, BN-x30 {p30:.1f}x, "
+        "not extrapolated here)",
         fontsize="medium",
     )
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", borderaxespad=0.0)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small", ncol=2)
     figure.tight_layout()
     return figure
 
