@@ -469,7 +469,7 @@ def table2_markdown(table: Table2) -> str:
             _notes_cell(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", DEFINITION, PAIRED_DEFINITION, "", *per_seed_markdown(table), ""]
+    lines += ["", DEFINITION, "", PAIRED_DEFINITION, "", *per_seed_markdown(table), ""]
     return "\n".join(lines)
 
 
