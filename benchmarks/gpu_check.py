@@ -10,17 +10,19 @@ benchmark), or as a probe in its own process, with its own timeout, inside one o
 step, then the throughput table of ``benchmarks/train_throughput.py``; exit status 1 if any step failed.
 Logs and run directories stay in ``--out`` (a temporary folder by default).
 
-Steps: ``env`` (torch, CUDA, driver, GPUs), ``data`` (a small JPEG tree), ``fp32``, ``bf16``,
-``channels-last``, ``compile`` (the run says "compiled"), ``syncs`` (no host sync inside a plain training
-step, in every precision mode: CUDA's own sync debug mode on a GPU, :class:`HostSyncs` on a CPU),
-``decode-pixels`` (``data.decode=gpu`` against the CPU decode, and the pytorch/vision#9606 stress: decoding
-while queued kernels still read freed memory), ``decode-train``, ``ddp`` (NCCL, DDP and SyncBatchNorm with
-2 processes; needs 2 GPUs), ``evaluate`` (1 and 10 crops; 1 crop equals the run's own validation),
-``resume``, ``throughput`` (rows (a) synthetic ceiling, (b) full JPEG pipeline, (c) timm's train.py).
+Steps, the most telling first (in case time runs out): ``env`` (torch, CUDA, driver, GPUs), ``data`` (a
+small JPEG tree), ``syncs`` (no host sync inside a plain training step, in every precision mode and with the
+GPU decode: :class:`HostSyncs`, plus CUDA's own sync debug mode on a GPU), ``decode-pixels``
+(``data.decode=gpu`` against the CPU decode, and pytorch/vision#9606's stress: decoding while queued kernels
+still read memory just freed), ``fp32``, ``bf16``, ``channels-last``, ``compile`` (the run must say
+"compiled"), ``throughput`` (rows (a) synthetic ceiling, (b) full JPEG pipeline, (c) timm's train.py),
+``evaluate`` (1 and 10 crops; 1 crop must equal the run's own validation), ``resume``, ``decode-train``,
+``throughput-gpu-decode`` (row (b) with ``data.decode=gpu``), ``ddp`` (NCCL, DDP and SyncBatchNorm with 2
+processes; needs 2 GPUs).
 
 ``--dry-run`` runs the same steps on the CPU at tiny sizes (the test suite runs it): it checks this script
-and every command it issues, not the GPU. Steps that need CUDA (``compile``: minutes on a CPU, the #9606
-stress, ``data.decode=gpu`` training) say SKIP there.
+and every command it issues, not the GPU. What needs CUDA (``compile``: minutes on a CPU; the #9606 stress;
+training with ``data.decode=gpu``) is SKIP there; ``ddp`` runs 2 gloo processes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,10 +305,11 @@ def step_env(ctx: Context, limit: float) -> Result:
     if not ctx.cuda:
         return "FAIL", f"no usable GPU: {unusable_gpu() or 'torch.cuda.is_available() is False'}"
     names = ", ".join(torch.cuda.get_device_name(i) for i in range(ctx.gpus))
-    status, smi = run(
-        ctx, ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], "env", limit
-    )
-    driver = smi.split()[0] if status == 0 and smi.strip() else "unknown"
+    driver = "unknown (no nvidia-smi)"
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        status, smi = run(ctx, query, "env", limit)
+        driver = smi.split()[0] if status == 0 and smi.strip() else "unknown"
     return "PASS", f"{ctx.gpus} GPU(s): {names}; driver {driver}; {versions}"
 
 
@@ -315,11 +319,9 @@ def step_data(ctx: Context, limit: float) -> Result:
            "--classes", "4", "--train-per-class", "16" if ctx.dry else "64",
            "--val-per-class", "8" if ctx.dry else "16", "--image-size", *size, "--noise", "18"]  # fmt: skip
     status, text = run(ctx, cmd, "data", limit)
-    return (
-        ("PASS", f"{sum(1 for _ in ctx.tree.rglob('*.JPEG'))} JPEGs of {'x'.join(size)} px in {ctx.tree}")
-        if (status == 0)
-        else ("FAIL", _last_error(text))
-    )
+    if status != 0:
+        return "FAIL", f"exit {status}: {_last_error(text)} (data.log)"
+    return "PASS", f"{sum(1 for _ in ctx.tree.rglob('*.JPEG'))} JPEGs of {'x'.join(size)} px in {ctx.tree}"
 
 
 def step_compile(ctx: Context, limit: float) -> Result:
@@ -369,12 +371,13 @@ def step_evaluate(ctx: Context, limit: float) -> Result:
     if results.get("status") != "completed":
         return "SKIP", "needs the fp32 run's checkpoint"
     rows = {}
-    for crops, decode in [("1", "cpu"), ("10", "cpu")] + [("1", "gpu")] * ctx.cuda:
-        name = f"evaluate-{crops}-{decode}"
+    gpu_decode = ["data=imagenet", f"data.root={ctx.tree}", f"data.index={ctx.out / 'index'}",
+                  f"data.input_size={32 if ctx.dry else 224}", "data.decode=gpu"]  # fmt: skip
+    for crops, data in [("1", []), ("10", [])] + [("1", gpu_decode)] * ctx.cuda:
+        name = f"evaluate-{crops}" + "-gpu-decode" * bool(data)
         cmd = [sys.executable, str(REPO / "evaluate.py"), f"checkpoints={run_dir}/checkpoints/last.pt",
-               f"crops={crops}", f"device={ctx.device}", "amp=none", "channels_last=false",
-               f"data.decode={decode}", "progress=false", "bootstrap=0",
-               f"output={ctx.out / name}.json"]  # fmt: skip
+               f"crops={crops}", f"device={ctx.device}", "amp=none", "channels_last=false", "progress=false",
+               "bootstrap=0", f"output={ctx.out / name}.json", *data]  # fmt: skip
         status, text = run(ctx, cmd, name, max(1.0, end - time.monotonic()))
         if status != 0:
             return "FAIL", f"{name}: exit {status}: {_last_error(text)} ({name}.log)"
@@ -384,8 +387,8 @@ def step_evaluate(ctx: Context, limit: float) -> Result:
     detail = (
         ", ".join(f"{k}: top-1 error {v:.2f}%" for k, v in errors.items()) + f"; the run's own {own:.2f}%"
     )
-    one_image = 100.0 / rows["evaluate-1-cpu"]["images"]
-    return ("PASS" if abs(errors["evaluate-1-cpu"] - own) <= one_image + 1e-6 else "FAIL"), detail
+    one_image = 100.0 / rows["evaluate-1"]["images"]
+    return ("PASS" if abs(errors["evaluate-1"] - own) <= one_image + 1e-6 else "FAIL"), detail
 
 
 def step_resume(ctx: Context, limit: float) -> Result:
@@ -401,43 +404,50 @@ def step_resume(ctx: Context, limit: float) -> Result:
     return verdict, detail
 
 
-def step_throughput(ctx: Context, limit: float) -> Result:
-    """benchmarks/train_throughput.py's rows (a), (b) and, with --timm-train, (c); its table is printed."""
+def step_throughput(ctx: Context, limit: float, decode: str = "auto") -> Result:
+    """benchmarks/train_throughput.py's rows (a) synthetic ceiling, (b) full JPEG pipeline and, with
+    --timm-train, (c) timm's train.py; with ``decode=gpu`` row (b) alone, JPEGs decoded on the GPU. Its table
+    is printed; a compile that fell back to eager fails the step (the rows would not be the GPU defaults)."""
+    if ctx.dry and decode == "gpu":
+        return "SKIP", "dry run: data.decode=gpu needs CUDA"
     if ctx.dry:
-        sizes = ["--device", "cpu", "--modes", "synthetic,pipeline", "--batch", "4", "--steps", "2",
-                 "--warmup", "2", "--images", "64", "--classes", "4", "--workers", "1",
-                 "--model", "bn_inception_small", "--input-size", "32"]  # fmt: skip
+        args = ["--device", "cpu", "--modes", "synthetic,pipeline", "--batch", "4", "--steps", "2",
+                "--warmup", "2", "--images", "64", "--classes", "4", "--workers", "1",
+                "--model", "bn_inception_small", "--input-size", "32"]  # fmt: skip
     else:
-        modes = "synthetic,pipeline" + ",timm" * (ctx.timm_train is not None)
-        sizes = ["--device", "cuda", "--modes", modes, "--steps", "100", "--warmup", "30", "--images", "4096",
-                 "--workers", str(max(1, (os.cpu_count() or 2) - 1))]  # fmt: skip
-        sizes += ["--timm-train", str(ctx.timm_train)] if ctx.timm_train else []
-    cmd = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), *sizes]
-    status, text = run(ctx, cmd, "throughput", limit)
+        modes = "pipeline" if decode == "gpu" else "synthetic,pipeline" + ",timm" * bool(ctx.timm_train)
+        args = ["--device", "cuda", "--modes", modes, "--decode", decode, "--steps", "100", "--warmup", "30",
+                "--images", "2048", "--workers", str(max(1, (os.cpu_count() or 2) - 1))]  # fmt: skip
+        args += ["--timm-train", str(ctx.timm_train)] if ctx.timm_train and decode != "gpu" else []
+    name = "throughput" + "-gpu-decode" * (decode == "gpu")
+    status, text = run(
+        ctx, [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), *args], name, limit
+    )
     table = [ln for ln in text.splitlines() if ln.startswith("|")]
     if status != 0 or not table:
-        return "FAIL", f"exit {status}: {_last_error(text)} (throughput.log)"
-    ctx.log(
-        "\n".join(["", f"`{' '.join(['python', 'benchmarks/train_throughput.py', *sizes])}`", *table, ""])
-    )
+        return "FAIL", f"exit {status}: {_last_error(text)} ({name}.log)"
+    ctx.log("\n".join(["", f"python benchmarks/train_throughput.py {' '.join(args)}", *table, ""]))
+    if "torch.compile: eager" in text:
+        return "FAIL", f"measured eagerly: {_last_error(text)}"
     return "PASS", f"{len(table) - 2} rows (table above)"
 
 
 STEPS: list[tuple[str, float, Callable[[Context, float], Result], bool]] = [
-    # name, timeout (s), step, needs CUDA outside a dry run
+    # name, timeout (s), step, needs CUDA outside a dry run; the most telling first, in case time runs out
     ("env", 30, step_env, False),
     ("data", 60, step_data, True),
-    ("syncs", 120, lambda c, t: step_probe(c, t, "syncs"), True),
+    ("syncs", 150, lambda c, t: step_probe(c, t, "syncs"), True),
+    ("decode-pixels", 90, lambda c, t: step_probe(c, t, "decode"), True),
     ("fp32", 90, lambda c, t: train(c, "fp32", t), True),
     ("bf16", 90, lambda c, t: train(c, "bf16", t, "trainer.amp=bf16"), True),
     ("channels-last", 90, lambda c, t: train(c, "channels-last", t, *CHANNELS_LAST), True),
-    ("decode-pixels", 90, lambda c, t: step_probe(c, t, "decode"), True),
-    ("decode-train", 90, step_decode_train, True),
+    ("compile", 240, step_compile, True),
+    ("throughput", 240, step_throughput, True),
     ("evaluate", 90, step_evaluate, True),
     ("resume", 120, step_resume, True),
-    ("compile", 240, step_compile, True),
+    ("decode-train", 90, step_decode_train, True),
+    ("throughput-gpu-decode", 120, lambda c, t: step_throughput(c, t, "gpu"), True),
     ("ddp", 240, step_ddp, True),
-    ("throughput", 300, step_throughput, True),
 ]  # fmt: skip
 
 
@@ -448,8 +458,8 @@ def probe_syncs(ctx: Context) -> Result:
     """No host sync on a plain training step, in every precision mode this device runs (one process)."""
     modes = [["trainer.amp=none"], ["trainer.amp=bf16", "trainer.channels_last=true"],
              ["trainer.finite_check=sync", "trainer.finite_check_every=4"]]  # fmt: skip
-    if ctx.cuda:
-        modes += [["trainer.amp=fp16", "trainer.channels_last=true"]]
+    if ctx.cuda:  # fp16 with its GradScaler, and the JPEGs decoded on the GPU
+        modes += [["trainer.amp=fp16", "trainer.channels_last=true"], ["data.decode=gpu", *CHANNELS_LAST]]
     found = []
     for k, mode in enumerate(modes):
         args = ctx.train_args(f"syncs-{k}", "trainer.max_steps=12", "trainer.eval_every=12",
@@ -584,7 +594,7 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - one step's crash is that step's FAIL, the others go on
                 verdict, detail = "FAIL", f"{type(e).__name__}: {e}"
         failed |= verdict == "FAIL"
-        ctx.log(f"{verdict:4}  {name:14} {time.monotonic() - t0:5.0f} s  {detail}")
+        ctx.log(f"{verdict:4}  {name:21} {time.monotonic() - t0:5.0f} s  {detail}")
     ctx.log(f"{'FAILED' if failed else 'passed'} in {time.monotonic() - start:.0f} s; logs in {out}")
     return 1 if failed else 0
 

@@ -174,8 +174,8 @@ def compile_plan(setting: Any, device: torch.device, sync_bn: bool) -> tuple[str
     """
     mode = resolve_compile(setting, device)
     if mode is None:
-        auto = str(setting).lower() == "auto"
-        return None, f"trainer.compile={setting}" + (f": off on {device.type}" if auto else "")
+        text = str(setting).lower()  # Hydra gives a bool for true/false
+        return None, f"trainer.compile={text}" + (f": off on {device.type}" if text == "auto" else "")
     if sync_bn:  # pytorch/pytorch#161302
         return None, "trainer.sync_bn=true: SyncBatchNorm breaks the compiled graph at every BN layer"
     # Inductor builds C++ kernels on a CPU; on a GPU Triton builds its launcher with a C compiler against
