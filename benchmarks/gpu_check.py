@@ -132,15 +132,16 @@ def _sync_call(func, args, kwargs) -> str | None:
         return f"{func.__name__}()"
     if func in _MAKERS and kwargs.get("device") is not None:
         return f"{func.__name__}(..., device={kwargs['device']})"
-    if func not in _MOVES or kwargs.get("non_blocking") or (len(args) > 2 and args[2] is True):
-        return None
-    source = args[0].device if isinstance(args[0], torch.Tensor) else None
+    if func not in _MOVES or kwargs.get("non_blocking") or any(a is True for a in args[2:]):
+        return None  # (a positional True after the target is non_blocking in to() and copy_())
+    if func is torch.Tensor.copy_:  # copy_(dst, src): a sync only across devices
+        dst, src = args[0], args[1]
+        crosses = isinstance(src, torch.Tensor) and src.device != dst.device
+        return f"blocking copy_ from {src.device} to {dst.device}" if crosses else None
     target = _target_device(func, args, kwargs)
     if target is None:  # a dtype or layout change
         return None
-    if func is torch.Tensor.copy_:  # copy_(dst, src): a sync only across devices
-        return f"blocking copy_ to {args[0].device}" if target != args[0].device else None
-    if source != target or _caller().startswith(_OURS):  # a CPU run sees no crossing: ours are named
+    if args[0].device != target or _caller().startswith(_OURS):  # on a CPU no move crosses: ours count
         return f"blocking {func.__name__}({target})"
     return None
 
@@ -392,13 +393,15 @@ def step_evaluate(ctx: Context, limit: float) -> Result:
 
 
 def step_resume(ctx: Context, limit: float) -> Result:
-    """Half the run, then the same command with the full length: it must continue, not restart."""
+    """Half the run, then the same command with the full length: it must continue, not restart. With
+    trainer.deterministic=true, as exact resumes need (any op without a deterministic CUDA kernel raises)."""
     steps, end = (6 if ctx.dry else 20), time.monotonic() + limit
     half = (f"trainer.max_steps={steps // 2}", f"trainer.eval_every={steps // 2}")
-    first = train(ctx, "resume", limit / 2, *half, "trainer.amp=bf16")
+    same = ("trainer.amp=bf16", "trainer.deterministic=true")
+    first = train(ctx, "resume", limit / 2, *half, *same)
     if first[0] != "PASS":
         return first
-    verdict, detail = train(ctx, "resume", max(1.0, end - time.monotonic()), "trainer.amp=bf16")
+    verdict, detail = train(ctx, "resume", max(1.0, end - time.monotonic()), *same)
     if verdict == "PASS" and f"at step {steps // 2}" not in (ctx.out / "resume.log").read_text():
         return "FAIL", "the second launch did not resume from the first one's checkpoint"
     return verdict, detail

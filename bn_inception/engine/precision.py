@@ -18,6 +18,7 @@ import torch
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 FINITE_CHECKS = ("auto", "sync", "device")
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NVIDIA_PROC = Path("/proc/driver/nvidia")  # the kernel driver's view: gpus/<bus id>/ per GPU, version
 _MIN_DRIVER = {"13": 580, "12": 525}  # the NVIDIA driver each CUDA major version needs (CUDA's release notes)
 
 
@@ -38,16 +39,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def unusable_gpu(proc: Path = Path("/proc/driver/nvidia")) -> str | None:
+def unusable_gpu() -> str | None:
     """Why torch sees no GPU where the NVIDIA kernel driver lists one (None: there is none, or the GPUs are
     hidden on purpose with CUDA_VISIBLE_DEVICES). The usual cause: a driver older than this torch's CUDA
     build needs (the PyPI torch 2.14 wheel is CUDA 13.0: driver >= 580); then ``torch.cuda.is_available()``
     is False while ``nvidia-smi`` works."""
     hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
-    if torch.version.cuda is None or hidden or not any((proc / "gpus").glob("*")):
+    if torch.version.cuda is None or hidden or not any((NVIDIA_PROC / "gpus").glob("*")):
         return None
     try:
-        driver = re.search(r"\d+\.\d+(\.\d+)?", (proc / "version").read_text()).group()
+        driver = re.search(r"\d+\.\d+(\.\d+)?", (NVIDIA_PROC / "version").read_text()).group()
     except (OSError, AttributeError):
         driver = "version unknown"
     need = _MIN_DRIVER.get(torch.version.cuda.split(".")[0])

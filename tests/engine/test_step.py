@@ -215,7 +215,7 @@ def test_a_gpu_torch_cannot_use_is_refused_not_trained_on_the_cpu(tmp_path, monk
     proc = tmp_path / "nvidia"
     (proc / "gpus" / "0000:01:00.0").mkdir(parents=True)
     (proc / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19\n")
-    monkeypatch.setattr(precision.unusable_gpu, "__defaults__", (proc,))
+    monkeypatch.setattr(precision, "NVIDIA_PROC", proc)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for device in ("auto", "cuda"):
