@@ -1,6 +1,6 @@
 """The one command to run when a GPU is lent: every GPU path of the project, PASS/FAIL, then the throughput.
 
-    python benchmarks/gpu_check.py                 # on a CUDA machine: within --budget (480 s), sized for an H100
+    python benchmarks/gpu_check.py                 # on a CUDA machine: within --budget (480 s) on an H100
     python benchmarks/gpu_check.py --timm-train ~/pytorch-image-models/train.py   # + timm's own train.py row
     python benchmarks/gpu_check.py --dry-run       # the same steps on the CPU, tiny sizes
 
