@@ -39,9 +39,12 @@ def distinct_crops(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     square), so a 28-pixel Fashion-MNIST image has 48 distinct crops, each 3 times. Evaluating each once
     and weighting it by its count gives the protocol's average exactly, for a third of the forward passes.
     Hand-written: equal crops are found by content (``torch.unique`` over whole crops), so the rule holds
-    for any image size and protocol without restating the crop geometry.
+    for any image size and protocol without restating the crop geometry; on the CPU only (see below).
     """
     n = views.shape[1]
+    if views.device.type != "cpu":  # on a GPU (views decoded there) every crop is evaluated: finding the
+        every = torch.arange(n, device=views.device)  # equal ones would cost a host sync per batch
+        return every, torch.ones_like(every)
     flat = views.transpose(0, 1).reshape(n, -1)
     _, inverse, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
     positions = torch.arange(n, device=inverse.device)

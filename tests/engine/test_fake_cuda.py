@@ -31,7 +31,7 @@ from bn_inception.engine.schedule import build_lr_schedule
 from bn_inception.engine.step import NonFiniteGuard, TrainStep
 from bn_inception.engine.trainer import Meter, RunState, build_optimizer, train_loop
 from bn_inception.evaluation.crops import make_crops
-from bn_inception.evaluation.ensemble import ensemble_probs, topk_correct
+from bn_inception.evaluation.ensemble import distinct_crops, ensemble_probs, topk_correct
 from bn_inception.evaluation.evaluator import EncodedViews, Member, member_probs
 
 CUDA = torch.device("cuda", 0)
@@ -148,6 +148,8 @@ def test_evaluator_crop_and_ensemble_maths_on_fake_cuda(fake_cuda, cuda_streams,
     images = [Image.open(p).convert("RGB") for p in paths]
     cpu_views = {c: {s: torch.stack([make_crops(im, c, s) for im in images]) for s in sizes} for c in (1, 10)}
     encoded = encoded_batch([read_for_device(p) for p in paths], None, None, 0)
+    # equal crops are found on the host, before the device (predict() does the same with real tensors)
+    distinct = {c: {s: distinct_crops(v) for s, v in cpu_views[c].items()} for c in (1, 10)}
     with fake_cuda:
         members = [
             Member(f"m{s}", Path(f"m{s}.pt"), _model(s, True).eval(), s, mean, std, 3, ("a", "b", "c", "d"))
@@ -155,8 +157,13 @@ def test_evaluator_crop_and_ensemble_maths_on_fake_cuda(fake_cuda, cuda_streams,
         ]
         labels_dev = labels.to(CUDA, non_blocking=True)
         for crops in (1, 10):
-            for views in (cpu_views[crops], EncodedViews(encoded, crops, list(sizes))):
-                probs = member_probs(members, views, CUDA, torch.bfloat16, True, forward_batch=64)
+            for views, known in (
+                (cpu_views[crops], distinct[crops]),
+                (EncodedViews(encoded, crops, list(sizes)), None),
+            ):
+                probs = member_probs(
+                    members, views, CUDA, torch.bfloat16, True, forward_batch=64, distinct=known
+                )
                 assert [(p.device, p.dtype, tuple(p.shape)) for p in probs] == [
                     (CUDA, torch.float32, (4, 4))
                 ] * 2
