@@ -98,6 +98,41 @@ def test_evaluate_options_are_checked_the_same_way(capsys):
     assert "bootstrap=-1 is not valid" in refusal(capsys, "checkpoints=x.pt", "bootstrap=-1", app="evaluate")
 
 
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("+trainer.foo=1", "trainer.foo is not a config key;"),
+        ("+optim.momentun=0.5", "optim.momentun is not a config key (did you mean optim.momentum?)"),
+        ("+max_steps=12", "max_steps is not a config key (did you mean trainer.max_steps?)"),
+        ("~optim", "optim is missing (removed with ~optim?)"),
+        ("~trainer", "trainer is missing (removed with ~trainer?)"),
+        ("~seed", "seed is missing (removed with ~seed?)"),
+        ("~trainer.eval_limit", "~trainer.eval_limit is not valid: a key of the schema cannot be removed"),
+        ("~trainer.max_steps", "~trainer.max_steps is not valid: a key of the schema cannot be removed"),
+        ("~experiment", "name is not set"),
+        ("model.norm=BATCH", "model.norm=BATCH is not valid; use one of: batch, paper, ghost, none"),
+        ("trainer.amp=BF16", "trainer.amp=BF16 is not valid; use one of: auto, bf16, fp16, none"),
+        ("+seed=3", "Either remove + prefix: 'seed=3'"),  # all of Hydra's advice, on one line
+    ],
+)  # fmt: skip
+def test_every_override_form_hydra_accepts_is_checked_before_anything_is_made(capsys, tmp_path, override,
+                                                                                expected):  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert expected in refusal(capsys, override, f"hydra.run.dir={run_dir}")
+    assert not run_dir.exists()
+
+
+def test_hydra_sweep_functions_pass_as_hydra_expands_them():
+    jobs = cli.compose_jobs("train", ["experiment=glob(bn_x*)", "seed=range(0,2)"], True, cli.CONFIG_DIR)
+    names = sorted((job.name, job.seed) for job in jobs)
+    assert names == [(n, s) for n in ("bn_x30", "bn_x5", "bn_x5_sigmoid") for s in (0, 1)]
+
+
+def test_yaml_booleans_still_spell_a_switch(capsys, tmp_path):
+    cli.preflight("train", ["trainer.channels_last=true", "trainer.compile=False", f"hydra.run.dir={tmp_path}"])
+    assert capsys.readouterr().err == ""
+
+
 def test_good_command_lines_pass(capsys):
     cli.preflight("train", ["experiment=bn_x30", "data=imagenet", "trainer.target_top1=72.2"])
     cli.preflight("train", ["-m", "experiment=inception,bn_x5", "seed=0,1"])
