@@ -129,7 +129,9 @@ def test_hydra_sweep_functions_pass_as_hydra_expands_them():
 
 
 def test_yaml_booleans_still_spell_a_switch(capsys, tmp_path):
-    cli.preflight("train", ["trainer.channels_last=true", "trainer.compile=False", f"hydra.run.dir={tmp_path}"])
+    cli.preflight(
+        "train", ["trainer.channels_last=true", "trainer.compile=False", f"hydra.run.dir={tmp_path}"]
+    )
     assert capsys.readouterr().err == ""
 
 

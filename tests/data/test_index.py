@@ -3,6 +3,7 @@ damaged; one listing however many processes start at once; ranks check they hold
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -212,20 +213,20 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.parametrize("holder", ["dead-process-here", "silent-process-elsewhere"])
-def test_a_stale_lock_is_taken_over(make_tree, tmp_path, monkeypatch, caplog, holder):
+def test_a_stale_lock_is_taken_over(make_tree, tmp_path, caplog, holder):
     tree = make_tree(num_classes=2)
     path = tmp_path / "tree.idx"
     lock = tmp_path / "tree.idx.lock"
-    if holder == "dead-process-here":
-        lock.write_text(f"{socket.gethostname()} {_dead_pid()} token")
-    else:  # a live-looking holder on another host whose heartbeat stopped
-        lock.write_text("other-node 1 token")
-        monkeypatch.setattr(tree_index, "STALE_S", 0.5)
+    record = {"host": socket.gethostname(), "pid": _dead_pid(), "started": time.time(), "token": "theirs"}
+    if holder == "silent-process-elsewhere":  # a live-looking holder on another host whose heartbeat stopped
+        record.update(host="other-node", pid=1)
+    lock.write_text(json.dumps(record))
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger=INDEX_LOGGER):
+    with caplog.at_level(logging.INFO):
         assert len(_build(tree.root, index=str(path)).train) == len(_build(tree.root).train)
     assert time.monotonic() - started < 20 and not lock.exists()
-    assert any("breaking the stale lock" in line for line in _index_lines(caplog))
+    assert "taking over the lock" in caplog.text
 
 
 def _rank(rank: int, rendezvous: str, roots: list, out) -> None:
