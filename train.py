@@ -54,8 +54,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def hydra_files(cfg: DictConfig) -> dict[str, str]:
-    """Hydra's record of the job (``.hydra/``), written by the trainer once it owns the run directory (a
-    refused launch must not overwrite the record of the run that holds it)."""
+    """Hydra's record of the job (``.hydra/``), written by the trainer once it has accepted the launch (a
+    refused one must not overwrite the record of the run in that directory: the reports read it)."""
     hydra_cfg = HydraConfig.get()
     return {
         ".hydra/config.yaml": OmegaConf.to_yaml(cfg),

@@ -156,7 +156,8 @@ def train_from_config(
     """Train the run a composed ``train.py`` config describes (a plain, resolved dict); see :func:`train`.
 
     ``run_files`` (relative path -> text, e.g. Hydra's ``.hydra/config.yaml``) are written into the run
-    directory once this process owns it.
+    directory once the launch is accepted: a refused one (another config, a finished run) leaves the
+    run's record as it was.
     """
     validate(config, TrainConfig)
     model = dict(config["model"])
@@ -203,11 +204,14 @@ def train(
         # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
         # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
         # and the process group are released.
-        with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files), ExitStack() as resources:
+        with GracefulStop() as stop, owned_run_dir(run_dir, dist), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
             if done is not None:
                 return done
+            if dist.is_main:  # the launch is accepted: now its config is the run's record
+                for relative, text in (run_files or {}).items():
+                    write_text_atomic(run_dir / relative, text)
             run = set_up(
                 run_dir,
                 dist,
@@ -235,9 +239,9 @@ def train(
 
 
 @contextmanager
-def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | None) -> Iterator[None]:
+def owned_run_dir(run_dir: Path, dist: DistInfo) -> Iterator[None]:
     """Process 0 locks the run directory (every process learns whether it could), removes the temporary
-    files of saves a kill interrupted, starts ``train.log`` and writes ``run_files``."""
+    files of saves a kill interrupted and starts ``train.log``."""
     lock, handler, refusal = None, None, None
     if dist.is_main:
         try:
@@ -253,8 +257,6 @@ def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | 
             for path in remove_interrupted_saves(run_dir):
                 log.info("removed %s (a save interrupted by a kill)", path)
             handler = attach_log_file(run_dir / "train.log")
-            for relative, text in (run_files or {}).items():
-                write_text_atomic(run_dir / relative, text)
         yield
     finally:
         if handler is not None:

@@ -107,6 +107,21 @@ def test_a_second_launch_on_a_busy_directory_is_refused_and_changes_nothing(cli_
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_a_refused_or_idle_relaunch_leaves_the_runs_record_as_it_was(tmp_path):
+    def record(lr: str) -> dict[str, str]:  # what train.py passes: Hydra's record of this launch
+        return {".hydra/config.yaml": f"optim:\n  lr: {lr}\n", ".hydra/overrides.yaml": f"- optim.lr={lr}\n"}
+
+    short = ["trainer.max_steps=4", "trainer.eval_every=4", "optim.lr=0.0075"]
+    train_from_config(train_config(*short), tmp_path, run_files=record("0.0075"))
+    before = {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()}
+    with pytest.raises(trainer_module.TrainingError, match="optim.lr"):
+        train_from_config(train_config(*short, "optim.lr=0.1"), tmp_path, run_files=record("0.1"))
+    assert {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == before
+    done = train_from_config(train_config(*short), tmp_path, run_files=record("relaunched"))
+    assert done["unchanged"] and {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == before
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_a_kill_between_last_and_best_is_repaired_on_relaunch(tmp_path, monkeypatch, caplog):
     run_dir = tmp_path / "run"
     linked = []
