@@ -52,7 +52,7 @@ from bn_inception.engine import tblog
 from bn_inception.engine.checkpoint import (
     CheckpointError,
     all_finite,
-    link_checkpoint,
+    copy_checkpoint,
     load_checkpoint,
     model_state_dict,
     reconcile_checkpoints,
@@ -285,6 +285,12 @@ def load_resume_checkpoint(
     if not path.is_file():
         raise TrainingError(f"resume={resume}: no such checkpoint; use resume=auto, never, or a .pt path")
     ckpt = load_checkpoint(path)
+    missing = [key for key in ("optimizer", "loader", "rng", "step") if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} has no {missing[0]!r} entry: it was not written by train.py and cannot be "
+            f"continued; pass a last.pt or best.pt of a run (resume=PATH), or resume=never to start anew"
+        )
     diffs = config_differences(ckpt.get("config") or {}, config)
     if diffs and resume == "auto":
         raise TrainingError(
@@ -807,12 +813,12 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
 
 
 def save_checkpoints(run: Run, ckpt: dict[str, Any], improved: bool) -> None:
-    """last.pt; best.pt as a link to it when this step is the best; TensorBoard flushed to the same step."""
+    """last.pt; best.pt a copy of it when this step is the best; TensorBoard flushed to the same step."""
     run.writer.flush()  # events up to this checkpoint survive a SIGKILL
     last = run.dir / "checkpoints" / "last.pt"
     save_checkpoint(ckpt, last)
     if improved:
-        link_checkpoint(last, run.dir / "checkpoints" / "best.pt")
+        copy_checkpoint(last, run.dir / "checkpoints" / "best.pt")
 
 
 def write_results(run: Run, status: str, diverged_at: int | None = None) -> dict[str, Any]:

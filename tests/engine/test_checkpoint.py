@@ -1,6 +1,8 @@
 import errno
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,6 +36,26 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_torchs_own_disk_full_error_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, repo):
+    """A real write failure, not a stand-in: torch's writer meets EFBIG past a file-size limit and raises
+    "[enforce fail at inline_container.cc] unexpected pos", with the OSError only as its context."""
+    code = (
+        "import resource, signal, sys, torch\n"
+        "from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint\n"
+        "save_checkpoint({'model': {}, 'step': 1}, sys.argv[1])\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n    save_checkpoint({'model': {'w': torch.zeros(100_000)}, 'step': 2}, sys.argv[1])\n"
+        "except CheckpointError as e:\n    print(e)\n"
+    )
+    path = tmp_path / "checkpoints" / "last.pt"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=repo, capture_output=True, text=True)
+    message = f"could not write checkpoint {path}: File too large;"
+    assert out.stdout.startswith(message), out.stdout + out.stderr
+    assert out.stdout.count("\n") == 1 and "inline_container" not in out.stdout
+    assert load_checkpoint(path)["step"] == 1 and [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
 class _Payload:
