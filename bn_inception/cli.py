@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,14 +123,19 @@ def check_job_dir(cfg: Any, multirun: bool) -> None:
 
 
 def unwritable(path: Path) -> str | None:
-    """Why files cannot be made at ``path`` (its nearest existing folder is a file, or not writable)."""
+    """Why files cannot be made at ``path``: its nearest existing folder is a file or a broken link, or a
+    file cannot be created there. Tried, not asked: ``os.access`` says yes to root on a read-only share or
+    a FUSE mount that refuses it."""
     existing = Path(path).absolute()
-    while not existing.exists():
+    while not os.path.lexists(existing):
         existing = existing.parent
     if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
+        broken = existing.is_symlink() and not existing.exists()
+        return f"{existing} is {'a broken symbolic link' if broken else 'a file, not a folder'}"
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        return f"{existing} is not writable ({e.strerror or e})"
     return None
 
 
@@ -155,6 +161,8 @@ def explain_composition_error(error: BaseException, overrides: Sequence[str], sc
         key = removed[0]
         return f"~{key} is not valid: a key of the schema cannot be removed; set it instead ({key}=...)"
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+        if schema is SCHEMAS["evaluate"] and key.startswith("data.") and field_of(schema, key) is not None:
+            return f"{key} is not set here; add it to the checkpoint's data config with +{key}=<value>"
         return f"{key} is not a config key{did_you_mean(key, schema)}; --cfg job lists every key"
     # a config file (an experiment) sets a key the chosen schema does not have: Hydra says so in its text
     found = re.search(r"In '([^']+)': Config\w*Error.*?full_key: (\S+)", str(error), re.S)

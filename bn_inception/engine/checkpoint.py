@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import pickle
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
@@ -141,25 +141,38 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; pass the path of a .pt file written by train.py"
-        )
+        what = "is a directory" if path.is_dir() else "does not exist"
+        if path.is_symlink() and not path.exists():
+            what = f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; pass the path of a .pt file written by train.py")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain containers "
-            f"({first}); only load files you trust, and only checkpoints written by train.py"
-        ) from e
-    except Exception as e:  # noqa: BLE001 - any other file (text, truncated, garbage) fails inside torch.load
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); use another checkpoint, "
-            f"e.g. checkpoints/best.pt instead of last.pt"
-        ) from e
+    except Exception as e:  # noqa: BLE001 - any file that is not a whole checkpoint fails inside torch.load
+        raise CheckpointError(_unloadable(path, e)) from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"checkpoint {path} is not a bn-inception checkpoint (no 'model' entry)")
     return ckpt
+
+
+def _unloadable(path: Path, e: Exception) -> str:
+    """Why torch.load failed, in our words: torch's own advises turning ``weights_only`` off, never ours."""
+    if isinstance(e, OSError):
+        return f"cannot read checkpoint {path}: {e.strerror or e}"
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if blocked:  # a pickle that would import code: the payload of an attack, or a foreign object
+        return (
+            f"checkpoint {path} was refused: loading it would call {blocked[1]}, which no checkpoint written "
+            f"by train.py does (nothing was run); only load files you trust"
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80\x02\x8a\n")):  # torch.save's zip, or its legacy pickle
+        what = "an empty file" if not head else "not a file written by torch.save"
+        return f"{path} is not a checkpoint ({what}); pass a .pt file written by train.py"
+    return (
+        f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); use another checkpoint, "
+        f"e.g. checkpoints/best.pt instead of last.pt"
+    )
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -56,7 +56,20 @@ class EvaluationError(RuntimeError):
 
 
 def _checkpoints_under(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob(CHECKPOINT_NAME) if p.parent.name == "checkpoints")
+    """Every ``*/checkpoints/best.pt`` below ``directory``, broken links included (named when loaded, not
+    dropped); links to run directories are followed (a folder of links to runs is an ensemble), each
+    real directory once."""
+    found, seen = [], set()
+    for folder, subfolders, _ in os.walk(directory, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # a link loop, or a run linked twice
+            subfolders.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        candidate = Path(folder) / CHECKPOINT_NAME
+        if candidate.parent.name == "checkpoints" and os.path.lexists(candidate):
+            found.append(candidate)
+    return sorted(found)
 
 
 def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:

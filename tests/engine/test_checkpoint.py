@@ -90,6 +90,19 @@ def test_corrupt_missing_or_truncated_files_give_one_line_errors(tmp_path, conte
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["model: bn_x5\n", '{"model": 1}', "#!/bin/sh\necho hi\n", "hello"])
+def test_a_text_file_is_not_a_checkpoint_and_torchs_advice_is_never_repeated(tmp_path, text):
+    path = tmp_path / "best.pt"
+    path.write_text(text)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path} is not a checkpoint (not a file written by torch.save)")
+    torch.save({"model": {}, "payload": _Payload(str(tmp_path / "pwned"))}, path)
+    with pytest.raises(CheckpointError, match=r"refused: loading it would call posix.system") as info:
+        load_checkpoint(path)
+    assert "weights_only" not in str(info.value) and not (tmp_path / "pwned").exists()
+
+
 def test_truncated_checkpoint(tmp_path):
     path = tmp_path / "c.pt"
     save_checkpoint(_state(3.0), path)

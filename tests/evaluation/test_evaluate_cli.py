@@ -299,6 +299,32 @@ def test_checkpoint_discovery_and_names(world):
         find_checkpoints([])
 
 
+def test_a_folder_of_links_to_runs_is_an_ensemble_and_a_broken_member_is_named(world, tmp_path):
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    (picked / "first").symlink_to(world["a"].parents[1])  # ln -s <run dir>: how one collects an ensemble
+    (picked / "second").symlink_to(world["b"].parents[1])
+    (picked / "loop").symlink_to(picked)  # a link loop is walked once
+    assert [p.resolve() for p in find_checkpoints(str(picked))] == [world["a"], world["b"]]
+    broken = picked / "gone" / "seed0" / "checkpoints"
+    broken.mkdir(parents=True)
+    (broken / "best.pt").symlink_to(tmp_path / "moved-away.pt")  # its target was moved or deleted
+    assert broken / "best.pt" in find_checkpoints(str(picked))  # not dropped without a word
+    with pytest.raises(CheckpointError, match=r"gone/seed0/checkpoints/best.pt is a symbolic link to"):
+        evaluate_checkpoints(str(picked), EvalConfig(progress=False, bootstrap=0))
+
+
+def test_an_output_folder_that_cannot_be_created_in_is_refused_before_any_work(world, tmp_path):
+    from bn_inception.evaluation.outputs import check_outputs
+
+    (tmp_path / "results").symlink_to(tmp_path / "unmounted")  # a dangling link: mkdir would fail at the end
+    with pytest.raises(EvaluationError, match="results is a broken symbolic link"):
+        check_outputs([str(tmp_path / "results" / "eval.json")], [world["a"]])
+    if os.geteuid() == 0 and os.path.isdir("/sys/kernel"):  # os.access says yes to root; creating fails
+        with pytest.raises(EvaluationError, match="/sys/kernel is not writable"):
+            check_outputs(["/sys/kernel/eval.json"], [world["a"]])
+
+
 def test_members_must_share_classes(world):
     a = load_member(world["a"], "a", torch.device("cpu"))
     other = load_member(world["other"], "o", torch.device("cpu"))
