@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    known = (TrainingError, CheckpointError, ValueError, FileNotFoundError, RuntimeError)
+    known = (TrainingError, CheckpointError, ValueError, OSError, RuntimeError)  # OSError: names its file
     with cli.one_line_errors(known, multirun):
         results = train_from_config(
             OmegaConf.to_container(cfg, resolve=True),

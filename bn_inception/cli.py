@@ -109,17 +109,14 @@ def check_job_dir(cfg: Any, multirun: bool) -> None:
                 f"hydra.sweep.subdir={subdir} is not valid; the values that name a sweep job's directory "
                 f"must keep it inside hydra.sweep.dir (no absolute paths, no '..')"
             )
-        job_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))) / subdir
-    else:
-        job_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    root = str(OmegaConf.select(cfg, key))
+    if not root.strip():  # `hydra.run.dir=$RUN_DIR` with the variable unset: it would be the current folder
+        raise ConfigError(f"{key} is empty (an unset variable in a job script?); give a folder (. for here)")
+    job_dir = Path(root) / subdir if multirun else Path(root)
     problem = unwritable(job_dir)
     if problem:
         raise ConfigError(f"the run directory {job_dir} cannot be made: {problem}")
-    if not multirun:  # the one directory Hydra makes next: prove it can be (root ignores permissions)
-        try:
-            job_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"the run directory {job_dir} cannot be made: {e.strerror or e}") from e
 
 
 def unwritable(path: Path) -> str | None:

@@ -90,6 +90,9 @@ def test_an_unwritable_run_directory_is_refused_before_hydra_makes_it(capsys, tm
     blocker.write_text("not a folder")
     line = refusal(capsys, f"hydra.run.dir={blocker}/run")
     assert str(blocker) in line and "not a folder" in line
+    # an unset variable in a job script (hydra.run.dir=$RUN_DIR) would train into the current folder
+    assert "hydra.run.dir is empty" in refusal(capsys, "hydra.run.dir=")
+    assert "hydra.sweep.dir is empty" in refusal(capsys, "-m", "seed=0,1", "hydra.sweep.dir=")
 
 
 def test_evaluate_options_are_checked_the_same_way(capsys):
@@ -135,8 +138,8 @@ def test_yaml_booleans_still_spell_a_switch(capsys, tmp_path):
     assert capsys.readouterr().err == ""
 
 
-def test_good_command_lines_pass(capsys):
-    cli.preflight("train", ["experiment=bn_x30", "data=imagenet", "trainer.target_top1=72.2"])
+def test_good_command_lines_pass(capsys, tmp_path):
+    cli.preflight("train", ["experiment=bn_x30", "data=imagenet", f"hydra.run.dir={tmp_path}/run"])
     cli.preflight("train", ["-m", "experiment=inception,bn_x5", "seed=0,1"])
     cli.preflight("evaluate", ["checkpoints=[a.pt,b.pt]", "crops=144", "data=imagenet"])
     assert capsys.readouterr().err == ""

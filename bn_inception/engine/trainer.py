@@ -280,10 +280,18 @@ def load_resume_checkpoint(
             )
         return None
     path = last if resume == "auto" else Path(resume)
+    best = run_dir / "checkpoints" / "best.pt"
+    if resume == "auto" and not last.exists() and (best.exists() or best.is_symlink()):  # last.pt removed
+        raise TrainingError(
+            f"{run_dir} holds {best} but no last.pt; continue from it with resume={best}, or start a new run "
+            f"with hydra.run.dir=<new dir> (starting here would overwrite it)"
+        )
     if resume == "auto" and not last.exists():
         return None
     if not path.is_file():
-        raise TrainingError(f"resume={resume}: no such checkpoint; use resume=auto, never, or a .pt path")
+        inside = path / "checkpoints" / "last.pt"
+        hint = f" (in a run directory: resume={inside})" if inside.is_file() else ""
+        raise TrainingError(f"resume={resume}: no such checkpoint{hint}; use resume=auto, never, or a path")
     ckpt = load_checkpoint(path)
     missing = [key for key in ("optimizer", "loader", "rng", "step") if key not in ckpt]
     if missing:

@@ -131,6 +131,11 @@ def test_damage_to_last_pt_in_place_leaves_best_pt_to_continue_from(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt or truncated.*best.pt"):
         train_from_config(train_config(*eight), run_dir)
     assert train_from_config(train_config(*eight, f"resume={best}"), run_dir)["steps"] == 8
+    last.unlink()  # deleted to save space, or moved away: starting afresh here would overwrite best.pt
+    kept = best.read_bytes()
+    with pytest.raises(trainer_module.TrainingError, match="best.pt but no last.pt; continue from it with"):
+        train_from_config(train_config(*eight), run_dir)
+    assert best.read_bytes() == kept
     # a checkpoint that is not a run's (no data-order position) is one line too, not a KeyError
     foreign = load_checkpoint(best)
     del foreign["loader"]
