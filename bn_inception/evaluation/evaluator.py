@@ -81,7 +81,7 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
     explicit files is checked on loading.
     """
     specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
-    if not specs:
+    if not [s for s in specs if str(s).strip()]:
         raise EvaluationError(
             "no checkpoints given; pass checkpoints=PATH, a list [a.pt,b.pt], a glob or a sweep dir"
         )
@@ -93,8 +93,12 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
                 raise EvaluationError(
                     f"checkpoints={spec} matches no file; check the pattern (quote it for the shell)"
                 )
-            for match in map(Path, matches):
-                found += _checkpoints_under(match) if match.is_dir() else [match]
+            expanded = [p for m in map(Path, matches) for p in (_checkpoints_under(m) if m.is_dir() else [m])]
+            if not expanded:
+                raise EvaluationError(
+                    f"checkpoints={spec} matches only directories without */checkpoints/{CHECKPOINT_NAME}"
+                )
+            found += expanded
         elif Path(spec).is_dir():
             under = _checkpoints_under(Path(spec))
             if not under:

@@ -233,6 +233,8 @@ def test_members_with_different_classes_are_refused_with_one_line(world):
         ("{root}/data", "is a directory without */checkpoints/best.pt"),
         ("{root}/missing.pt", "does not exist"),
         ("{root}/corrupt.pt", "is corrupt or truncated"),
+        ("{root}/data/*/", "matches only directories without */checkpoints/best.pt"),  # was an IndexError
+        ("", "no checkpoints given"),  # checkpoints=$UNSET: was "a directory without ..." (the cwd)
     ],
 )
 def test_bad_checkpoint_specs_are_one_line_errors(world, spec, message):
@@ -320,6 +322,8 @@ def test_an_output_folder_that_cannot_be_created_in_is_refused_before_any_work(w
     (tmp_path / "results").symlink_to(tmp_path / "unmounted")  # a dangling link: mkdir would fail at the end
     with pytest.raises(EvaluationError, match="results is a broken symbolic link"):
         check_outputs([str(tmp_path / "results" / "eval.json")], [world["a"]])
+    with pytest.raises(EvaluationError, match="tb_dir=.*results is a broken symbolic link"):  # a traceback
+        check_outputs([None], [world["a"]], tb_dir=str(tmp_path / "results" / "tb"))  # after all the work
     if os.geteuid() == 0 and os.path.isdir("/sys/kernel"):  # os.access says yes to root; creating fails
         with pytest.raises(EvaluationError, match="/sys/kernel is not writable"):
             check_outputs(["/sys/kernel/eval.json"], [world["a"]])
