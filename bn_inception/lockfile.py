@@ -147,10 +147,8 @@ class LockFile:
 
         def beat() -> None:
             while not self._stop.wait(HEARTBEAT_S):
-                try:
+                with contextlib.suppress(OSError):  # one failed touch (an NFS hiccup) must not end the beats
                     os.utime(self.path)
-                except OSError:
-                    return
 
         self._beat = threading.Thread(target=beat, name=f"heartbeat {self.path.name}", daemon=True)
         self._beat.start()

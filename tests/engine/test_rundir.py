@@ -93,6 +93,28 @@ def test_another_hosts_holder_counts_while_its_heartbeat_is_fresh(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == socket.gethostname()
 
 
+def test_the_heartbeat_goes_on_after_a_failed_touch(tmp_path, monkeypatch):
+    """A transient NFS error must not silence the holder for good (it would be taken over while alive)."""
+    import bn_inception.lockfile as lockfile
+
+    real_utime, calls = os.utime, []
+
+    def flaky_utime(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(116, "Stale file handle")
+        return real_utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(lockfile, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(lockfile.os, "utime", flaky_utime)
+    with RunLock(tmp_path):
+        real_utime(tmp_path / LOCK_NAME, (0, 0))
+        deadline = time.monotonic() + 10
+        while (tmp_path / LOCK_NAME).stat().st_mtime == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / LOCK_NAME).stat().st_mtime > 0 and len(calls) >= 2
+
+
 def test_two_lockers_one_wins(tmp_path):
     first = RunLock(tmp_path)
     first.acquire()
