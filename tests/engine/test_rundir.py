@@ -60,6 +60,32 @@ def test_an_empty_or_damaged_lock_is_taken_over(tmp_path, caplog, content):
     assert "empty or damaged" in caplog.text and not list(tmp_path.iterdir())
 
 
+def _take_and_hold(run_dir, barrier, results) -> None:
+    barrier.wait()
+    try:
+        with RunLock(run_dir):
+            results.put("held")
+            time.sleep(1.0)  # longer than every other starter needs to look
+    except RunDirBusy:
+        results.put("refused")
+
+
+def test_starters_racing_to_take_over_a_damaged_lock_leave_one_holder(tmp_path):
+    """A requeue after a node crash may start several tasks at once on the same empty lock."""
+    import multiprocessing as mp
+
+    (tmp_path / LOCK_NAME).write_bytes(b"")
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_take_and_hold, args=(tmp_path, barrier, results)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert sorted(results.get(timeout=5) for _ in procs) == ["held"] + ["refused"] * 5
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_holder_whose_pid_is_now_this_process_or_another_is_taken_over(tmp_path, caplog, live_pid):
     # a restarted container: the dead job was pid 1 on this host name, and so is the new one
     write_lock(tmp_path, socket.gethostname(), os.getpid(), ticks=_start_ticks(os.getpid()) - 1)
