@@ -359,7 +359,13 @@ def load_tree_index(
         _log_rebuild(path, reason, key["root"])
         started = time.perf_counter()
         listing = list_imagenet_tree(root, val_labels, synset_map)
-        write_index(path, listing, key)
+        try:
+            write_index(path, listing, key)
+        except OSError as e:  # a full disk or quota: the folder was writable, the data did not fit
+            raise DatasetLayoutError(
+                f"cannot write the tree index {path}: {e.strerror or e}; free disk space there or set "
+                "data.index to a file on another disk"
+            ) from e
         if prune:
             prune_orphans(path.parent, path)
         took = time.perf_counter() - started

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -171,6 +172,23 @@ def test_an_unwritable_index_folder_is_one_line(make_tree, tmp_path):
         DatasetLayoutError, match=r"^cannot create the folder .*file for the tree index: .*data.index"
     ):
         _build(tree.root, index=str(tmp_path / "file" / "tree.idx"))
+
+
+def test_a_full_disk_for_the_index_is_one_line_and_leaves_no_part(make_tree, tmp_path, repo):
+    tree = make_tree(num_classes=2)
+    code = (
+        "import resource, signal, sys\n"
+        "from bn_inception.data import build_datasets\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))  # files stop growing at 300 bytes\n"
+        "try:\n    build_datasets('imagenet', root=sys.argv[1], input_size=16, seed=0, index=sys.argv[2])\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    index = tmp_path / "idx" / "tree.idx"
+    out = subprocess.run([sys.executable, "-c", code, str(tree.root), str(index)], cwd=repo,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.stdout.startswith(f"DatasetLayoutError cannot write the tree index {index}: File too large;")
+    assert sorted(p.name for p in index.parent.iterdir()) == []  # no partial index, no lock left
 
 
 # ---- many processes
