@@ -327,6 +327,9 @@ def load_tree_index(
     after writing, delete the other index files in its folder whose trees are gone (a cache folder)."""
     key = index_key(root, val_labels, synset_map)
     path = Path(path).expanduser()
+    if path.is_dir() or (key["root"] and path.resolve().is_relative_to(key["root"])):  # a typo'd data.index
+        where = "a folder" if path.is_dir() else f"inside the tree it indexes ({key['root']})"
+        raise DatasetLayoutError(f"data.index={path} is {where}; give a file path outside data.root")
     try:
         return open_valid_index(path, key)
     except IndexUnusable as e:
@@ -363,7 +366,7 @@ def load_tree_index(
             write_index(path, listing, key)
         except OSError as e:  # a full disk or quota: the folder was writable, the data did not fit
             raise DatasetLayoutError(
-                f"cannot write the tree index {path}: {e.strerror or e}; free disk space there or set "
+                f"cannot write the tree index {path}: {e.strerror or e}; free disk space there, or set "
                 "data.index to a file on another disk"
             ) from e
         if prune:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
@@ -172,6 +173,17 @@ def test_an_unwritable_index_folder_is_one_line(make_tree, tmp_path):
         DatasetLayoutError, match=r"^cannot create the folder .*file for the tree index: .*data.index"
     ):
         _build(tree.root, index=str(tmp_path / "file" / "tree.idx"))
+
+
+def test_an_index_path_inside_the_tree_or_a_folder_is_refused_and_the_tree_left_alone(make_tree, tmp_path):
+    tree = make_tree(num_classes=2)
+    before = sorted(str(p) for p in Path(tree.root).rglob("*"))
+    typo = Path(tree.root) / "train" / "n99999999" / "tree.idx"  # it made this class folder, empty, for good
+    with pytest.raises(DatasetLayoutError, match="is inside the tree it indexes"):
+        _build(tree.root, index=str(typo))
+    with pytest.raises(DatasetLayoutError, match="is a folder; give a file path"):
+        _build(tree.root, index=str(tmp_path))
+    assert sorted(str(p) for p in Path(tree.root).rglob("*")) == before
 
 
 def test_a_full_disk_for_the_index_is_one_line_and_leaves_no_part(make_tree, tmp_path, repo):
