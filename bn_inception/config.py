@@ -44,6 +44,40 @@ def token() -> Any:
     return field(default=MISSING, metadata={"token": True})
 
 
+def index_range() -> Any:
+    """Items by index: ``N`` (the first N), ``A:B`` (A to B-1, as a Python slice), ``A:`` or ``:B``; null:
+    all. Checked by the preflight like every other rule; read with :func:`index_range_of`."""
+    return field(default=None, metadata={"index_range": True})
+
+
+INDEX_RANGE = re.compile(r"(?P<n>\d+)|(?P<a>\d*):(?P<b>\d*)")
+
+
+def _is_index_range(spec: str) -> bool:
+    m = INDEX_RANGE.fullmatch(spec.strip())
+    if m is None:
+        return False
+    return int(m["n"]) > 0 if m["n"] is not None else not m["b"] or int(m["b"]) > int(m["a"] or 0)
+
+
+def index_range_of(spec: str | int | None, length: int) -> range:
+    """The indices ``spec`` (see :func:`index_range`) selects among ``length`` items; ValueError (one line)
+    for a malformed or empty range."""
+    if spec is None:
+        return range(length)
+    m = INDEX_RANGE.fullmatch(str(spec).strip())
+    if m is None or not _is_index_range(str(spec)):
+        raise ValueError(f"images={spec} is not a range; use N > 0 (the first N), A:B with A < B, A: or :B")
+    if m["n"] is not None:
+        start, stop = 0, int(m["n"])
+    else:
+        start, stop = int(m["a"] or 0), int(m["b"]) if m["b"] else length
+    chosen = range(start, min(stop, length))
+    if not chosen:
+        raise ValueError(f"images={spec} selects no image of the {length}; use indices below {length}")
+    return chosen
+
+
 TOKEN = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]+")
 DATASETS = ("imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
 SWITCH = ("auto", "true", "false")  # a bool that can be left to the device ("auto")
@@ -338,8 +372,9 @@ class EvalConfig:
     # 1 (shorter side 256, centre 224) | 10 (corners + centre, mirrored) | 144 (GoogLeNet's, Sec. 4.2.3);
     # sizes for 224 px, scaled by input_size/224
     crops: int = one_of(1, 10, 144)
-    # evaluate the first N validation images only; null: all
-    limit: int | None = number(None, gt=0)
+    # validation images by index in the split's order: N (the first N), A:B (A to B-1), A: or :B; null: all
+    # (e.g. images=0:5000 to choose, images=5000:10000 to report on the rest)
+    images: str | None = index_range()
     # images per batch (each carries `crops` crops); null: max(1, 256 // crops)
     batch_size: int | None = number(None, gt=0)
     # crops per forward pass (bounds GPU memory with 144 crops)
@@ -362,6 +397,9 @@ class EvalConfig:
     seed: int = number(0, ge=0)
     # also report the error of every class (JSON; Markdown table)
     per_class: bool = False
+    # also write each image's label and every row's top-1/top-5 hit, as strings of 0/1 in image order (JSON
+    # "per_image"), so that paired comparisons across rows and runs can be recomputed from the files
+    per_image: bool = False
     # write the table as JSON here (and Markdown next to it, .md); null: console only
     output: str | None = None
     # the Markdown table's path; null: <output without .json>.md when output is set
@@ -492,6 +530,8 @@ def _problem(value: Any, rules: Mapping[str, Any]) -> str | None:
         # exact spelling: the code compares them so; only a YAML boolean (True) may stand for "true"
         if (str(value).lower() if str(value) in ("True", "False") else str(value)) not in allowed:
             return "use one of: " + ", ".join(allowed)
+    if rules.get("index_range") and not _is_index_range(str(value)):
+        return "use N > 0 (the first N), A:B with A < B, A: or :B (indices from 0)"
     if rules.get("token") and not TOKEN.fullmatch(str(value)):
         return "use letters, digits, '_', '.' and '-' only (it names a directory)"
     if rules.get("pair") and not (len(value) == 2 and 0 < value[0] <= value[1]):

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from bn_inception import cli
-from bn_inception.config import ConfigError, TrainConfig, register_configs, validate
+from bn_inception.config import ConfigError, TrainConfig, index_range_of, register_configs, validate
 
 register_configs()
 
@@ -99,6 +99,19 @@ def test_evaluate_options_are_checked_the_same_way(capsys):
     assert "crops=5 is not valid; use one of: 1, 10, 144" in refusal(capsys, "checkpoints=x.pt", "crops=5",
                                                                       app="evaluate")  # fmt: skip
     assert "bootstrap=-1 is not valid" in refusal(capsys, "checkpoints=x.pt", "bootstrap=-1", app="evaluate")
+    for bad in ("0", "10:5", "a:b", "-3", "1:2:3"):
+        assert f"images={bad} is not valid; use N > 0 (the first N), A:B with A < B" in refusal(
+            capsys, "checkpoints=x.pt", f"images={bad}", app="evaluate"
+        )
+
+
+def test_an_index_range_selects_as_a_python_slice():
+    assert index_range_of(None, 10) == range(10) and index_range_of(3, 10) == range(3)
+    assert index_range_of("5000:10000", 10000) == range(5000, 10000)
+    assert index_range_of("4:", 10) == range(4, 10) and index_range_of(":4", 10) == range(4)
+    assert index_range_of("8:20", 10) == range(8, 10)
+    with pytest.raises(ValueError, match="selects no image of the 10"):
+        index_range_of("10:20", 10)
 
 
 @pytest.mark.parametrize(
@@ -142,6 +155,8 @@ def test_good_command_lines_pass(capsys, tmp_path):
     cli.preflight("train", ["experiment=bn_x30", "data=imagenet", f"hydra.run.dir={tmp_path}/run"])
     cli.preflight("train", ["-m", "experiment=inception,bn_x5", "seed=0,1"])
     cli.preflight("evaluate", ["checkpoints=[a.pt,b.pt]", "crops=144", "data=imagenet"])
+    cli.preflight("evaluate", ["checkpoints=a.pt", "images=5000:10000"])
+    cli.preflight("evaluate", ["checkpoints=a.pt", "images=1000"])
     assert capsys.readouterr().err == ""
 
 

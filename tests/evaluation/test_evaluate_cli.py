@@ -23,6 +23,7 @@ from bn_inception.config import EvalConfig
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet, to_model_input
 from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint
 from bn_inception.engine.validate import validate
+from bn_inception.evaluation.crops import make_crops
 from bn_inception.evaluation.ensemble import crop_averaged_probs, ensemble_probs, error_percent, topk_correct
 from bn_inception.evaluation.evaluator import (
     EvaluationError,
@@ -31,6 +32,7 @@ from bn_inception.evaluation.evaluator import (
     find_checkpoints,
     load_member,
     member_names,
+    member_probs,
     normalise,
     predict,
     with_population_stats,
@@ -188,15 +190,46 @@ def test_markdown_and_tensorboard_outputs(world, single_crop_run):
     assert acc.Scalars("eval/top1_err/ensemble")[0].value == pytest.approx(ens["top1_err"])
 
 
-def test_144_crops_of_a_glob_with_a_limit(world):
+def test_144_crops_of_a_glob_on_a_range_of_images(world):
     out = world["root"] / "eval144.json"
     glob = str(world["runs"] / "*" / "seed0" / "checkpoints" / "best.pt")
-    proc = run_cli(f"checkpoints='{glob}'", "crops=144", "limit=5", f"output={out}", "bootstrap=0")
+    proc = run_cli(f"checkpoints='{glob}'", "crops=144", "images=3:8", "per_image=true", f"output={out}",
+                   "bootstrap=0")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["name"] for r in rows] == ["m1/seed0", "m2/seed0", "ensemble"]
     assert all(r["crops"] == 144 and r["images"] == 5 for r in rows)
     assert rows[0]["top1_err_ci"] == [None, None]  # bootstrap=0: no intervals
+    table = json.loads(out.read_text())
+    assert table["image_range"] == [3, 8] and len(table["per_image"]["labels"]) == 5
+    for r in rows:  # the per-image hits give the table's errors
+        hits = table["per_image"]["top1"][r["name"]]
+        assert len(hits) == 5 and r["top1_err"] == pytest.approx(100 * hits.count("0") / 5)
+
+
+def test_an_image_range_evaluates_those_images(world):
+    # Images 4..11 alone give the same per-image results as the same slice of a pass over all of them.
+    whole = evaluate_checkpoints(str(world["a"]), EvalConfig(progress=False, bootstrap=0))
+    part = evaluate_checkpoints(str(world["a"]), EvalConfig(progress=False, bootstrap=0, images="4:12"))
+    assert part.meta["image_range"] == [4, 12] and part.meta["data"]["images"] == 8
+    n = whole.meta["data"]["images"]
+    with pytest.raises(EvaluationError, match=f"images={n}: selects no image of the {n}"):
+        evaluate_checkpoints(str(world["a"]), EvalConfig(progress=False, images=f"{n}:"))
+
+
+def test_coinciding_crops_are_evaluated_once_with_the_protocols_weights(world):
+    # A square image's 144 crops: 48 distinct. Their weighted average is the average of all 144.
+    member = load_member(world["a"], "a", torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=g) for _ in range(3)]
+    views = torch.stack([make_crops(im, 144, INPUT) for im in images])  # [3, 144, C, S, S]
+    calls = []
+    member.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    probs = member_probs([member], {INPUT: views}, torch.device("cpu"), None, False, 1000)[0]
+    assert calls == [3 * 48]
+    with torch.no_grad():
+        logits = member.model(normalise(views.flatten(0, 1), member.mean, member.std, False))
+    assert torch.allclose(probs, crop_averaged_probs(logits, 144), atol=1e-6)
 
 
 def test_malicious_checkpoint_is_refused_and_its_payload_never_runs(world, tmp_path):
@@ -418,13 +451,13 @@ def test_output_never_overwrites_what_evaluate_did_not_write(world, single_crop_
         (world["a"] / "x.json", "is a file, not a folder"),
     ]:
         before = world["a"].read_bytes()
-        proc = run_cli(f"checkpoints={world['a']}", f"output={output}", "limit=4", timeout=60)
+        proc = run_cli(f"checkpoints={world['a']}", f"output={output}", "images=4", timeout=60)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1].startswith("error:") and proc.stdout == ""  # no table
         assert world["a"].read_bytes() == before and foreign.read_text() == '{"my": "notes"}'
     # what evaluate.py wrote itself it may replace
-    proc = run_cli(f"checkpoints={world['a']}", f"output={ours}", "limit=4", "bootstrap=0")
-    assert proc.returncode == 0 and json.loads(ours.read_text())["limit"] == 4
+    proc = run_cli(f"checkpoints={world['a']}", f"output={ours}", "images=4", "bootstrap=0")
+    assert proc.returncode == 0 and json.loads(ours.read_text())["image_range"] == [0, 4]
 
 
 @pytest.mark.parametrize(
