@@ -87,10 +87,11 @@ class LockFile:
                 json.dump(self.me, f)
                 f.flush()
                 os.fsync(f.fileno())  # linked only once its record is on disk: never an empty lock
-            os.link(tmp, self.path)  # atomic, fails if the lock exists; also on NFS
+            try:
+                os.link(tmp, self.path)  # atomic, fails if the lock exists; also on NFS
+            except (FileExistsError, FileNotFoundError):  # taken; its new holder may have cleared our temp
+                return False
             return True
-        except FileExistsError:
-            return False
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -327,9 +327,10 @@ def load_tree_index(
     after writing, delete the other index files in its folder whose trees are gone (a cache folder)."""
     key = index_key(root, val_labels, synset_map)
     path = Path(path).expanduser()
-    if path.is_dir() or (key["root"] and path.resolve().is_relative_to(key["root"])):  # a typo'd data.index
-        where = "a folder" if path.is_dir() else f"inside the tree it indexes ({key['root']})"
-        raise DatasetLayoutError(f"data.index={path} is {where}; give a file path outside data.root")
+    listed = [Path(key["root"]) / split for split in ("train", "val")] if key["root"] else []
+    if path.is_dir() or any(path.resolve().is_relative_to(folder) for folder in listed):  # a typo'd path
+        where = "a folder" if path.is_dir() else "inside the train/ or val/ folders it indexes"
+        raise DatasetLayoutError(f"data.index={path} is {where}; give a file path outside them")
     try:
         return open_valid_index(path, key)
     except IndexUnusable as e:

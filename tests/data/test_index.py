@@ -179,7 +179,7 @@ def test_an_index_path_inside_the_tree_or_a_folder_is_refused_and_the_tree_left_
     tree = make_tree(num_classes=2)
     before = sorted(str(p) for p in Path(tree.root).rglob("*"))
     typo = Path(tree.root) / "train" / "n99999999" / "tree.idx"  # it made this class folder, empty, for good
-    with pytest.raises(DatasetLayoutError, match="is inside the tree it indexes"):
+    with pytest.raises(DatasetLayoutError, match="is inside the train/ or val/ folders it indexes"):
         _build(tree.root, index=str(typo))
     with pytest.raises(DatasetLayoutError, match="is a folder; give a file path"):
         _build(tree.root, index=str(tmp_path))
