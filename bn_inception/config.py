@@ -320,8 +320,8 @@ class TrainerConfig:
     amp: str = one_of(*AMP)
     # channels-last tensors; auto: on (measured faster on CPU and GPU, docs/benchmarks.md)
     channels_last: str = one_of(*SWITCH)
-    # torch.compile, or a mode (reduce-overhead adds CUDA graphs); auto: on for cuda; if compiling fails
-    # the run says so in one line and trains eagerly
+    # torch.compile, or a mode (reduce-overhead adds CUDA graphs); auto: on for cuda. The run's first line
+    # about it says "compiled" or "eager (why)"; a compile error falls back to eager (under DDP: stops)
     compile: str = one_of(*SWITCH, *COMPILE_MODES)
     # torch.use_deterministic_algorithms (exact resume on CPU; slower on a GPU)
     deterministic: bool = False

@@ -66,9 +66,9 @@ from bn_inception.engine.distributed import (
     shutdown_distributed,
 )
 from bn_inception.engine.precision import (
+    check_deterministic,
     resolve_amp,
     resolve_channels_last,
-    resolve_compile,
     resolve_finite_check,
 )
 from bn_inception.engine.progress import Progress
@@ -83,7 +83,7 @@ from bn_inception.engine.rundir import (
 from bn_inception.engine.runinfo import config_differences, config_digest, environment, write_json_atomic
 from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, scaled_lr
 from bn_inception.engine.signals import GracefulStop
-from bn_inception.engine.step import NonFiniteGuard, TrainStep
+from bn_inception.engine.step import NonFiniteGuard, TrainStep, compile_plan
 from bn_inception.engine.validate import validate as run_validation
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,7 @@ def train(
     """
     dist = init_distributed(trainer.device)
     try:
+        check_deterministic(trainer.deterministic, bool(getattr(model, "lrn", False)), dist.device)
         # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
         # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
         # and the process group are released.
@@ -433,9 +434,10 @@ def set_up(
         wrapped = DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    compile_mode = resolve_compile(trainer.compile, device)
+    compile_mode, eager_why = compile_plan(trainer.compile, device, trainer.sync_bn and dist.distributed)
     guard = NonFiniteGuard(finite_check, trainer.finite_check_every, optimizer, scaler, device)
-    step = TrainStep(wrapped, optimizer, scaler, device, amp_dtype, compile_mode, guard=guard)
+    solo = not dist.distributed  # under DDP a failed compile stops the run (bn_inception.engine.step)
+    step = TrainStep(wrapped, optimizer, scaler, device, amp_dtype, compile_mode, guard=guard, fallback=solo)
 
     info = {
         "name": name,
@@ -476,9 +478,7 @@ def set_up(
         progress,
     )
     if dist.is_main:
-        open_logs(
-            run, config, resumed_from=ckpt is not None, compile_mode=compile_mode, finite_check=finite_check
-        )
+        open_logs(run, config, resumed_from=ckpt is not None, eager_why=eager_why, finite_check=finite_check)
         resources.callback(run.writer.close)
         if run.probes is not None:
             resources.callback(run.probes.remove)
@@ -576,7 +576,7 @@ def state_from_checkpoint(ckpt: dict[str, Any]) -> RunState:
     )
 
 
-def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode, finite_check) -> None:
+def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, eager_why: str, finite_check) -> None:
     """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines."""
     state = run.state
     # purge_step = step + 1: events a killed segment wrote after the checkpoint are hidden, the resumed
@@ -603,13 +603,13 @@ def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode
         info["global_batch"],
         info["lr"],
         info["weight_decay"],
-        config["schedule"]["decay_rate"],
+        run.lr_schedule.decay_rate,  # the schedule as built (a library caller may pass a partial config)
         info["decay_interval_steps"],
         run.trainer.max_steps,
     )
     log.info(
-        "data %s: %d train / %d val images, %d classes, %d px; decoded on %s; amp %s, channels_last %s, "
-        "compile %s, non-finite check %s",
+        "data %s: %d train / %d val images, %d classes, %d px; decoded on %s; amp %s, channels_last %s%s, "
+        "non-finite check %s",
         run.splits.name,
         len(run.splits.train),
         run.val_loader.num_images,
@@ -618,7 +618,8 @@ def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode
         "the GPU" if run.splits.decode_on_device else "the CPU",
         run.amp_dtype,
         run.channels_last,
-        compile_mode or "off",
+        # "compiled" is said after the first step, which compiles (bn_inception.engine.step)
+        f", torch.compile: eager ({eager_why})" if eager_why else "",
         finite_check,
     )
 
@@ -921,13 +922,10 @@ class Meter:
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         n = labels.numel()
         correct = (logits.detach().argmax(dim=1) == labels).sum()
-        self.sums += torch.stack(
-            [
-                loss.detach().double() * n,
-                correct.double(),
-                torch.tensor(n, device=self.device, dtype=torch.float64),
-            ]
-        )
+        # The image count is filled on the device: torch.tensor(n, device=cuda) would be a blocking copy and
+        # a host sync every step (tests/engine/test_host_sync.py).
+        count = torch.full((), n, dtype=torch.float64, device=self.device)
+        self.sums += torch.stack([loss.detach().double() * n, correct.double(), count])
 
     def since_log(self) -> tuple[float, float, int]:
         """Mean loss, top-1 (%) and images since the last call (this process; a host sync)."""
