@@ -95,6 +95,14 @@ def test_an_unwritable_run_directory_is_refused_before_hydra_makes_it(capsys, tm
     assert "hydra.sweep.dir is empty" in refusal(capsys, "-m", "seed=0,1", "hydra.sweep.dir=")
 
 
+def test_evaluate_data_keys_go_on_top_of_the_checkpoints_with_a_plus(capsys):
+    line = refusal(capsys, "checkpoints=x.pt", "data.workers=0", app="evaluate")  # said: did you mean itself
+    assert line.endswith(
+        "data.workers is not set here; add it to the checkpoint's data config with +data.workers=<value>"
+    )
+    cli.preflight("evaluate", ["checkpoints=x.pt", "+data.workers=0"])
+
+
 def test_evaluate_options_are_checked_the_same_way(capsys):
     assert "crops=5 is not valid; use one of: 1, 10, 144" in refusal(capsys, "checkpoints=x.pt", "crops=5",
                                                                       app="evaluate")  # fmt: skip
