@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> None:
     specs = cfg.checkpoints
     checkpoints = [str(s) for s in specs] if OmegaConf.is_list(specs) else str(specs)
     md_path = cfg.markdown or (markdown_path(cfg.output) if cfg.output else None)
-    check_outputs([cfg.output, md_path and str(md_path)], find_checkpoints(checkpoints))
+    check_outputs([cfg.output, md_path and str(md_path)], find_checkpoints(checkpoints), cfg.tb_dir)
 
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
     # `data=<name>` picks configs/data/<name>.yaml; without it the first checkpoint's recorded data config is

@@ -90,6 +90,17 @@ def test_an_unwritable_run_directory_is_refused_before_hydra_makes_it(capsys, tm
     blocker.write_text("not a folder")
     line = refusal(capsys, f"hydra.run.dir={blocker}/run")
     assert str(blocker) in line and "not a folder" in line
+    # an unset variable in a job script (hydra.run.dir=$RUN_DIR) would train into the current folder
+    assert "hydra.run.dir is empty" in refusal(capsys, "hydra.run.dir=")
+    assert "hydra.sweep.dir is empty" in refusal(capsys, "-m", "seed=0,1", "hydra.sweep.dir=")
+
+
+def test_evaluate_data_keys_go_on_top_of_the_checkpoints_with_a_plus(capsys):
+    line = refusal(capsys, "checkpoints=x.pt", "data.workers=0", app="evaluate")  # said: did you mean itself
+    assert line.endswith(
+        "data.workers is not set here; add it to the checkpoint's data config with +data.workers=<value>"
+    )
+    cli.preflight("evaluate", ["checkpoints=x.pt", "+data.workers=0"])
 
 
 def test_evaluate_options_are_checked_the_same_way(capsys):
@@ -111,8 +122,45 @@ def test_an_index_range_selects_as_a_python_slice():
         index_range_of("10:20", 10)
 
 
-def test_good_command_lines_pass(capsys):
-    cli.preflight("train", ["experiment=bn_x30", "data=imagenet", "trainer.target_top1=72.2"])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("+trainer.foo=1", "trainer.foo is not a config key;"),
+        ("+optim.momentun=0.5", "optim.momentun is not a config key (did you mean optim.momentum?)"),
+        ("+max_steps=12", "max_steps is not a config key (did you mean trainer.max_steps?)"),
+        ("~optim", "optim is missing (removed with ~optim?)"),
+        ("~trainer", "trainer is missing (removed with ~trainer?)"),
+        ("~seed", "seed is missing (removed with ~seed?)"),
+        ("~trainer.eval_limit", "~trainer.eval_limit is not valid: a key of the schema cannot be removed"),
+        ("~trainer.max_steps", "~trainer.max_steps is not valid: a key of the schema cannot be removed"),
+        ("~experiment", "name is not set"),
+        ("model.norm=BATCH", "model.norm=BATCH is not valid; use one of: batch, paper, ghost, none"),
+        ("trainer.amp=BF16", "trainer.amp=BF16 is not valid; use one of: auto, bf16, fp16, none"),
+        ("+seed=3", "Either remove + prefix: 'seed=3'"),  # all of Hydra's advice, on one line
+    ],
+)  # fmt: skip
+def test_every_override_form_hydra_accepts_is_checked_before_anything_is_made(capsys, tmp_path, override,
+                                                                                expected):  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert expected in refusal(capsys, override, f"hydra.run.dir={run_dir}")
+    assert not run_dir.exists()
+
+
+def test_hydra_sweep_functions_pass_as_hydra_expands_them():
+    jobs = cli.compose_jobs("train", ["experiment=glob(bn_x*)", "seed=range(0,2)"], True, cli.CONFIG_DIR)
+    names = sorted((job.name, job.seed) for job in jobs)
+    assert names == [(n, s) for n in ("bn_x30", "bn_x5", "bn_x5_sigmoid") for s in (0, 1)]
+
+
+def test_yaml_booleans_still_spell_a_switch(capsys, tmp_path):
+    cli.preflight(
+        "train", ["trainer.channels_last=true", "trainer.compile=False", f"hydra.run.dir={tmp_path}"]
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_good_command_lines_pass(capsys, tmp_path):
+    cli.preflight("train", ["experiment=bn_x30", "data=imagenet", f"hydra.run.dir={tmp_path}/run"])
     cli.preflight("train", ["-m", "experiment=inception,bn_x5", "seed=0,1"])
     cli.preflight("evaluate", ["checkpoints=[a.pt,b.pt]", "crops=144", "data=imagenet"])
     cli.preflight("evaluate", ["checkpoints=a.pt", "images=5000:10000"])

@@ -52,7 +52,7 @@ from bn_inception.engine import tblog
 from bn_inception.engine.checkpoint import (
     CheckpointError,
     all_finite,
-    link_checkpoint,
+    copy_checkpoint,
     load_checkpoint,
     model_state_dict,
     reconcile_checkpoints,
@@ -156,7 +156,8 @@ def train_from_config(
     """Train the run a composed ``train.py`` config describes (a plain, resolved dict); see :func:`train`.
 
     ``run_files`` (relative path -> text, e.g. Hydra's ``.hydra/config.yaml``) are written into the run
-    directory once this process owns it.
+    directory once the launch is accepted: a refused one (another config, a finished run) leaves the
+    run's record as it was.
     """
     validate(config, TrainConfig)
     model = dict(config["model"])
@@ -204,11 +205,14 @@ def train(
         # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
         # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
         # and the process group are released.
-        with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files), ExitStack() as resources:
+        with GracefulStop() as stop, owned_run_dir(run_dir, dist), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
             if done is not None:
                 return done
+            if dist.is_main:  # the launch is accepted: now its config is the run's record
+                for relative, text in (run_files or {}).items():
+                    write_text_atomic(run_dir / relative, text)
             run = set_up(
                 run_dir,
                 dist,
@@ -236,9 +240,9 @@ def train(
 
 
 @contextmanager
-def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | None) -> Iterator[None]:
+def owned_run_dir(run_dir: Path, dist: DistInfo) -> Iterator[None]:
     """Process 0 locks the run directory (every process learns whether it could), removes the temporary
-    files of saves a kill interrupted, starts ``train.log`` and writes ``run_files``."""
+    files of saves a kill interrupted and starts ``train.log``."""
     lock, handler, refusal = None, None, None
     if dist.is_main:
         try:
@@ -254,8 +258,6 @@ def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | 
             for path in remove_interrupted_saves(run_dir):
                 log.info("removed %s (a save interrupted by a kill)", path)
             handler = attach_log_file(run_dir / "train.log")
-            for relative, text in (run_files or {}).items():
-                write_text_atomic(run_dir / relative, text)
         yield
     finally:
         if handler is not None:
@@ -279,11 +281,25 @@ def load_resume_checkpoint(
             )
         return None
     path = last if resume == "auto" else Path(resume)
+    best = run_dir / "checkpoints" / "best.pt"
+    if resume == "auto" and not last.exists() and (best.exists() or best.is_symlink()):  # last.pt removed
+        raise TrainingError(
+            f"{run_dir} holds {best} but no last.pt; continue from it with resume={best}, or start a new run "
+            f"with hydra.run.dir=<new dir> (starting here would overwrite it)"
+        )
     if resume == "auto" and not last.exists():
         return None
     if not path.is_file():
-        raise TrainingError(f"resume={resume}: no such checkpoint; use resume=auto, never, or a .pt path")
+        inside = path / "checkpoints" / "last.pt"
+        hint = f" (in a run directory: resume={inside})" if inside.is_file() else ""
+        raise TrainingError(f"resume={resume}: no such checkpoint{hint}; use resume=auto, never, or a path")
     ckpt = load_checkpoint(path)
+    missing = [key for key in ("optimizer", "loader", "rng", "step") if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} has no {missing[0]!r} entry: it was not written by train.py and cannot be "
+            f"continued; pass a last.pt or best.pt of a run (resume=PATH), or resume=never to start anew"
+        )
     diffs = config_differences(ckpt.get("config") or {}, config)
     if diffs and resume == "auto":
         raise TrainingError(
@@ -806,12 +822,12 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
 
 
 def save_checkpoints(run: Run, ckpt: dict[str, Any], improved: bool) -> None:
-    """last.pt; best.pt as a link to it when this step is the best; TensorBoard flushed to the same step."""
+    """last.pt; best.pt a copy of it when this step is the best; TensorBoard flushed to the same step."""
     run.writer.flush()  # events up to this checkpoint survive a SIGKILL
     last = run.dir / "checkpoints" / "last.pt"
     save_checkpoint(ckpt, last)
     if improved:
-        link_checkpoint(last, run.dir / "checkpoints" / "best.pt")
+        copy_checkpoint(last, run.dir / "checkpoints" / "best.pt")
 
 
 def write_results(run: Run, status: str, diverged_at: int | None = None) -> dict[str, Any]:

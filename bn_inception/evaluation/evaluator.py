@@ -57,7 +57,20 @@ class EvaluationError(RuntimeError):
 
 
 def _checkpoints_under(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob(CHECKPOINT_NAME) if p.parent.name == "checkpoints")
+    """Every ``*/checkpoints/best.pt`` below ``directory``, broken links included (named when loaded, not
+    dropped); links to run directories are followed (a folder of links to runs is an ensemble), each
+    real directory once."""
+    found, seen = [], set()
+    for folder, subfolders, _ in os.walk(directory, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # a link loop, or a run linked twice
+            subfolders.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        candidate = Path(folder) / CHECKPOINT_NAME
+        if candidate.parent.name == "checkpoints" and os.path.lexists(candidate):
+            found.append(candidate)
+    return sorted(found)
 
 
 def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
@@ -69,7 +82,7 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
     explicit files is checked on loading.
     """
     specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
-    if not specs:
+    if not [s for s in specs if str(s).strip()]:
         raise EvaluationError(
             "no checkpoints given; pass checkpoints=PATH, a list [a.pt,b.pt], a glob or a sweep dir"
         )
@@ -81,8 +94,12 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
                 raise EvaluationError(
                     f"checkpoints={spec} matches no file; check the pattern (quote it for the shell)"
                 )
-            for match in map(Path, matches):
-                found += _checkpoints_under(match) if match.is_dir() else [match]
+            expanded = [p for m in map(Path, matches) for p in (_checkpoints_under(m) if m.is_dir() else [m])]
+            if not expanded:
+                raise EvaluationError(
+                    f"checkpoints={spec} matches only directories without */checkpoints/{CHECKPOINT_NAME}"
+                )
+            found += expanded
         elif Path(spec).is_dir():
             under = _checkpoints_under(Path(spec))
             if not under:

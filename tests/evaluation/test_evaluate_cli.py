@@ -266,6 +266,8 @@ def test_members_with_different_classes_are_refused_with_one_line(world):
         ("{root}/data", "is a directory without */checkpoints/best.pt"),
         ("{root}/missing.pt", "does not exist"),
         ("{root}/corrupt.pt", "is corrupt or truncated"),
+        ("{root}/data/*/", "matches only directories without */checkpoints/best.pt"),  # was an IndexError
+        ("", "no checkpoints given"),  # checkpoints=$UNSET: was "a directory without ..." (the cwd)
     ],
 )
 def test_bad_checkpoint_specs_are_one_line_errors(world, spec, message):
@@ -330,6 +332,34 @@ def test_checkpoint_discovery_and_names(world):
     assert member_names([world["a"], last, world["a"]]) == ["m1/seed0", "m1/seed0:last", "m1/seed0#2"]
     with pytest.raises(EvaluationError, match="no checkpoints given"):
         find_checkpoints([])
+
+
+def test_a_folder_of_links_to_runs_is_an_ensemble_and_a_broken_member_is_named(world, tmp_path):
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    (picked / "first").symlink_to(world["a"].parents[1])  # ln -s <run dir>: how one collects an ensemble
+    (picked / "second").symlink_to(world["b"].parents[1])
+    (picked / "loop").symlink_to(picked)  # a link loop is walked once
+    assert [p.resolve() for p in find_checkpoints(str(picked))] == [world["a"], world["b"]]
+    broken = picked / "gone" / "seed0" / "checkpoints"
+    broken.mkdir(parents=True)
+    (broken / "best.pt").symlink_to(tmp_path / "moved-away.pt")  # its target was moved or deleted
+    assert broken / "best.pt" in find_checkpoints(str(picked))  # not dropped without a word
+    with pytest.raises(CheckpointError, match=r"gone/seed0/checkpoints/best.pt is a symbolic link to"):
+        evaluate_checkpoints(str(picked), EvalConfig(progress=False, bootstrap=0))
+
+
+def test_an_output_folder_that_cannot_be_created_in_is_refused_before_any_work(world, tmp_path):
+    from bn_inception.evaluation.outputs import check_outputs
+
+    (tmp_path / "results").symlink_to(tmp_path / "unmounted")  # a dangling link: mkdir would fail at the end
+    with pytest.raises(EvaluationError, match="results is a broken symbolic link"):
+        check_outputs([str(tmp_path / "results" / "eval.json")], [world["a"]])
+    with pytest.raises(EvaluationError, match="tb_dir=.*results is a broken symbolic link"):  # a traceback
+        check_outputs([None], [world["a"]], tb_dir=str(tmp_path / "results" / "tb"))  # after all the work
+    if os.geteuid() == 0 and os.path.isdir("/sys/kernel"):  # os.access says yes to root; creating fails
+        with pytest.raises(EvaluationError, match="/sys/kernel is not writable"):
+            check_outputs(["/sys/kernel/eval.json"], [world["a"]])
 
 
 def test_members_must_share_classes(world):
