@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    known = (TrainingError, CheckpointError, ValueError, FileNotFoundError, RuntimeError)
+    known = (TrainingError, CheckpointError, ValueError, OSError, RuntimeError)  # OSError: names its file
     with cli.quick_exit(multirun):
         with cli.one_line_errors(known, multirun):
             results = train_from_config(
@@ -55,8 +55,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def hydra_files(cfg: DictConfig) -> dict[str, str]:
-    """Hydra's record of the job (``.hydra/``), written by the trainer once it owns the run directory (a
-    refused launch must not overwrite the record of the run that holds it)."""
+    """Hydra's record of the job (``.hydra/``), written by the trainer once it has accepted the launch (a
+    refused one must not overwrite the record of the run in that directory: the reports read it)."""
     hydra_cfg = HydraConfig.get()
     return {
         ".hydra/config.yaml": OmegaConf.to_yaml(cfg),

@@ -52,7 +52,7 @@ from bn_inception.engine import tblog
 from bn_inception.engine.checkpoint import (
     CheckpointError,
     all_finite,
-    link_checkpoint,
+    copy_checkpoint,
     load_checkpoint,
     model_state_dict,
     reconcile_checkpoints,
@@ -66,9 +66,9 @@ from bn_inception.engine.distributed import (
     shutdown_distributed,
 )
 from bn_inception.engine.precision import (
+    check_deterministic,
     resolve_amp,
     resolve_channels_last,
-    resolve_compile,
     resolve_finite_check,
 )
 from bn_inception.engine.progress import Progress
@@ -83,7 +83,7 @@ from bn_inception.engine.rundir import (
 from bn_inception.engine.runinfo import config_differences, config_digest, environment, write_json_atomic
 from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, scaled_lr
 from bn_inception.engine.signals import GracefulStop
-from bn_inception.engine.step import NonFiniteGuard, TrainStep
+from bn_inception.engine.step import NonFiniteGuard, TrainStep, compile_plan
 from bn_inception.engine.validate import validate as run_validation
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ def train_from_config(
     """Train the run a composed ``train.py`` config describes (a plain, resolved dict); see :func:`train`.
 
     ``run_files`` (relative path -> text, e.g. Hydra's ``.hydra/config.yaml``) are written into the run
-    directory once this process owns it.
+    directory once the launch is accepted: a refused one (another config, a finished run) leaves the
+    run's record as it was.
     """
     validate(config, TrainConfig)
     model = dict(config["model"])
@@ -201,14 +202,18 @@ def train(
     dist = init_distributed(trainer.device)
     stop = GracefulStop()
     try:
+        check_deterministic(trainer.deterministic, bool(getattr(model, "lrn", False)), dist.device)
         # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
         # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
         # and the process group are released.
-        with stop, owned_run_dir(run_dir, dist, run_files), ExitStack() as resources:
+        with stop, owned_run_dir(run_dir, dist), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
             if done is not None:
                 return done
+            if dist.is_main:  # the launch is accepted: now its config is the run's record
+                for relative, text in (run_files or {}).items():
+                    write_text_atomic(run_dir / relative, text)
             run = set_up(
                 run_dir,
                 dist,
@@ -239,9 +244,9 @@ def train(
 
 
 @contextmanager
-def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | None) -> Iterator[None]:
+def owned_run_dir(run_dir: Path, dist: DistInfo) -> Iterator[None]:
     """Process 0 locks the run directory (every process learns whether it could), removes the temporary
-    files of saves a kill interrupted, starts ``train.log`` and writes ``run_files``."""
+    files of saves a kill interrupted and starts ``train.log``."""
     lock, handler, refusal = None, None, None
     if dist.is_main:
         try:
@@ -257,8 +262,6 @@ def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | 
             for path in remove_interrupted_saves(run_dir):
                 log.info("removed %s (a save interrupted by a kill)", path)
             handler = attach_log_file(run_dir / "train.log")
-            for relative, text in (run_files or {}).items():
-                write_text_atomic(run_dir / relative, text)
         yield
     finally:
         if handler is not None:
@@ -282,11 +285,25 @@ def load_resume_checkpoint(
             )
         return None
     path = last if resume == "auto" else Path(resume)
+    best = run_dir / "checkpoints" / "best.pt"
+    if resume == "auto" and not last.exists() and (best.exists() or best.is_symlink()):  # last.pt removed
+        raise TrainingError(
+            f"{run_dir} holds {best} but no last.pt; continue from it with resume={best}, or start a new run "
+            f"with hydra.run.dir=<new dir> (starting here would overwrite it)"
+        )
     if resume == "auto" and not last.exists():
         return None
     if not path.is_file():
-        raise TrainingError(f"resume={resume}: no such checkpoint; use resume=auto, never, or a .pt path")
+        inside = path / "checkpoints" / "last.pt"
+        hint = f" (in a run directory: resume={inside})" if inside.is_file() else ""
+        raise TrainingError(f"resume={resume}: no such checkpoint{hint}; use resume=auto, never, or a path")
     ckpt = load_checkpoint(path)
+    missing = [key for key in ("optimizer", "loader", "rng", "step") if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} has no {missing[0]!r} entry: it was not written by train.py and cannot be "
+            f"continued; pass a last.pt or best.pt of a run (resume=PATH), or resume=never to start anew"
+        )
     diffs = config_differences(ckpt.get("config") or {}, config)
     if diffs and resume == "auto":
         raise TrainingError(
@@ -421,9 +438,10 @@ def set_up(
         wrapped = DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    compile_mode = resolve_compile(trainer.compile, device)
+    compile_mode, eager_why = compile_plan(trainer.compile, device, trainer.sync_bn and dist.distributed)
     guard = NonFiniteGuard(finite_check, trainer.finite_check_every, optimizer, scaler, device)
-    step = TrainStep(wrapped, optimizer, scaler, device, amp_dtype, compile_mode, guard=guard)
+    solo = not dist.distributed  # under DDP a failed compile stops the run (bn_inception.engine.step)
+    step = TrainStep(wrapped, optimizer, scaler, device, amp_dtype, compile_mode, guard=guard, fallback=solo)
 
     info = {
         "name": name,
@@ -464,9 +482,7 @@ def set_up(
         progress,
     )
     if dist.is_main:
-        open_logs(
-            run, config, resumed_from=ckpt is not None, compile_mode=compile_mode, finite_check=finite_check
-        )
+        open_logs(run, config, resumed_from=ckpt is not None, eager_why=eager_why, finite_check=finite_check)
         resources.callback(run.writer.close)
         if run.probes is not None:
             resources.callback(run.probes.remove)
@@ -569,7 +585,7 @@ def state_from_checkpoint(ckpt: dict[str, Any]) -> RunState:
     )
 
 
-def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode, finite_check) -> None:
+def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, eager_why: str, finite_check) -> None:
     """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines."""
     state = run.state
     # purge_step = step + 1: events a killed segment wrote after the checkpoint are hidden, the resumed
@@ -596,13 +612,13 @@ def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode
         info["global_batch"],
         info["lr"],
         info["weight_decay"],
-        config["schedule"]["decay_rate"],
+        run.lr_schedule.decay_rate,  # the schedule as built (a library caller may pass a partial config)
         info["decay_interval_steps"],
         run.trainer.max_steps,
     )
     log.info(
-        "data %s: %d train / %d val images, %d classes, %d px; decoded on %s; amp %s, channels_last %s, "
-        "compile %s, non-finite check %s",
+        "data %s: %d train / %d val images, %d classes, %d px; decoded on %s; amp %s, channels_last %s%s, "
+        "non-finite check %s",
         run.splits.name,
         len(run.splits.train),
         run.val_loader.num_images,
@@ -611,7 +627,8 @@ def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, compile_mode
         "the GPU" if run.splits.decode_on_device else "the CPU",
         run.amp_dtype,
         run.channels_last,
-        compile_mode or "off",
+        # "compiled" is said after the first step, which compiles (bn_inception.engine.step)
+        f", torch.compile: eager ({eager_why})" if eager_why else "",
         finite_check,
     )
 
@@ -812,12 +829,12 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
 
 
 def save_checkpoints(run: Run, ckpt: dict[str, Any], improved: bool) -> None:
-    """last.pt; best.pt as a link to it when this step is the best; TensorBoard flushed to the same step."""
+    """last.pt; best.pt a copy of it when this step is the best; TensorBoard flushed to the same step."""
     run.writer.flush()  # events up to this checkpoint survive a SIGKILL
     last = run.dir / "checkpoints" / "last.pt"
     save_checkpoint(ckpt, last)
     if improved:
-        link_checkpoint(last, run.dir / "checkpoints" / "best.pt")
+        copy_checkpoint(last, run.dir / "checkpoints" / "best.pt")
 
 
 def write_results(run: Run, status: str, diverged_at: int | None = None) -> dict[str, Any]:
@@ -912,13 +929,10 @@ class Meter:
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         n = labels.numel()
         correct = (logits.detach().argmax(dim=1) == labels).sum()
-        self.sums += torch.stack(
-            [
-                loss.detach().double() * n,
-                correct.double(),
-                torch.tensor(n, device=self.device, dtype=torch.float64),
-            ]
-        )
+        # The image count is filled on the device: torch.tensor(n, device=cuda) would be a blocking copy and
+        # a host sync every step (tests/engine/test_host_sync.py).
+        count = torch.full((), n, dtype=torch.float64, device=self.device)
+        self.sums += torch.stack([loss.detach().double() * n, correct.double(), count])
 
     def since_log(self) -> tuple[float, float, int]:
         """Mean loss, top-1 (%) and images since the last call (this process; a host sync)."""

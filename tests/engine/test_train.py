@@ -158,6 +158,19 @@ def test_rerun_of_a_finished_run_does_nothing_and_other_config_is_refused(
     assert proc.returncode == 1 and "resume=auto" in proc.stderr
 
 
+def test_a_damaged_run_directory_is_one_line_naming_the_file(finished_run, repo, python, cli_env, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run[0], run_dir)
+    (run_dir / "train.log").unlink()
+    (run_dir / "train.log").mkdir()  # a folder where the log belongs (an rsync gone wrong)
+    proc = run_train(repo, python, cli_env, run_dir, "experiment=bn_x5", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line == f"error: [Errno 21] Is a directory: '{run_dir / 'train.log'}'"
+
+
 def test_divergence_is_a_result_and_keeps_the_last_good_checkpoint(repo, python, cli_env, tmp_path):
     run_dir = tmp_path / "diverge"
     # Inception (no BN) at 1e4 x its learning rate: the parameters reach machine infinity (Sec. 4.2.2).
