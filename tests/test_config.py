@@ -103,6 +103,32 @@ def test_evaluate_data_keys_go_on_top_of_the_checkpoints_with_a_plus(capsys):
     cli.preflight("evaluate", ["checkpoints=x.pt", "+data.workers=0"])
 
 
+def test_a_slurm_warning_that_could_come_as_the_job_starts_is_refused(capsys):
+    """SLURM sends the warning up to 60 s early: with 60 s + signal_delay_s >= the time limit a job could be
+    warned, saved and requeued before its first step, forever (issue 20)."""
+    line = refusal(capsys, "-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=2",
+                   "hydra.launcher.signal_delay_s=60")  # fmt: skip
+    assert "signal_delay_s=60 is not valid with timeout_min=2" in line and "signal_delay_s < 60" in line
+    cli.preflight("train", ["-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=2",
+                            "hydra.launcher.signal_delay_s=45"])  # fmt: skip
+
+
+def test_the_continue_line_inside_a_slurm_job_is_a_slurm_command(tmp_path):
+    """Printed by an interrupted run: locally the run again; inside a SLURM job never a local command (it
+    would train on the login node): the sweep (this one job) submitted again, or the job requeued."""
+    task, hydra = ["seed=1", "trainer.max_steps=9"], ["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                                      "hydra.sweep.dir=s", "hydra.mode=MULTIRUN"]  # fmt: skip
+    run = tmp_path / "run dir"
+    local = cli.continue_command(task, hydra, run, None, env={})
+    assert local == f"python train.py seed=1 trainer.max_steps=9 'hydra.run.dir={run}'"
+    sweep_job = cli.continue_command(task, hydra, run, "sweeps/x", env={"SLURM_JOB_ID": "12"})
+    assert sweep_job.startswith("python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu seed=1 "
+                                "trainer.max_steps=9 hydra.sweep.dir=sweeps/x  (")  # fmt: skip
+    assert cli.continue_command(task, [], run, None, env={"SLURM_JOB_ID": "12"}).startswith(
+        "scontrol requeue 12"
+    )
+
+
 def test_evaluate_options_are_checked_the_same_way(capsys):
     assert "crops=5 is not valid; use one of: 1, 10, 144" in refusal(capsys, "checkpoints=x.pt", "crops=5",
                                                                       app="evaluate")  # fmt: skip

@@ -103,10 +103,12 @@ def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> 
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGUSR1 to the training process: SLURM sends them to every process of
-    the job, and a worker killed by one would end the run before it can save (bn_inception.engine.signals).
-    Workers still exit with their parent (PyTorch watches it)."""
-    for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+    """Loader workers leave SIGTERM/SIGUSR1/SIGUSR2 to the training process: SLURM sends them to every
+    process of the job, and a worker killed by one would end the run before it can save
+    (bn_inception.engine.signals); a worker must not run the handler it inherited either (submitit's would
+    requeue the job a second time from inside the worker). Workers still exit with their parent (PyTorch
+    watches it)."""
+    for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None), getattr(signal, "SIGUSR2", None)):
         if sig is not None:
             signal.signal(sig, signal.SIG_IGN)
 

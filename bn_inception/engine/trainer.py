@@ -200,12 +200,13 @@ def train(
     ``resume=auto``). Another process in ``run_dir`` is refused before anything is written there.
     """
     dist = init_distributed(trainer.device)
+    stop = GracefulStop()
     try:
         check_deterministic(trainer.deterministic, bool(getattr(model, "lrn", False)), dist.device)
         # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
         # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
         # and the process group are released.
-        with GracefulStop() as stop, owned_run_dir(run_dir, dist), ExitStack() as resources:
+        with stop, owned_run_dir(run_dir, dist), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
             if done is not None:
@@ -234,9 +235,12 @@ def train(
             except BaseException:
                 record_failure(run)
                 raise
-            return finish(run, status)
+            results = finish(run, status)
     finally:
         shutdown_distributed()
+    if status == "interrupted":
+        stop.pass_on()  # submitit's requeue, now that the run is saved and its directory released
+    return results
 
 
 @contextmanager
@@ -543,15 +547,20 @@ def restore(ckpt, model, optimizer, scaler, loader, meter, dist: DistInfo) -> Ru
         raise CheckpointError(f"the checkpoint does not fit this model/optimizer: {first}") from e
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    meter.load_state_dict(ckpt.get("meter"))
     saved_world = ckpt.get("world_size", 1)
+    meters = ckpt.get("meter") or {}
     if saved_world == dist.world_size:
         loader.load_state_dict(ckpt["loader"])
         rng = ckpt["rng"]
         restore_rng_state(rng["per_rank"][dist.rank] if "per_rank" in rng else rng)
+        if "per_rank" in meters:  # each process its own sums, so their all-reduce counts each image once
+            meter.load_state_dict(meters["per_rank"][dist.rank])
+        elif dist.is_main:  # written by one process (or an older multi-process checkpoint: rank 0's)
+            meter.load_state_dict(meters)
     else:  # a requeue onto another number of GPUs: continue at the saved step, not bit-exactly
         loader.continue_from(ckpt["loader"])
         if dist.is_main:
+            meter.load_state_dict(_summed_meters(meters))  # the saved processes' sums, on one process
             log.warning(
                 "the checkpoint was written by %d process(es), this run has %d: continuing at step %d with "
                 "the data order and random state re-drawn (not bit-exact)",
@@ -735,7 +744,7 @@ def save_interrupted(run: Run) -> bool:
         log.warning(
             "%s: stopped by %s at step %d; saved %s",
             run.info["name"],
-            run.stop.received,
+            run.stop.received or "a signal to another process",
             run.state.step,
             run.dir / "checkpoints" / "last.pt",
         )
@@ -762,8 +771,6 @@ def finish(run: Run, status: str) -> dict[str, Any]:
     results = write_results(run, status, diverged_at)
     if run.writer is not None:
         run.writer.flush()
-    if status == "interrupted":
-        run.stop.pass_on()  # e.g. submitit's requeue, now that nothing is lost
     return results
 
 
@@ -789,11 +796,11 @@ def model_finite(run: Run) -> bool:
 
 def checkpoint_dict(run: Run) -> dict[str, Any]:
     """Everything needed to continue exactly (docs/design.md), as plain tensors and containers."""
-    rng = capture_rng_state()
-    if run.dist.distributed:  # every process's generators (dropout differs per process)
+    rng, meter = capture_rng_state(), run.meter.state_dict()
+    if run.dist.distributed:  # every process's generators (dropout differs) and training-loss sums
         gathered: list[Any] = [None] * run.dist.world_size
-        torch.distributed.all_gather_object(gathered, rng)
-        rng = {"per_rank": gathered}
+        torch.distributed.all_gather_object(gathered, (rng, meter))
+        rng, meter = ({"per_rank": [g[i] for g in gathered]} for i in (0, 1))
     state = run.state
     state.train_images, state.train_seconds = run.progress.totals(state)
     return {
@@ -803,7 +810,7 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
         "schedule": run.lr_schedule.state_dict(),
         "loader": run.loader.state_dict(),
         "rng": rng,
-        "meter": run.meter.state_dict(),
+        "meter": meter,
         **dataclasses.asdict(state),
         "wall_seconds": state.wall_seconds + time.perf_counter() - run.wall_start,
         "world_size": run.dist.world_size,
@@ -947,6 +954,16 @@ class Meter:
         if state:
             self.sums = torch.tensor(state["sums"], dtype=torch.float64, device=self.device)
             self.logged = torch.tensor(state["logged"], dtype=torch.float64, device=self.device)
+
+
+def _summed_meters(meters: dict[str, Any]) -> dict[str, list[float]]:
+    """The training-loss sums of every process that wrote the checkpoint, added up for one process."""
+    parts = meters.get("per_rank", [meters] if meters else [])
+    if not parts:
+        return {}
+    return {
+        k: [sum(column) for column in zip(*(p[k] for p in parts), strict=True)] for k in ("sums", "logged")
+    }
 
 
 @contextmanager
