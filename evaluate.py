@@ -3,7 +3,8 @@
     python evaluate.py checkpoints=runs/bn_x30/seed0                  # the data recorded in the checkpoint
     python evaluate.py checkpoints='[runs/a/checkpoints/best.pt,runs/b/checkpoints/best.pt]' crops=144 \
         data=imagenet data.root=/data/imagenet output=eval/ensemble.json
-    python evaluate.py checkpoints=sweeps/2025-01-01_00-00-00 limit=1000   # every */checkpoints/best.pt
+    python evaluate.py checkpoints=sweeps/2025-01-01_00-00-00 images=1000   # every */checkpoints/best.pt
+    python evaluate.py checkpoints=sweeps/x crops=144 images=5000:10000       # test images 5000..9999 only
 
 Options and their units: ``bn_inception/config.py`` (EvalConfig; ``python evaluate.py --help``). A bad
 option value ends with one line and exit 2 before anything is loaded; known bad input (missing or refused
@@ -49,7 +50,7 @@ def run(cfg: DictConfig) -> None:
     specs = cfg.checkpoints
     checkpoints = [str(s) for s in specs] if OmegaConf.is_list(specs) else str(specs)
     md_path = cfg.markdown or (markdown_path(cfg.output) if cfg.output else None)
-    check_outputs([cfg.output, md_path and str(md_path)], find_checkpoints(checkpoints))
+    check_outputs([cfg.output, md_path and str(md_path)], find_checkpoints(checkpoints), cfg.tb_dir)
 
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
     # `data=<name>` picks configs/data/<name>.yaml; without it the first checkpoint's recorded data config is

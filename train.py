@@ -5,8 +5,8 @@ the schema (``bn_inception/config.py``); the job then calls ``train_from_config`
 torch is imported only by the job, so ``--help`` and config errors answer at once.
 
 Exit status: 0 the run completed (or diverged: a result, recorded in results.json); 1 an error, reported
-in one line; 2 a bad config value, in one line, before anything ran; 75 stopped by SIGTERM, SIGINT or
-SIGUSR1 after saving (relaunch the same command to continue); 128 + N killed by a second signal N.
+in one line; 2 a bad config value, in one line, before anything ran; 75 stopped by SIGTERM, SIGINT, SIGUSR1
+or SIGUSR2 after saving (relaunch the same command to continue); 130 a second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -38,24 +38,25 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    known = (TrainingError, CheckpointError, ValueError, FileNotFoundError, RuntimeError)
-    with cli.one_line_errors(known, multirun):
-        results = train_from_config(
-            OmegaConf.to_container(cfg, resolve=True),
-            run_dir,
-            experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
-            run_files=hydra_files(cfg),
-        )
-    if cli.process_rank() == 0 and not results.get("unchanged"):  # a finished run said so in one line
-        log.info("%s", summary(results, run_dir, tensorboard_logdir(cfg, run_dir, multirun)))
-    if results["status"] == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)  # also ends a sweep: the scheduler is stopping this job
+    known = (TrainingError, CheckpointError, ValueError, OSError, RuntimeError)  # OSError: names its file
+    with cli.quick_exit(multirun):
+        with cli.one_line_errors(known, multirun):
+            results = train_from_config(
+                OmegaConf.to_container(cfg, resolve=True),
+                run_dir,
+                experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
+                run_files=hydra_files(cfg),
+            )
+        if cli.process_rank() == 0 and not results.get("unchanged"):  # a finished run said so in one line
+            log.info("%s", summary(results, run_dir, tensorboard_logdir(cfg, run_dir, multirun)))
+        if results["status"] == "interrupted":
+            sys.exit(EXIT_INTERRUPTED)  # also ends a sweep: the scheduler is stopping this job
     return results.get("best_top1")  # a sweeper's objective
 
 
 def hydra_files(cfg: DictConfig) -> dict[str, str]:
-    """Hydra's record of the job (``.hydra/``), written by the trainer once it owns the run directory (a
-    refused launch must not overwrite the record of the run that holds it)."""
+    """Hydra's record of the job (``.hydra/``), written by the trainer once it has accepted the launch (a
+    refused one must not overwrite the record of the run in that directory: the reports read it)."""
     hydra_cfg = HydraConfig.get()
     return {
         ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
@@ -97,12 +98,10 @@ def summary(results: dict, run_dir: Path, logdir: Path) -> str:
             "  evaluate:    " + cli.command("evaluate.py", cli.override("checkpoints", ckpts["best"]))
         )
     if status == "interrupted":
-        again = [
-            shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")
-        ]
-        lines.append(
-            "  continue:    " + cli.command("train.py", *again, cli.override("hydra.run.dir", run_dir))
-        )
+        hydra_cfg = HydraConfig.get()
+        sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+        again = cli.continue_command(hydra_cfg.overrides.task, hydra_cfg.overrides.hydra, run_dir, sweep_dir)
+        lines.append("  continue:    " + again)
     return "\n".join(lines)
 
 

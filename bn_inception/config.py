@@ -12,6 +12,7 @@ This module imports no torch, so ``--help`` and a typo's error come back at once
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -41,6 +42,40 @@ def pair(low: float, high: float) -> Any:
 def token() -> Any:
     """A required name that becomes a directory name: letters, digits, ``_ . -``; never ``.`` or ``..``."""
     return field(default=MISSING, metadata={"token": True})
+
+
+def index_range() -> Any:
+    """Items by index: ``N`` (the first N), ``A:B`` (A to B-1, as a Python slice), ``A:`` or ``:B``; null:
+    all. Checked by the preflight like every other rule; read with :func:`index_range_of`."""
+    return field(default=None, metadata={"index_range": True})
+
+
+INDEX_RANGE = re.compile(r"(?P<n>\d+)|(?P<a>\d*):(?P<b>\d*)")
+
+
+def _is_index_range(spec: str) -> bool:
+    m = INDEX_RANGE.fullmatch(spec.strip())
+    if m is None:
+        return False
+    return int(m["n"]) > 0 if m["n"] is not None else not m["b"] or int(m["b"]) > int(m["a"] or 0)
+
+
+def index_range_of(spec: str | int | None, length: int) -> range:
+    """The indices ``spec`` (see :func:`index_range`) selects among ``length`` items; ValueError (one line)
+    for a malformed or empty range."""
+    if spec is None:
+        return range(length)
+    m = INDEX_RANGE.fullmatch(str(spec).strip())
+    if m is None or not _is_index_range(str(spec)):
+        raise ValueError(f"images={spec} is not a range; use N > 0 (the first N), A:B with A < B, A: or :B")
+    if m["n"] is not None:
+        start, stop = 0, int(m["n"])
+    else:
+        start, stop = int(m["a"] or 0), int(m["b"]) if m["b"] else length
+    chosen = range(start, min(stop, length))
+    if not chosen:
+        raise ValueError(f"images={spec} selects no image of the {length}; use indices below {length}")
+    return chosen
 
 
 TOKEN = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]+")
@@ -285,8 +320,8 @@ class TrainerConfig:
     amp: str = one_of(*AMP)
     # channels-last tensors; auto: on (measured faster on CPU and GPU, docs/benchmarks.md)
     channels_last: str = one_of(*SWITCH)
-    # torch.compile, or a mode (reduce-overhead adds CUDA graphs); auto: on for cuda; if compiling fails
-    # the run says so in one line and trains eagerly
+    # torch.compile, or a mode (reduce-overhead adds CUDA graphs); auto: on for cuda. The run's first line
+    # about it says "compiled" or "eager (why)"; a compile error falls back to eager (under DDP: stops)
     compile: str = one_of(*SWITCH, *COMPILE_MODES)
     # torch.use_deterministic_algorithms (exact resume on CPU; slower on a GPU)
     deterministic: bool = False
@@ -337,8 +372,9 @@ class EvalConfig:
     # 1 (shorter side 256, centre 224) | 10 (corners + centre, mirrored) | 144 (GoogLeNet's, Sec. 4.2.3);
     # sizes for 224 px, scaled by input_size/224
     crops: int = one_of(1, 10, 144)
-    # evaluate the first N validation images only; null: all
-    limit: int | None = number(None, gt=0)
+    # validation images by index in the split's order: N (the first N), A:B (A to B-1), A: or :B; null: all
+    # (e.g. images=0:5000 to choose, images=5000:10000 to report on the rest)
+    images: str | None = index_range()
     # images per batch (each carries `crops` crops); null: max(1, 256 // crops)
     batch_size: int | None = number(None, gt=0)
     # crops per forward pass (bounds GPU memory with 144 crops)
@@ -361,6 +397,9 @@ class EvalConfig:
     seed: int = number(0, ge=0)
     # also report the error of every class (JSON; Markdown table)
     per_class: bool = False
+    # also write each image's label and every row's top-1/top-5 hit, as strings of 0/1 in image order (JSON
+    # "per_image"), so that paired comparisons across rows and runs can be recomputed from the files
+    per_image: bool = False
     # write the table as JSON here (and Markdown next to it, .md); null: console only
     output: str | None = None
     # the Markdown table's path; null: <output without .json>.md when output is set
@@ -413,9 +452,11 @@ class ConfigError(ValueError):
 
 
 def validate(cfg: Mapping[str, Any], schema: type) -> None:
-    """Check every key of ``cfg`` (a composed config, or a plain dict) against ``schema``'s choices and
-    ranges; raise :class:`ConfigError` at the first bad one. Types and unknown keys Hydra has checked."""
-    for key, value, rules in _leaves(cfg, schema, ""):
+    """Check ``cfg`` (a composed config as plain containers, without ``hydra``) against ``schema``: every
+    key one the schema declares (Hydra lets ``+key=`` add any), no section removed (``~optim``) and no value
+    unset, every value within its choices (exact spelling) and range; raise :class:`ConfigError` at the
+    first problem. Types Hydra has checked when it composed."""
+    for key, value, rules in _leaves(cfg, schema, "", schema):
         problem = _problem(value, rules)
         if problem:
             raise ConfigError(f"{key}={_show(value)} is not valid; {problem}")
@@ -430,37 +471,67 @@ def section_schema(name: str, section: Mapping[str, Any]) -> type | None:
     return {"optim": OptimConfig, "schedule": ScheduleConfig, "trainer": TrainerConfig}.get(name)
 
 
-def field_of(schema: type, dotted_key: str, cfg: Mapping[str, Any] | None = None) -> dataclasses.Field | None:
-    """The schema field of ``a.b.c`` (None if there is none); ``cfg`` picks the model/data schema."""
-    *sections, leaf = dotted_key.split(".")
-    for name in sections:
-        section = (cfg or {}).get(name) if cfg is not None else None
-        schema = section_schema(name, section or {})
-        cfg = section
-        if schema is None:
-            return None
-    return next((f for f in dataclasses.fields(schema) if f.name == leaf), None)
+def _section_schemas(name: str) -> list[type]:
+    """Every schema a top-level section may follow (model and data: one per choice)."""
+    if name == "model":
+        return [InceptionModelConfig, MLPModelConfig]
+    if name == "data":
+        return list(DATA_SCHEMAS.values())
+    schema = section_schema(name, {})
+    return [schema] if schema is not None else []
 
 
-def _leaves(cfg: Mapping[str, Any], schema: type, prefix: str):
-    for f in dataclasses.fields(schema):
-        if f.name not in cfg:
-            continue
-        value = cfg[f.name]
-        nested = section_schema(f.name, value) if isinstance(value, Mapping) else None
-        if nested is not None and schema in SCHEMAS.values():
-            yield from _leaves(value, nested, f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}", value, f.metadata
+def field_of(schema: type, dotted_key: str) -> dataclasses.Field | None:
+    """The schema field of ``key`` or ``section.key`` (any model/data schema that has it), or None."""
+    section, _, leaf = dotted_key.rpartition(".")
+    candidates = _section_schemas(section) if section else [schema]
+    return next((f for s in candidates for f in dataclasses.fields(s) if f.name == leaf), None)
+
+
+def did_you_mean(key: str, schema: type) -> str:
+    """`` (did you mean trainer.max_steps?)`` for ``max_steps`` or ``trainer.max_step``; or nothing."""
+    keys = [f.name for f in dataclasses.fields(schema) if not _section_schemas(f.name)]
+    keys += [f"{f.name}.{g.name}" for f in dataclasses.fields(schema) for s in _section_schemas(f.name)
+             for g in dataclasses.fields(s)]  # fmt: skip
+    section, _, leaf = key.rpartition(".")
+    elsewhere = [k for k in keys if k.rpartition(".")[2] == leaf and k != key]  # the key in another section
+    here = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
+    close = elsewhere or [here[m] for m in difflib.get_close_matches(leaf, list(here), n=1)]
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _leaves(cfg: Mapping[str, Any], schema: type, prefix: str, root: type):
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    allowed = set(fields)
+    if prefix == "data." and "name" not in cfg:  # evaluate.py: keys put on top of a checkpoint's data config
+        allowed |= {f.name for s in DATA_SCHEMAS.values() for f in dataclasses.fields(s)}
+    for name in cfg:
+        if name not in allowed:
+            hint = did_you_mean(prefix + name, root)
+            raise ConfigError(f"{prefix}{name} is not a config key{hint}; --cfg job lists every key")
+    for f in fields.values():
+        key, value = f"{prefix}{f.name}", cfg.get(f.name, MISSING)
+        nested = section_schema(f.name, value) if schema is root and isinstance(value, Mapping) else None
+        if f.name not in cfg and schema is root:
+            raise ConfigError(f"{key} is missing (removed with ~{key}?); set it instead")
+        if f.name in cfg and value == MISSING:
+            raise ConfigError(f"{key} is not set; give it a value ({key}=...)")
+        if nested is not None:
+            yield from _leaves(value, nested, f"{key}.", root)
+        elif f.name in cfg:
+            yield key, value, f.metadata
 
 
 def _problem(value: Any, rules: Mapping[str, Any]) -> str | None:
     if value is None:
         return None
     if "choices" in rules:
-        allowed = [c for c in rules["choices"] if c is not None]
-        if str(value).lower() not in [str(c).lower() for c in allowed]:
-            return "use one of: " + ", ".join(str(c) for c in allowed)
+        allowed = [str(c) for c in rules["choices"] if c is not None]
+        # exact spelling: the code compares them so; only a YAML boolean (True) may stand for "true"
+        if (str(value).lower() if str(value) in ("True", "False") else str(value)) not in allowed:
+            return "use one of: " + ", ".join(allowed)
+    if rules.get("index_range") and not _is_index_range(str(value)):
+        return "use N > 0 (the first N), A:B with A < B, A: or :B (indices from 0)"
     if rules.get("token") and not TOKEN.fullmatch(str(value)):
         return "use letters, digits, '_', '.' and '-' only (it names a directory)"
     if rules.get("pair") and not (len(value) == 2 and 0 < value[0] <= value[1]):

@@ -2,6 +2,7 @@
 
     python scripts/report.py sweeps/2025-01-01_00-00-00            # writes into the sweep directory
     python scripts/report.py sweeps/<sweep> --out reports/<name>   # or elsewhere
+    python scripts/report.py sweeps/<sweep> --log-x --title "..."  # Figure 2's steps on a log axis, retitled
 
 Reads every results.json under the sweep (recursively) and the runs' TensorBoard scalars; prints Table 2
 and the files written. Table 2's definition: bn_inception/evaluation/table2.py.
@@ -29,13 +30,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Figure 1's probe, as in the act/<probe>/p50 tags (default: the last hidden layer's first "
         "unit, e.g. hidden3_last/unit0; hidden3_last for the layer pooled)",
     )
+    parser.add_argument("--log-x", action="store_true", help="Figure 2's steps on a log axis")
+    parser.add_argument("--title", default=None, help="Figure 2's title (default: the paper's caption)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        outputs = write_report(args.sweep_dir, args.out, args.probe)
+        outputs = write_report(args.sweep_dir, args.out, args.probe, args.log_x, args.title)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,8 +2,10 @@
 
     python scripts/report_ensemble.py sweeps/ensemble-<date>     # reads <dir>/eval/*.json, writes report.md
 
-The paper's Figure 4 rows beside ours, every member and the ensemble at every crop setting, and the
-ensemble's gain over its best member (bn_inception/evaluation/ensemble_report.py).
+The best member chosen on the selection half (eval/select_crops1.json), everything else on the held-out half
+(eval/heldout_crops<N>.json, written with per_image=true): the paper's Figure 4 rows beside ours, every
+network at every crop count, and the ensemble's gain over the best and the mean member with paired
+intervals (scripts/analysis/ensemble_report.py).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bn_inception.evaluation.ensemble_report import write_report  # noqa: E402
 from bn_inception.evaluation.runlogs import ReportError  # noqa: E402
+from scripts.analysis.ensemble_report import write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

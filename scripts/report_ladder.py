@@ -5,7 +5,7 @@
 
 One row per (network, lr multiple): top-1 at the given steps (mean ± std over seeds), best top-1, how many
 runs diverged or stayed at chance; then, per network, the rate with the best early accuracy and the first
-rate that failed (bn_inception/evaluation/ladder.py).
+rate that failed (scripts.analysis.ladder.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bn_inception.evaluation.ladder import build_ladder, ladder_markdown, summary_lines  # noqa: E402
 from bn_inception.evaluation.runlogs import ReportError, load_runs  # noqa: E402
+from scripts.analysis.ladder import build_ladder, ladder_markdown, summary_lines  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -55,3 +56,71 @@ def cli_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+class _Stream:
+    def __init__(self, name: str, calls: list) -> None:
+        self.name, self.calls = name, calls
+
+    def wait_stream(self, other: _Stream) -> None:
+        self.calls.append(("wait_stream", self.name, other.name))
+
+
+class CudaStreamCalls:
+    """Stand-ins for torch.cuda's stream API, ``Tensor.record_stream`` and torchvision's nvJPEG decode that
+    record the calls made, in order: the GPU decode's stream protocol checked without a GPU. The stand-in
+    decoder puts images of each JPEG's size on ``device`` (the CPU, or fake CUDA under FakeTensorMode); with
+    ``fail_batched`` its batched call raises as nvJPEG does on a file it cannot take."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import torch
+        import torchvision.io
+
+        self.calls: list[tuple] = []
+        self.device, self.fail_batched, self.streams = "cpu", False, 0
+        self.current = self.consumer = _Stream("training", self.calls)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: self.current)
+        monkeypatch.setattr(torch.cuda, "Stream", self._new_stream)
+        monkeypatch.setattr(torch.cuda, "stream", self._use)
+        monkeypatch.setattr(
+            torch.Tensor, "record_stream", lambda t, s: self.calls.append(("record_stream", s.name))
+        )
+        monkeypatch.setattr(torchvision.io, "decode_jpeg", self._decode)
+
+    def _new_stream(self, device=None, **kwargs) -> _Stream:
+        self.streams += 1
+        return _Stream(f"side{self.streams}", self.calls)
+
+    @contextlib.contextmanager
+    def _use(self, stream: _Stream):
+        previous, self.current = self.current, stream
+        try:
+            yield
+        finally:
+            self.current = previous
+
+    def _decode(self, data, mode=None, device=None):
+        import torch
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        from bn_inception.data.decode import jpeg_layout
+
+        batched = isinstance(data, list)
+        self.calls.append(("decode", self.current.name, len(data) if batched else 1))
+        if batched and self.fail_batched:
+            raise RuntimeError("Error while decoding JPEG images: nvjpeg cannot take one of them")
+        images = []
+        for t in data if batched else [data]:
+            with unset_fake_temporarily(), torch._C.DisableTorchFunction():  # the stand-in's own read
+                layout = jpeg_layout(t.numpy().tobytes())
+            images.append(torch.zeros(3, layout.height, layout.width, dtype=torch.uint8, device=self.device))
+        return images if batched else images[0]
+
+
+@pytest.fixture
+def cuda_streams(monkeypatch) -> CudaStreamCalls:
+    from bn_inception.data.device import _decode_stream
+
+    _decode_stream.cache_clear()  # the side stream is made once per device: a stand-in one here
+    yield CudaStreamCalls(monkeypatch)
+    _decode_stream.cache_clear()

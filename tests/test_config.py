@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from bn_inception import cli
-from bn_inception.config import ConfigError, TrainConfig, register_configs, validate
+from bn_inception.config import ConfigError, TrainConfig, index_range_of, register_configs, validate
 
 register_configs()
 
@@ -90,18 +90,107 @@ def test_an_unwritable_run_directory_is_refused_before_hydra_makes_it(capsys, tm
     blocker.write_text("not a folder")
     line = refusal(capsys, f"hydra.run.dir={blocker}/run")
     assert str(blocker) in line and "not a folder" in line
+    # an unset variable in a job script (hydra.run.dir=$RUN_DIR) would train into the current folder
+    assert "hydra.run.dir is empty" in refusal(capsys, "hydra.run.dir=")
+    assert "hydra.sweep.dir is empty" in refusal(capsys, "-m", "seed=0,1", "hydra.sweep.dir=")
+
+
+def test_evaluate_data_keys_go_on_top_of_the_checkpoints_with_a_plus(capsys):
+    line = refusal(capsys, "checkpoints=x.pt", "data.workers=0", app="evaluate")  # said: did you mean itself
+    assert line.endswith(
+        "data.workers is not set here; add it to the checkpoint's data config with +data.workers=<value>"
+    )
+    cli.preflight("evaluate", ["checkpoints=x.pt", "+data.workers=0"])
+
+
+def test_a_slurm_warning_that_could_come_as_the_job_starts_is_refused(capsys):
+    """SLURM sends the warning up to 60 s early: with 60 s + signal_delay_s >= the time limit a job could be
+    warned, saved and requeued before its first step, forever (issue 20)."""
+    line = refusal(capsys, "-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=2",
+                   "hydra.launcher.signal_delay_s=60")  # fmt: skip
+    assert "signal_delay_s=60 is not valid with timeout_min=2" in line and "signal_delay_s < 60" in line
+    cli.preflight("train", ["-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=2",
+                            "hydra.launcher.signal_delay_s=45"])  # fmt: skip
+
+
+def test_the_continue_line_inside_a_slurm_job_is_a_slurm_command(tmp_path):
+    """Printed by an interrupted run: locally the run again; inside a SLURM job never a local command (it
+    would train on the login node): the sweep (this one job) submitted again, or the job requeued."""
+    task, hydra = ["seed=1", "trainer.max_steps=9"], ["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                                      "hydra.sweep.dir=s", "hydra.mode=MULTIRUN"]  # fmt: skip
+    run = tmp_path / "run dir"
+    local = cli.continue_command(task, hydra, run, None, env={})
+    assert local == f"python train.py seed=1 trainer.max_steps=9 'hydra.run.dir={run}'"
+    sweep_job = cli.continue_command(task, hydra, run, "sweeps/x", env={"SLURM_JOB_ID": "12"})
+    assert sweep_job.startswith("python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu seed=1 "
+                                "trainer.max_steps=9 hydra.sweep.dir=sweeps/x  (")  # fmt: skip
+    assert cli.continue_command(task, [], run, None, env={"SLURM_JOB_ID": "12"}).startswith(
+        "scontrol requeue 12"
+    )
 
 
 def test_evaluate_options_are_checked_the_same_way(capsys):
     assert "crops=5 is not valid; use one of: 1, 10, 144" in refusal(capsys, "checkpoints=x.pt", "crops=5",
                                                                       app="evaluate")  # fmt: skip
     assert "bootstrap=-1 is not valid" in refusal(capsys, "checkpoints=x.pt", "bootstrap=-1", app="evaluate")
+    for bad in ("0", "10:5", "a:b", "-3", "1:2:3"):
+        assert f"images={bad} is not valid; use N > 0 (the first N), A:B with A < B" in refusal(
+            capsys, "checkpoints=x.pt", f"images={bad}", app="evaluate"
+        )
 
 
-def test_good_command_lines_pass(capsys):
-    cli.preflight("train", ["experiment=bn_x30", "data=imagenet", "trainer.target_top1=72.2"])
+def test_an_index_range_selects_as_a_python_slice():
+    assert index_range_of(None, 10) == range(10) and index_range_of(3, 10) == range(3)
+    assert index_range_of("5000:10000", 10000) == range(5000, 10000)
+    assert index_range_of("4:", 10) == range(4, 10) and index_range_of(":4", 10) == range(4)
+    assert index_range_of("8:20", 10) == range(8, 10)
+    with pytest.raises(ValueError, match="selects no image of the 10"):
+        index_range_of("10:20", 10)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("+trainer.foo=1", "trainer.foo is not a config key;"),
+        ("+optim.momentun=0.5", "optim.momentun is not a config key (did you mean optim.momentum?)"),
+        ("+max_steps=12", "max_steps is not a config key (did you mean trainer.max_steps?)"),
+        ("~optim", "optim is missing (removed with ~optim?)"),
+        ("~trainer", "trainer is missing (removed with ~trainer?)"),
+        ("~seed", "seed is missing (removed with ~seed?)"),
+        ("~trainer.eval_limit", "~trainer.eval_limit is not valid: a key of the schema cannot be removed"),
+        ("~trainer.max_steps", "~trainer.max_steps is not valid: a key of the schema cannot be removed"),
+        ("~experiment", "name is not set"),
+        ("model.norm=BATCH", "model.norm=BATCH is not valid; use one of: batch, paper, ghost, none"),
+        ("trainer.amp=BF16", "trainer.amp=BF16 is not valid; use one of: auto, bf16, fp16, none"),
+        ("+seed=3", "Either remove + prefix: 'seed=3'"),  # all of Hydra's advice, on one line
+    ],
+)  # fmt: skip
+def test_every_override_form_hydra_accepts_is_checked_before_anything_is_made(capsys, tmp_path, override,
+                                                                                expected):  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert expected in refusal(capsys, override, f"hydra.run.dir={run_dir}")
+    assert not run_dir.exists()
+
+
+def test_hydra_sweep_functions_pass_as_hydra_expands_them():
+    jobs = cli.compose_jobs("train", ["experiment=glob(bn_x*)", "seed=range(0,2)"], True, cli.CONFIG_DIR)
+    names = sorted((job.name, job.seed) for job in jobs)
+    assert names == [(n, s) for n in ("bn_x30", "bn_x5", "bn_x5_sigmoid") for s in (0, 1)]
+
+
+def test_yaml_booleans_still_spell_a_switch(capsys, tmp_path):
+    cli.preflight(
+        "train", ["trainer.channels_last=true", "trainer.compile=False", f"hydra.run.dir={tmp_path}"]
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_good_command_lines_pass(capsys, tmp_path):
+    cli.preflight("train", ["experiment=bn_x30", "data=imagenet", f"hydra.run.dir={tmp_path}/run"])
     cli.preflight("train", ["-m", "experiment=inception,bn_x5", "seed=0,1"])
     cli.preflight("evaluate", ["checkpoints=[a.pt,b.pt]", "crops=144", "data=imagenet"])
+    cli.preflight("evaluate", ["checkpoints=a.pt", "images=5000:10000"])
+    cli.preflight("evaluate", ["checkpoints=a.pt", "images=1000"])
     assert capsys.readouterr().err == ""
 
 

@@ -272,14 +272,40 @@ def decode_jpegs(
 ) -> list[torch.Tensor]:
     """Decode JPEG byte tensors to (3, H, W) uint8 on ``device``: one batched nvJPEG call on a GPU.
 
-    A batch the batched call rejects is decoded image by image, an image nvJPEG rejects with Pillow; an
-    image nobody can decode raises BadImageError naming it (the worker's checks let through only complete
-    JPEGs, so this is a file corrupted inside its compressed data).
+    On a GPU the decode runs with a side stream current, for memory safety: torchvision 0.29's nvJPEG
+    decoder allocates its outputs on the caller's current stream but writes them from a private stream that
+    does not wait for it, so on the training stream it may be handed a block that queued kernels are still
+    reading and overwrite it (pytorch/vision#9606: 199 of 200 corrupted iterations on an H100; its fix was
+    closed unmerged). The side stream runs nothing else, so a block from its pool is free once the caching
+    allocator hands it out: blocks the training stream used return to it only after that use completed
+    (``record_stream``). The training stream then waits for the decode (``wait_stream``), on the device.
     """
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     if not data:
         return []
+    if device.type != "cuda":
+        return _decode_jpegs(data, device, paths)
+    consumer, side = torch.cuda.current_stream(device), _decode_stream(device)
+    with torch.cuda.stream(side):
+        images = _decode_jpegs(data, device, paths)
+    consumer.wait_stream(side)
+    for image in images:
+        image.record_stream(consumer)
+    return images
+
+
+@functools.cache
+def _decode_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
+
+
+def _decode_jpegs(
+    data: Sequence[torch.Tensor], device: torch.device, paths: Sequence[str]
+) -> list[torch.Tensor]:
+    """:func:`decode_jpegs` on the current stream. A batch the batched call rejects is decoded image by
+    image, an image nvJPEG rejects with Pillow; an image nobody can decode raises BadImageError naming it
+    (the worker's checks let through only complete JPEGs, so this is a file corrupted inside its data)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its decoders in favour of TorchCodec (see the module docstring).
         warnings.simplefilter("ignore", DeprecationWarning)

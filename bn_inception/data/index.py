@@ -18,14 +18,12 @@ Valid when (checked on every read, one log line and a rebuild when not):
   listed again and compared by its names (a change within the filesystem's timestamp resolution may leave
   the time as it was: git's "racily clean" entries).
 
-Who lists: the first process to create ``<index>.lock`` (``O_CREAT | O_EXCL``, which NFS honours without
-lockd, unlike ``fcntl`` locks); every other process, on this node or another that sees the same file,
-waits for the lock to go and reads the index. So a tree is listed once per index file: once per node with
-a node-local cache, once per cluster with a shared one, whatever the number of processes. The builder
-touches the lock every ``HEARTBEAT_S``; a waiter breaks a lock whose holder is a dead process on its own
-host or whose file has not changed for ``STALE_S`` of the waiter's own clock (no clock comparison across
-hosts). Two builders at once (a lost race on breaking a lock) cost a second listing, never a wrong index:
-each writes its own temporary file and renames it into place.
+Who lists: the process that takes ``<index>.lock`` (the project's one lock, ``bn_inception/lockfile.py``:
+it works on NFS and is taken over when its holder crashed or died); every other process, on this node or
+another that sees the same file, waits for the lock to go and reads the index. So a tree is listed once per
+index file: once per node with a node-local cache, once per cluster with a shared one, whatever the number
+of processes. Two builders at once (a lost race on taking over a lock) cost a second listing, never a wrong
+index: each writes its own temporary file and renames it into place.
 
 Format (one file, replaced atomically): magic, 64-byte aligned numpy arrays, a JSON trailer (classes,
 settings, folder names, where each array lies), then 16 bytes: trailer length, CRC-32 of all before it,
@@ -42,9 +40,7 @@ import os
 import re
 import socket
 import struct
-import threading
 import time
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any
@@ -62,6 +58,7 @@ from bn_inception.data.imagenet import (
     names_crc,
 )
 from bn_inception.data.packed import PackedPaths
+from bn_inception.lockfile import LockFile, describe
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +68,7 @@ FORMAT_VERSION = 1
 _ALIGN = 64
 _FOOTER = struct.Struct("<QI4s")  # trailer length, CRC-32 of everything before the footer, END_MAGIC
 RACY_WINDOW_S = 2.0  # NFS servers on older filesystems keep 1 s timestamps; the kernel's clock ticks are ms
-HEARTBEAT_S = 5.0
-STALE_S = 120.0  # no heartbeat seen for this long: the builder is gone
-POLL_S = 0.2
+POLL_S = 0.2  # how often a process waiting for the builder looks at the lock
 
 
 class IndexUnusable(Exception):
@@ -317,100 +312,6 @@ def open_valid_index(path: str | os.PathLike, key: dict[str, Any]) -> TreeListin
 
 
 # ---------------------------------------------------------------------------------------------------------
-# One builder per index file
-
-
-class IndexLock:
-    """``<index>.lock``, created exclusively; holds "host pid token" and is touched while held."""
-
-    def __init__(self, index_path: Path) -> None:
-        self.path = Path(f"{index_path}.lock")
-        self.token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
-
-    def try_acquire(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        except OSError as e:
-            raise DatasetLayoutError(
-                f"cannot create {self.path} for the tree index: {e.strerror or e}; set data.index to a file "
-                "in a folder you can write"
-            ) from e
-        with os.fdopen(fd, "w") as f:
-            f.write(self.token)
-        self._stop.clear()
-        self._beat = threading.Thread(target=self._heartbeat, name="index-lock-heartbeat", daemon=True)
-        self._beat.start()
-        return True
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join()
-            self._beat = None
-        with contextlib.suppress(OSError):
-            if self.path.read_text() == self.token:
-                self.path.unlink()
-
-    def wait(self) -> None:
-        """Return once the lock is gone (released, or broken as stale)."""
-        seen, since, told = None, time.monotonic(), False
-        while True:
-            try:
-                holder = self.path.read_text()
-                state = (os.stat(self.path).st_mtime_ns, holder)
-            except FileNotFoundError:
-                return
-            if state != seen:
-                seen, since = state, time.monotonic()
-            if not told:
-                log.info("waiting for %s to finish listing the tree into %s", _describe(holder), self.path)
-                told = True
-            if _holder_is_dead(holder) or time.monotonic() - since > STALE_S:
-                self._break(holder)
-                return
-            time.sleep(POLL_S)
-
-    def _break(self, holder: str) -> None:
-        log.warning("breaking the stale lock %s of %s", self.path, _describe(holder))
-        moved = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
-        with contextlib.suppress(OSError):
-            os.replace(self.path, moved)
-            if (
-                moved.read_text() != holder
-            ):  # another waiter broke it first and took a fresh lock: give it back
-                with contextlib.suppress(FileExistsError):
-                    os.link(moved, self.path)
-            moved.unlink()
-
-
-def _describe(holder: str) -> str:
-    parts = holder.split()
-    return f"process {parts[1]} on {parts[0]}" if len(parts) >= 2 else "another process"
-
-
-def _holder_is_dead(holder: str) -> bool:
-    parts = holder.split()
-    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False  # another host: only the heartbeat tells
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, not ours to signal
-        return False
-    return False
-
-
-# ---------------------------------------------------------------------------------------------------------
 # The entry point
 
 
@@ -426,6 +327,10 @@ def load_tree_index(
     after writing, delete the other index files in its folder whose trees are gone (a cache folder)."""
     key = index_key(root, val_labels, synset_map)
     path = Path(path).expanduser()
+    listed = [Path(key["root"]) / split for split in ("train", "val")] if key["root"] else []
+    if path.is_dir() or any(path.resolve().is_relative_to(folder) for folder in listed):  # a typo'd path
+        where = "a folder" if path.is_dir() else "inside the train/ or val/ folders it indexes"
+        raise DatasetLayoutError(f"data.index={path} is {where}; give a file path outside them")
     try:
         return open_valid_index(path, key)
     except IndexUnusable as e:
@@ -437,20 +342,34 @@ def load_tree_index(
             f"cannot create the folder {path.parent} for the tree index: {e.strerror or e}; set data.index "
             "to a file in a folder you can write"
         ) from e
-    lock = IndexLock(path)
-    while not lock.try_acquire():
-        lock.wait()
+    lock = LockFile(f"{path}.lock")
+    told = False
+    try:
+        while (holder := lock.try_acquire()) is not None:  # another process lists the tree: wait, then read
+            if not told:
+                log.info("waiting for %s to finish listing the tree into %s", describe(holder), path)
+                told = True
+            time.sleep(POLL_S)
+    except OSError as e:
+        raise DatasetLayoutError(
+            f"cannot create {lock.path} for the tree index: {e.strerror or e}; set data.index to a file in a "
+            "folder you can write"
+        ) from e
+    try:
         try:
-            return open_valid_index(path, key)  # what the process we waited for built
+            return open_valid_index(path, key)  # built by the process we waited for
         except IndexUnusable as e:
             reason = str(e)
-    try:
-        with contextlib.suppress(IndexUnusable):
-            return open_valid_index(path, key)  # built while we were taking the lock
         _log_rebuild(path, reason, key["root"])
         started = time.perf_counter()
         listing = list_imagenet_tree(root, val_labels, synset_map)
-        write_index(path, listing, key)
+        try:
+            write_index(path, listing, key)
+        except OSError as e:  # a full disk or quota: the folder was writable, the data did not fit
+            raise DatasetLayoutError(
+                f"cannot write the tree index {path}: {e.strerror or e}; free disk space there, or set "
+                "data.index to a file on another disk"
+            ) from e
         if prune:
             prune_orphans(path.parent, path)
         took = time.perf_counter() - started

@@ -105,15 +105,19 @@ def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> 
 
 
 #: Signals that ask a run to stop (bn_inception.engine.signals); loader workers leave them to it.
-STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s)
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGINT/SIGUSR1 to the training process: SLURM sends them to every process
-    of the job, and Ctrl-C in a terminal to every process of the foreground group; a worker ended by one
-    would end the run (a batch that never comes) before it can save (bn_inception.engine.signals). The
-    training process stops its workers itself (``close``), and PyTorch's workers exit when their parent
-    is gone. A signal that came while the worker started (held, see :func:`_starting_workers`) is dropped."""
+    """Loader workers leave the stop signals to the training process: SLURM sends them to every process of
+    the job, and Ctrl-C in a terminal to every process of the foreground group; a worker ended by one would
+    end the run (a batch that never comes) before it can save (bn_inception.engine.signals), and a worker
+    must not run the handler it inherited either (submitit's would requeue the job a second time from
+    inside the worker). The training process stops its workers itself (``close``), and PyTorch's workers
+    exit when their parent is gone. A signal that came while the worker started (held, see
+    :func:`_starting_workers`) is dropped."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -3,9 +3,10 @@
 A checkpoint is a plain dict of tensors, containers and numbers (see docs/design.md), so it loads with
 ``torch.load(weights_only=True)``: a file carrying a pickled code payload is refused, never executed.
 
-``best.pt`` is written as a hard link to the ``last.pt`` of the same step (no second copy on disk). After
-a kill at any instant the pair can be one save apart; :func:`reconcile_checkpoints` (run at every start)
-brings ``best.pt`` back to the best step the newest ``last.pt`` records.
+``best.pt`` is a copy of the ``last.pt`` of the same step: a file of its own, so damage to ``last.pt`` in
+place leaves it to continue from. After a kill at any instant the pair can be one save apart;
+:func:`reconcile_checkpoints` (run at every start) brings ``best.pt`` back to the best step the newest
+``last.pt`` records.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import pickle
+import re
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import timm
 import torch
@@ -69,46 +70,47 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     the previous file at ``path`` intact. The file's mode follows the umask (colleagues on shared storage
     can read it where the umask lets them).
     """
-    path = Path(path)
-    tmp = _temporary(path)
+    _write(Path(path), lambda f: torch.save(state, f))
+
+
+def copy_checkpoint(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` a copy of the checkpoint ``source``, atomically: a file of its own (``best.pt``), so
+    that damage to one (a truncated copy, ``cp other.pt last.pt``) is never damage to both."""
+
+    def copy(f: BinaryIO) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 24)
+
+    _write(Path(path), copy)
+
+
+def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path}: {_reason(e)}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        error = _os_error(e)
+        if error is None:
+            raise
+        raise CheckpointError(f"could not write checkpoint {path}: {_reason(error)}") from e
 
 
-def link_checkpoint(source: str | Path, path: str | Path) -> None:
-    """Make ``path`` the same checkpoint as ``source`` (a hard link, atomically; a copy where the
-    filesystem has no hard links)."""
-    source, path = Path(source), Path(path)
-    tmp = _temporary(path)
-    try:
-        try:
-            os.link(source, tmp)
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
-                raise
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path}: {_reason(e)}") from e
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or the one torch's file writer met (a full disk reaches us as
+    ``RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos``, with the OSError as its
+    context)."""
+    torch_writer = any(m in str(e) for m in ("inline_container", "PytorchStreamWriter"))
+    if isinstance(e, RuntimeError) and torch_writer and isinstance(e.__context__, OSError):
+        return e.__context__
+    return e if isinstance(e, OSError) else None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -120,7 +122,10 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _reason(e: OSError) -> str:
-    hint = "free some disk space" if e.errno == errno.ENOSPC else "check that the directory is writable"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "free some disk space (or raise the quota or file-size limit)"
+    else:
+        hint = "check that the directory is writable"
     return f"{e.strerror or e}; {hint} (the previous checkpoint is intact)"
 
 
@@ -136,25 +141,38 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; pass the path of a .pt file written by train.py"
-        )
+        what = "is a directory" if path.is_dir() else "does not exist"
+        if path.is_symlink() and not path.exists():
+            what = f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; pass the path of a .pt file written by train.py")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain containers "
-            f"({first}); only load files you trust, and only checkpoints written by train.py"
-        ) from e
-    except Exception as e:  # noqa: BLE001 - any other file (text, truncated, garbage) fails inside torch.load
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); use another checkpoint, "
-            f"e.g. checkpoints/best.pt instead of last.pt"
-        ) from e
+    except Exception as e:  # noqa: BLE001 - any file that is not a whole checkpoint fails inside torch.load
+        raise CheckpointError(_unloadable(path, e)) from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"checkpoint {path} is not a bn-inception checkpoint (no 'model' entry)")
     return ckpt
+
+
+def _unloadable(path: Path, e: Exception) -> str:
+    """Why torch.load failed, in our words: torch's own advises turning ``weights_only`` off, never ours."""
+    if isinstance(e, OSError):
+        return f"cannot read checkpoint {path}: {e.strerror or e}"
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if blocked:  # a pickle that would import code: the payload of an attack, or a foreign object
+        return (
+            f"checkpoint {path} was refused: loading it would call {blocked[1]}, which no checkpoint written "
+            f"by train.py does (nothing was run); only load files you trust"
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80\x02\x8a\n")):  # torch.save's zip, or its legacy pickle
+        what = "an empty file" if not head else "not a file written by torch.save"
+        return f"{path} is not a checkpoint ({what}); pass a .pt file written by train.py"
+    return (
+        f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); use another checkpoint, "
+        f"e.g. checkpoints/best.pt instead of last.pt"
+    )
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -182,7 +200,7 @@ def reconcile_checkpoints(ckpt_dir: Path, last: dict[str, Any] | None) -> list[s
     if have == best_step:
         return []
     if best_step == last.get("step"):
-        link_checkpoint(ckpt_dir / "last.pt", best_path)
+        copy_checkpoint(ckpt_dir / "last.pt", best_path)
         return [f"repaired {best_path}: it held step {have}, the run's best is step {best_step} (last.pt)"]
     return [
         f"{best_path} holds step {have} but the run's best is step {best_step}, whose weights are not on "

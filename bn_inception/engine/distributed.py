@@ -29,11 +29,15 @@ class DistInfo:
 
 
 def _export_slurm_rendezvous() -> None:
-    # Under SLURM (submitit launcher, one task per GPU) nobody sets MASTER_ADDR/PORT for env:// init;
-    # submitit knows the job's hosts. torchrun sets them itself, so this only fills what is missing.
+    # Under SLURM (one task per GPU: the submitit launcher, or a plain `srun` in a job script) nobody sets
+    # MASTER_ADDR/PORT for env:// init; submitit's helper derives them from SLURM's node list and job id,
+    # the same on every task. It asks for SUBMITIT_EXECUTOR=slurm, which only submitit's own sbatch file
+    # sets: in a plain srun task SLURM's variables are all it reads, so say so. torchrun sets MASTER_ADDR
+    # itself, so this only fills what is missing.
     if "SLURM_PROCID" in os.environ and "MASTER_ADDR" not in os.environ:
         from submitit.helpers import TorchDistributedEnvironment
 
+        os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 

@@ -7,7 +7,10 @@ before anything runs, so the errors here are for library callers).
 
 from __future__ import annotations
 
+import os
+import re
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,17 +18,57 @@ import torch
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 FINITE_CHECKS = ("auto", "sync", "device")
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NVIDIA_PROC = Path("/proc/driver/nvidia")  # the kernel driver's view: gpus/<bus id>/ per GPU, version
+_MIN_DRIVER = {"13": 580, "12": 525}  # the NVIDIA driver each CUDA major version needs (CUDA's release notes)
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when a GPU is visible, else cpu; a named device must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
+    """``auto`` -> cuda when a GPU is visible, else cpu; a named device must exist. A machine whose NVIDIA
+    driver lists a GPU that torch cannot use is refused, not trained on its CPU without a word."""
+    if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device={device!r} is not valid; use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    unusable = unusable_gpu()
+    if unusable:
+        raise ValueError(f"device={device}: {unusable}; or set device=cpu to run on the CPU")
+    if device == "cuda":
         raise ValueError("device=cuda but no GPU is visible; use device=cpu or auto")
-    return torch.device(device)
+    return torch.device("cpu")
+
+
+def unusable_gpu() -> str | None:
+    """Why torch sees no GPU where the NVIDIA kernel driver lists one (None: there is none, or the GPUs are
+    hidden on purpose with CUDA_VISIBLE_DEVICES). The usual cause: a driver older than this torch's CUDA
+    build needs (the PyPI torch 2.14 wheel is CUDA 13.0: driver >= 580); then ``torch.cuda.is_available()``
+    is False while ``nvidia-smi`` works."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
+    if torch.version.cuda is None or hidden or not any((NVIDIA_PROC / "gpus").glob("*")):
+        return None
+    try:
+        driver = re.search(r"\d+\.\d+(\.\d+)?", (NVIDIA_PROC / "version").read_text()).group()
+    except (OSError, AttributeError):
+        driver = "version unknown"
+    need = _MIN_DRIVER.get(torch.version.cuda.split(".")[0])
+    needs = f", which needs driver >= {need}" if need else ""
+    return (
+        f"this machine has an NVIDIA GPU (driver {driver}) that torch {torch.__version__} cannot use (a CUDA "
+        f"{torch.version.cuda} build{needs}); update the NVIDIA driver, or install a torch built for the "
+        f"driver's CUDA version"
+    )
+
+
+def check_deterministic(deterministic: bool, lrn: bool, device: torch.device) -> None:
+    """``trainer.deterministic=true`` makes torch raise at the first op without a deterministic kernel; on a
+    GPU LRN's backward is one (``nn.LocalResponseNorm`` pools over channels with a 3-D average pool, and
+    ``avg_pool3d_backward_cuda`` is non-deterministic). Refused before anything is built."""
+    if deterministic and lrn and device.type == "cuda":
+        raise ValueError(
+            "trainer.deterministic=true cannot train model.lrn=true on a GPU: LRN's backward (a 3-D average "
+            "pool) has no deterministic CUDA kernel; set trainer.deterministic=false or model.lrn=false"
+        )
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:

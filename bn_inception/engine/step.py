@@ -1,10 +1,16 @@
 """A training step's forward and backward, made fast on a GPU without changing what it computes.
 
-- ``torch.compile`` with a fallback: compile errors (no working Triton or C compiler, an unsupported op,
-  a dynamo bug) surface on the first call, forward or (lazily compiled) backward. :class:`TrainStep`
-  runs the first step under a guard; on an exception it restores what the failed attempt touched (BN
-  buffers, gradients, the RNG streams dropout draws from), logs one line and trains eagerly from then on.
-  An error that also happens eagerly is not a compile problem and is raised.
+- ``torch.compile``, said in one line: ``compiled`` or ``eager (why)``. :func:`compile_plan` decides
+  before anything runs where compiling cannot work or help (no C compiler, Triton or Python headers;
+  SyncBatchNorm, which breaks the graph at every BN layer, pytorch/pytorch#161302). Other compile errors
+  (an unsupported op, a dynamo bug) surface on the first call, forward or (lazily compiled) backward:
+  :class:`TrainStep` runs the first step under a guard; on an exception it restores what the failed
+  attempt touched (BN buffers, gradients, the RNG streams dropout draws from), logs one line and trains
+  eagerly from then on. An error that also happens eagerly is not a compile problem and is raised. Under
+  DDP (``fallback=False``) a failed compile is raised instead: a backward that failed part-way leaves
+  DDP's gradient reducer mid-iteration (the eager retry then fails with another error, and the other
+  processes wait in their all-reduce), so the run stops with one line that says to set
+  ``trainer.compile=false``.
 - A non-finite guard without host-device syncs (:class:`NonFiniteGuard`, ``trainer.finite_check``):
   ``sync`` reads the loss every ``finite_check_every`` steps (``loss.item()``, a sync on a GPU) and
   stops before the update, as on the CPU; ``device`` keeps the check on the device: each step the
@@ -19,14 +25,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sysconfig
+import time
 from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bn_inception.engine.precision import autocast_context
+from bn_inception.engine.precision import autocast_context, resolve_compile
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +63,19 @@ class TrainStep:
         compile_mode: str | None = None,
         compile_fn: Callable[..., nn.Module] | None = None,
         guard: NonFiniteGuard | None = None,
+        fallback: bool = True,
     ) -> None:
         self.eager, self.optimizer, self.scaler = model, optimizer, scaler
         self.device, self.amp_dtype, self.guard = device, amp_dtype, guard
-        self.model, self.on_trial = model, False
+        self.model, self.on_trial, self.fallback = model, False, fallback
+        self.compile_mode = compile_mode
         self.diverged_at: int | None = None
         if compile_mode is not None:
             compile_fn = compile_fn or torch.compile
             try:
                 self.model, self.on_trial = compile_fn(model, mode=compile_mode), True
             except Exception as e:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
-                self._warn(e)
+                self._fall_back(e)
 
     def __call__(
         self, images: torch.Tensor, labels: torch.Tensor, step: int
@@ -91,13 +105,17 @@ class TrainStep:
         """Forward and backward only (the first call tries the compiled model, then falls back)."""
         if not self.on_trial:
             return self._forward_backward(self.model, images, labels)
-        saved = self._snapshot()
+        saved, start = self._snapshot(), time.perf_counter()
         try:
             out = self._forward_backward(self.model, images, labels)
+            log.info(
+                "torch.compile: compiled (mode %s; the first step, compilation included, took %.0f s)",
+                self.compile_mode,
+                time.perf_counter() - start,
+            )
         except Exception as e:  # noqa: BLE001 - see the module docstring: retried eagerly, re-raised there
             self._restore(saved)
-            self._warn(e)
-            self.model = self.eager
+            self._fall_back(e)
             out = self._forward_backward(self.model, images, labels)
         self.on_trial = False
         return out
@@ -132,14 +150,47 @@ class TrainStep:
         if "cuda_rng" in saved:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
 
-    @staticmethod
-    def _warn(error: BaseException) -> None:
-        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    def _fall_back(self, error: BaseException) -> None:
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())[:300]
+        if not self.fallback:
+            raise RuntimeError(
+                f"torch.compile failed under DDP ({type(error).__name__}: {text}); a DDP step that failed "
+                f"part-way cannot be retried eagerly: relaunch with trainer.compile=false"
+            ) from error
         log.warning(
-            "torch.compile failed (%s: %s); training continues eagerly (trainer.compile=false skips this)",
+            "torch.compile: eager (compiling failed: %s: %s); trainer.compile=false skips the attempt",
             type(error).__name__,
-            text[:300],
+            text,
         )
+        self.model = self.eager
+
+
+def compile_plan(setting: Any, device: torch.device, sync_bn: bool) -> tuple[str | None, str]:
+    """``trainer.compile`` -> (the torch.compile mode to try, or None; why not, when None).
+
+    ``sync_bn``: the model has SyncBatchNorm layers (``trainer.sync_bn`` under DDP). Checked here, before
+    anything is built, is what makes compiling fail or pointless on every process alike; what remains is
+    found at the first step (:class:`TrainStep`).
+    """
+    mode = resolve_compile(setting, device)
+    if mode is None:
+        text = str(setting).lower()  # Hydra gives a bool for true/false
+        return None, f"trainer.compile={text}" + (f": off on {device.type}" if text == "auto" else "")
+    if sync_bn:  # pytorch/pytorch#161302
+        return None, "trainer.sync_bn=true: SyncBatchNorm breaks the compiled graph at every BN layer"
+    # Inductor builds C++ kernels on a CPU; on a GPU Triton builds its launcher with a C compiler against
+    # Python's headers (triton/runtime/build.py). Without them the first step fails, after the tracing.
+    env, programs = ("CXX", ("g++", "clang++")) if device.type == "cpu" else ("CC", ("gcc", "clang"))
+    if not os.environ.get(env) and not any(shutil.which(p) for p in programs):
+        return (
+            None,
+            f"no compiler to build kernels: {env} is unset and neither {' nor '.join(programs)} is on PATH",
+        )
+    if device.type == "cuda" and find_spec("triton") is None:
+        return None, "Triton is not installed"
+    if device.type == "cuda" and not Path(sysconfig.get_paths()["include"], "Python.h").is_file():
+        return None, "no Python headers (Python.h; e.g. the python3-dev package) for Triton to build against"
+    return mode, ""
 
 
 class NonFiniteGuard:

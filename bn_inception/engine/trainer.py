@@ -52,7 +52,7 @@ from bn_inception.engine import tblog
 from bn_inception.engine.checkpoint import (
     CheckpointError,
     all_finite,
-    link_checkpoint,
+    copy_checkpoint,
     load_checkpoint,
     model_state_dict,
     reconcile_checkpoints,
@@ -66,9 +66,9 @@ from bn_inception.engine.distributed import (
     shutdown_distributed,
 )
 from bn_inception.engine.precision import (
+    check_deterministic,
     resolve_amp,
     resolve_channels_last,
-    resolve_compile,
     resolve_finite_check,
 )
 from bn_inception.engine.progress import Progress
@@ -83,7 +83,7 @@ from bn_inception.engine.rundir import (
 from bn_inception.engine.runinfo import config_differences, config_digest, environment, write_json_atomic
 from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, scaled_lr
 from bn_inception.engine.signals import GracefulStop
-from bn_inception.engine.step import NonFiniteGuard, TrainStep
+from bn_inception.engine.step import NonFiniteGuard, TrainStep, compile_plan
 from bn_inception.engine.validate import validate as run_validation
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ def train_from_config(
     """Train the run a composed ``train.py`` config describes (a plain, resolved dict); see :func:`train`.
 
     ``run_files`` (relative path -> text, e.g. Hydra's ``.hydra/config.yaml``) are written into the run
-    directory once this process owns it.
+    directory once the launch is accepted: a refused one (another config, a finished run) leaves the
+    run's record as it was.
     """
     validate(config, TrainConfig)
     model = dict(config["model"])
@@ -199,17 +200,22 @@ def train(
     ``resume=auto``). Another process in ``run_dir`` is refused before anything is written there.
     """
     dist = init_distributed(trainer.device)
+    stop = GracefulStop()
     try:
+        check_deterministic(trainer.deterministic, bool(getattr(model, "lrn", False)), dist.device)
         # The one place a run's resources are released, in reverse order, on every way out (completed,
         # diverged, failed, a signal, Ctrl-C twice, an error during set-up): the loaders' worker processes,
         # the TensorBoard writer and the probes (`resources`, each from the moment it exists), train.log's
         # handler and the run-directory lock with its heartbeat (owned_run_dir), the signal handlers, then
         # the process group. tests/e2e takes the ways out users meet and checks that nothing is left running.
-        with GracefulStop() as stop, owned_run_dir(run_dir, dist, run_files), ExitStack() as resources:
+        with stop, owned_run_dir(run_dir, dist), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
             if done is not None:
                 return done
+            if dist.is_main:  # the launch is accepted: now its config is the run's record
+                for relative, text in (run_files or {}).items():
+                    write_text_atomic(run_dir / relative, text)
             run = set_up(
                 run_dir,
                 dist,
@@ -231,15 +237,18 @@ def train(
             except BaseException:
                 record_failure(run)
                 raise
-            return finish(run, status)
+            results = finish(run, status)
     finally:
         shutdown_distributed()
+    if status == "interrupted":
+        stop.pass_on()  # submitit's requeue, now that the run is saved and its directory released
+    return results
 
 
 @contextmanager
-def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | None) -> Iterator[None]:
+def owned_run_dir(run_dir: Path, dist: DistInfo) -> Iterator[None]:
     """Process 0 locks the run directory (every process learns whether it could), removes the temporary
-    files of saves a kill interrupted, starts ``train.log`` and writes ``run_files``."""
+    files of saves a kill interrupted and starts ``train.log``."""
     lock, handler, refusal = None, None, None
     if dist.is_main:
         try:
@@ -255,8 +264,6 @@ def owned_run_dir(run_dir: Path, dist: DistInfo, run_files: Mapping[str, str] | 
             for path in remove_interrupted_saves(run_dir):
                 log.info("removed %s (a save interrupted by a kill)", path)
             handler = attach_log_file(run_dir / "train.log")
-            for relative, text in (run_files or {}).items():
-                write_text_atomic(run_dir / relative, text)
         yield
     finally:
         if handler is not None:
@@ -280,11 +287,25 @@ def load_resume_checkpoint(
             )
         return None
     path = last if resume == "auto" else Path(resume)
+    best = run_dir / "checkpoints" / "best.pt"
+    if resume == "auto" and not last.exists() and (best.exists() or best.is_symlink()):  # last.pt removed
+        raise TrainingError(
+            f"{run_dir} holds {best} but no last.pt; continue from it with resume={best}, or start a new run "
+            f"with hydra.run.dir=<new dir> (starting here would overwrite it)"
+        )
     if resume == "auto" and not last.exists():
         return None
     if not path.is_file():
-        raise TrainingError(f"resume={resume}: no such checkpoint; use resume=auto, never, or a .pt path")
+        inside = path / "checkpoints" / "last.pt"
+        hint = f" (in a run directory: resume={inside})" if inside.is_file() else ""
+        raise TrainingError(f"resume={resume}: no such checkpoint{hint}; use resume=auto, never, or a path")
     ckpt = load_checkpoint(path)
+    missing = [key for key in ("optimizer", "loader", "rng", "step") if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} has no {missing[0]!r} entry: it was not written by train.py and cannot be "
+            f"continued; pass a last.pt or best.pt of a run (resume=PATH), or resume=never to start anew"
+        )
     diffs = config_differences(ckpt.get("config") or {}, config)
     if diffs and resume == "auto":
         raise TrainingError(
@@ -419,9 +440,10 @@ def set_up(
         wrapped = DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    compile_mode = resolve_compile(trainer.compile, device)
+    compile_mode, eager_why = compile_plan(trainer.compile, device, trainer.sync_bn and dist.distributed)
     guard = NonFiniteGuard(finite_check, trainer.finite_check_every, optimizer, scaler, device)
-    step = TrainStep(wrapped, optimizer, scaler, device, amp_dtype, compile_mode, guard=guard)
+    solo = not dist.distributed  # under DDP a failed compile stops the run (bn_inception.engine.step)
+    step = TrainStep(wrapped, optimizer, scaler, device, amp_dtype, compile_mode, guard=guard, fallback=solo)
 
     info = {
         "name": name,
@@ -466,7 +488,7 @@ def set_up(
             run,
             config,
             resumed_from=ckpt is not None,
-            compile_mode=compile_mode,
+            eager_why=eager_why,
             finite_check=finite_check,
             resources=resources,
         )
@@ -531,15 +553,20 @@ def restore(ckpt, model, optimizer, scaler, loader, meter, dist: DistInfo) -> Ru
         raise CheckpointError(f"the checkpoint does not fit this model/optimizer: {first}") from e
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    meter.load_state_dict(ckpt.get("meter"))
     saved_world = ckpt.get("world_size", 1)
+    meters = ckpt.get("meter") or {}
     if saved_world == dist.world_size:
         loader.load_state_dict(ckpt["loader"])
         rng = ckpt["rng"]
         restore_rng_state(rng["per_rank"][dist.rank] if "per_rank" in rng else rng)
+        if "per_rank" in meters:  # each process its own sums, so their all-reduce counts each image once
+            meter.load_state_dict(meters["per_rank"][dist.rank])
+        elif dist.is_main:  # written by one process (or an older multi-process checkpoint: rank 0's)
+            meter.load_state_dict(meters)
     else:  # a requeue onto another number of GPUs: continue at the saved step, not bit-exactly
         loader.continue_from(ckpt["loader"])
         if dist.is_main:
+            meter.load_state_dict(_summed_meters(meters))  # the saved processes' sums, on one process
             log.warning(
                 "the checkpoint was written by %d process(es), this run has %d: continuing at step %d with "
                 "the data order and random state re-drawn (not bit-exact)",
@@ -565,7 +592,13 @@ def state_from_checkpoint(ckpt: dict[str, Any]) -> RunState:
 
 
 def open_logs(
-    run: Run, config: dict[str, Any], resumed_from: bool, compile_mode, finite_check, *, resources: ExitStack
+    run: Run,
+    config: dict[str, Any],
+    resumed_from: bool,
+    eager_why: str,
+    finite_check,
+    *,
+    resources: ExitStack,
 ) -> None:
     """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines.
     The writer and the probes are ``resources``' from the moment they exist."""
@@ -596,13 +629,13 @@ def open_logs(
         info["global_batch"],
         info["lr"],
         info["weight_decay"],
-        config["schedule"]["decay_rate"],
+        run.lr_schedule.decay_rate,  # the schedule as built (a library caller may pass a partial config)
         info["decay_interval_steps"],
         run.trainer.max_steps,
     )
     log.info(
-        "data %s: %d train / %d val images, %d classes, %d px; decoded on %s; amp %s, channels_last %s, "
-        "compile %s, non-finite check %s",
+        "data %s: %d train / %d val images, %d classes, %d px; decoded on %s; amp %s, channels_last %s%s, "
+        "non-finite check %s",
         run.splits.name,
         len(run.splits.train),
         run.val_loader.num_images,
@@ -611,7 +644,8 @@ def open_logs(
         "the GPU" if run.splits.decode_on_device else "the CPU",
         run.amp_dtype,
         run.channels_last,
-        compile_mode or "off",
+        # "compiled" is said after the first step, which compiles (bn_inception.engine.step)
+        f", torch.compile: eager ({eager_why})" if eager_why else "",
         finite_check,
     )
 
@@ -727,7 +761,7 @@ def save_interrupted(run: Run) -> bool:
         log.warning(
             "%s: stopped by %s at step %d; saved %s",
             run.info["name"],
-            run.stop.received,
+            run.stop.received or "a signal to another process",
             run.state.step,
             run.dir / "checkpoints" / "last.pt",
         )
@@ -754,8 +788,6 @@ def finish(run: Run, status: str) -> dict[str, Any]:
     results = write_results(run, status, diverged_at)
     if run.writer is not None:
         run.writer.flush()
-    if status == "interrupted":
-        run.stop.pass_on()  # e.g. submitit's requeue, now that nothing is lost
     return results
 
 
@@ -781,11 +813,11 @@ def model_finite(run: Run) -> bool:
 
 def checkpoint_dict(run: Run) -> dict[str, Any]:
     """Everything needed to continue exactly (docs/design.md), as plain tensors and containers."""
-    rng = capture_rng_state()
-    if run.dist.distributed:  # every process's generators (dropout differs per process)
+    rng, meter = capture_rng_state(), run.meter.state_dict()
+    if run.dist.distributed:  # every process's generators (dropout differs) and training-loss sums
         gathered: list[Any] = [None] * run.dist.world_size
-        torch.distributed.all_gather_object(gathered, rng)
-        rng = {"per_rank": gathered}
+        torch.distributed.all_gather_object(gathered, (rng, meter))
+        rng, meter = ({"per_rank": [g[i] for g in gathered]} for i in (0, 1))
     state = run.state
     state.train_images, state.train_seconds = run.progress.totals(state)
     return {
@@ -795,7 +827,7 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
         "schedule": run.lr_schedule.state_dict(),
         "loader": run.loader.state_dict(),
         "rng": rng,
-        "meter": run.meter.state_dict(),
+        "meter": meter,
         **dataclasses.asdict(state),
         "wall_seconds": state.wall_seconds + time.perf_counter() - run.wall_start,
         "world_size": run.dist.world_size,
@@ -814,12 +846,12 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
 
 
 def save_checkpoints(run: Run, ckpt: dict[str, Any], improved: bool) -> None:
-    """last.pt; best.pt as a link to it when this step is the best; TensorBoard flushed to the same step."""
+    """last.pt; best.pt a copy of it when this step is the best; TensorBoard flushed to the same step."""
     run.writer.flush()  # events up to this checkpoint survive a SIGKILL
     last = run.dir / "checkpoints" / "last.pt"
     save_checkpoint(ckpt, last)
     if improved:
-        link_checkpoint(last, run.dir / "checkpoints" / "best.pt")
+        copy_checkpoint(last, run.dir / "checkpoints" / "best.pt")
 
 
 def write_results(run: Run, status: str, diverged_at: int | None = None) -> dict[str, Any]:
@@ -914,13 +946,10 @@ class Meter:
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         n = labels.numel()
         correct = (logits.detach().argmax(dim=1) == labels).sum()
-        self.sums += torch.stack(
-            [
-                loss.detach().double() * n,
-                correct.double(),
-                torch.tensor(n, device=self.device, dtype=torch.float64),
-            ]
-        )
+        # The image count is filled on the device: torch.tensor(n, device=cuda) would be a blocking copy and
+        # a host sync every step (tests/engine/test_host_sync.py).
+        count = torch.full((), n, dtype=torch.float64, device=self.device)
+        self.sums += torch.stack([loss.detach().double() * n, correct.double(), count])
 
     def since_log(self) -> tuple[float, float, int]:
         """Mean loss, top-1 (%) and images since the last call (this process; a host sync)."""
@@ -942,6 +971,16 @@ class Meter:
         if state:
             self.sums = torch.tensor(state["sums"], dtype=torch.float64, device=self.device)
             self.logged = torch.tensor(state["logged"], dtype=torch.float64, device=self.device)
+
+
+def _summed_meters(meters: dict[str, Any]) -> dict[str, list[float]]:
+    """The training-loss sums of every process that wrote the checkpoint, added up for one process."""
+    parts = meters.get("per_rank", [meters] if meters else [])
+    if not parts:
+        return {}
+    return {
+        k: [sum(column) for column in zip(*(p[k] for p in parts), strict=True)] for k in ("sums", "logged")
+    }
 
 
 @contextmanager

@@ -15,14 +15,42 @@ import torch
 TOPK = (1, 5)  # the paper reports top-1 and top-5 error
 
 
-def crop_averaged_probs(logits: torch.Tensor, n_crops: int) -> torch.Tensor:
+def crop_averaged_probs(
+    logits: torch.Tensor, n_crops: int, counts: torch.Tensor | None = None
+) -> torch.Tensor:
     """Softmax probabilities ``[B, K]`` averaged over the ``n_crops`` consecutive crops of each image.
 
-    ``logits`` is ``[B * n_crops, K]`` with an image's crops adjacent. Softmax in float32 (the logits may
-    come from bf16 autocast).
+    ``logits`` is ``[B * n_crops, K]`` with an image's crops adjacent. ``counts`` (``[n_crops]``): how many
+    of the protocol's crops each one stands for (see ``distinct_crops``); the average is weighted by them.
+    Softmax in float32 (the logits may come from bf16 autocast).
     """
-    probs = logits.float().softmax(dim=-1)
-    return probs.view(-1, n_crops, probs.shape[-1]).mean(dim=1)
+    probs = logits.float().softmax(dim=-1).view(-1, n_crops, logits.shape[-1])
+    if counts is None:
+        return probs.mean(dim=1)
+    weights = counts.to(probs.device, torch.float32)
+    return (probs * (weights / weights.sum()).view(1, -1, 1)).sum(dim=1)
+
+
+def distinct_crops(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crops of a batch ``[B, n_crops, ...]`` that differ for some image, in the protocol's order, and
+    how many of the protocol's crops each stands for: (positions ``[D]``, counts ``[D]``).
+
+    GoogLeNet's 144 crops of a square image repeat themselves (its left, centre and right squares are one
+    square), so a 28-pixel Fashion-MNIST image has 48 distinct crops, each 3 times. Evaluating each once
+    and weighting it by its count gives the protocol's average exactly, for a third of the forward passes.
+    Hand-written: equal crops are found by content (``torch.unique`` over whole crops), so the rule holds
+    for any image size and protocol without restating the crop geometry; on the CPU only (see below).
+    """
+    n = views.shape[1]
+    if views.device.type != "cpu":  # on a GPU (views decoded there) every crop is evaluated: finding the
+        every = torch.arange(n, device=views.device)  # equal ones would cost a host sync per batch
+        return every, torch.ones_like(every)
+    flat = views.transpose(0, 1).reshape(n, -1)
+    _, inverse, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
+    positions = torch.arange(n, device=inverse.device)
+    first = torch.full_like(counts, n).scatter_reduce(0, inverse, positions, reduce="amin")
+    order = first.argsort()
+    return first[order], counts[order]
 
 
 def ensemble_probs(member_probs: Sequence[torch.Tensor]) -> torch.Tensor:

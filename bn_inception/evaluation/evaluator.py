@@ -37,6 +37,7 @@ from bn_inception.evaluation.ensemble import (
     bootstrap_error_ci,
     bootstrap_mean_ci,
     crop_averaged_probs,
+    distinct_crops,
     ensemble_probs,
     error_percent,
     per_class_error,
@@ -56,7 +57,20 @@ class EvaluationError(RuntimeError):
 
 
 def _checkpoints_under(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob(CHECKPOINT_NAME) if p.parent.name == "checkpoints")
+    """Every ``*/checkpoints/best.pt`` below ``directory``, broken links included (named when loaded, not
+    dropped); links to run directories are followed (a folder of links to runs is an ensemble), each
+    real directory once."""
+    found, seen = [], set()
+    for folder, subfolders, _ in os.walk(directory, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # a link loop, or a run linked twice
+            subfolders.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        candidate = Path(folder) / CHECKPOINT_NAME
+        if candidate.parent.name == "checkpoints" and os.path.lexists(candidate):
+            found.append(candidate)
+    return sorted(found)
 
 
 def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
@@ -68,7 +82,7 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
     explicit files is checked on loading.
     """
     specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
-    if not specs:
+    if not [s for s in specs if str(s).strip()]:
         raise EvaluationError(
             "no checkpoints given; pass checkpoints=PATH, a list [a.pt,b.pt], a glob or a sweep dir"
         )
@@ -80,8 +94,12 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
                 raise EvaluationError(
                     f"checkpoints={spec} matches no file; check the pattern (quote it for the shell)"
                 )
-            for match in map(Path, matches):
-                found += _checkpoints_under(match) if match.is_dir() else [match]
+            expanded = [p for m in map(Path, matches) for p in (_checkpoints_under(m) if m.is_dir() else [m])]
+            if not expanded:
+                raise EvaluationError(
+                    f"checkpoints={spec} matches only directories without */checkpoints/{CHECKPOINT_NAME}"
+                )
+            found += expanded
         elif Path(spec).is_dir():
             under = _checkpoints_under(Path(spec))
             if not under:
@@ -270,6 +288,7 @@ class Predictions:
     labels: np.ndarray  # [N] int
     correct: dict[str, np.ndarray]  # row key -> bool [N, 2] (top-1, top-5)
     seconds: float
+    distinct_crops: tuple[int, ...] = ()  # the distinct crops per image seen in the batches (distinct_crops)
 
     @property
     def images(self) -> int:
@@ -283,34 +302,39 @@ def member_probs(
     amp_dtype: torch.dtype | None,
     channels_last: bool,
     forward_batch: int,
+    distinct: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[torch.Tensor]:
     """Each member's class probabilities ``[B, K]``, averaged over the crops of each image.
 
     ``views`` maps an input size to uint8 (or float, 0-255) crops ``[B, crops, C, S, S]``, or is an
-    :class:`EncodedViews` decoded and cut on the device first. The crops go to the device in chunks of
-    ``forward_batch``; a chunk is moved once per input size and normalised once per (size, mean, std),
-    then shared by every member that takes it.
+    :class:`EncodedViews` decoded and cut on the device first. Crops that coincide for every image of the
+    batch are evaluated once and weighted by how many they stand for (``distinct_crops``). The crops go to
+    the device in chunks of ``forward_batch``; a chunk is moved once per input size and normalised once
+    per (size, mean, std), then shared by every member that takes it.
     """
     if isinstance(views, EncodedViews):
         views = device_views(views, device)
-    flat = {s: v.flatten(0, 1) for s, v in views.items()}  # [B * crops, C, S, S], an image's crops adjacent
-    n_crops = next(iter(views.values())).shape[1]
-    total = next(iter(flat.values())).shape[0]
+    if distinct is None:  # coinciding crops are evaluated once
+        distinct = {s: distinct_crops(v) for s, v in views.items()}
     logits: list[list[torch.Tensor]] = [[] for _ in members]
-    for lo in range(0, total, forward_batch):
-        on_device: dict[int, torch.Tensor] = {}
-        inputs: dict[tuple, torch.Tensor] = {}
-        for i, m in enumerate(members):
-            key = (m.input_size, m.mean, m.std)
-            if key not in inputs:
-                if m.input_size not in on_device:
-                    on_device[m.input_size] = flat[m.input_size][lo : lo + forward_batch].to(
-                        device, non_blocking=True
-                    )
-                inputs[key] = normalise(on_device[m.input_size], m.mean, m.std, channels_last)
-            with autocast_context(device, amp_dtype):
-                logits[i].append(m.model(inputs[key]).float())
-    return [crop_averaged_probs(torch.cat(chunks), n_crops) for chunks in logits]
+    for size, v in views.items():
+        positions, _ = distinct[size]
+        flat = v[:, positions].flatten(0, 1)  # [B * distinct crops, C, S, S], an image's crops adjacent
+        for lo in range(0, flat.shape[0], forward_batch):
+            chunk = flat[lo : lo + forward_batch].to(device, non_blocking=True)
+            inputs: dict[tuple, torch.Tensor] = {}
+            for i, m in enumerate(members):
+                if m.input_size != size:
+                    continue
+                key = (m.mean, m.std)
+                if key not in inputs:
+                    inputs[key] = normalise(chunk, m.mean, m.std, channels_last)
+                with autocast_context(device, amp_dtype):
+                    logits[i].append(m.model(inputs[key]).float())
+    return [
+        crop_averaged_probs(torch.cat(chunks), len(distinct[m.input_size][0]), distinct[m.input_size][1])
+        for m, chunks in zip(members, logits, strict=True)
+    ]
 
 
 @torch.no_grad()
@@ -341,11 +365,15 @@ def predict(
         desc="eval",
         disable=None if progress else True,  # None: no bar off a terminal (a log file gets no \r lines)
     )
-    start = time.perf_counter()
+    start, n_distinct = time.perf_counter(), set()
     for views, labels in batches:
         if labels.shape[0] == 0:  # every image of the batch was unreadable (the loader counts them)
             continue
-        probs = member_probs(members, views, device, amp_dtype, channels_last, forward_batch)
+        if isinstance(views, EncodedViews):
+            views = device_views(views, device)
+        distinct = {s: distinct_crops(v) for s, v in views.items()}
+        n_distinct.update(len(positions) for positions, _ in distinct.values())
+        probs = member_probs(members, views, device, amp_dtype, channels_last, forward_batch, distinct)
         labels_dev = labels.to(device)
         for m, p in zip(members, probs, strict=True):
             hits[m.name].append(topk_correct(p, labels_dev).cpu())
@@ -356,11 +384,12 @@ def predict(
     bar.close()
     seconds = time.perf_counter() - start
     if not labels_seen:
-        raise EvaluationError("the validation split yielded no images; check data.root and limit")
+        raise EvaluationError("the validation split yielded no images; check data.root and images")
     return Predictions(
         labels=torch.cat(labels_seen).numpy().astype(np.int64),
         correct={k: torch.cat(v).numpy() for k, v in hits.items()},
         seconds=seconds,
+        distinct_crops=tuple(sorted(n_distinct)),
     )
 
 

@@ -24,7 +24,6 @@ from bn_inception.evaluation.runlogs import (
     last_hidden_probe,
     uses_batch_norm,
 )
-from bn_inception.evaluation.speedup import PAPER_BUDGET, SpeedupTable, fully_reached, paper_speedup
 from bn_inception.evaluation.table2 import network_name, variant_order
 
 # Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
@@ -68,7 +67,7 @@ def mean_curve(runs: list[RunLog]) -> Curve:
     )
 
 
-def _save(figure: Figure, stem: Path) -> list[Path]:
+def save_figure(figure: Figure, stem: Path) -> list[Path]:
     FigureCanvasAgg(figure)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     with matplotlib.rc_context(_SVG_RC):
@@ -103,43 +102,81 @@ def dataset_name(runs: list[RunLog]) -> str | None:
     return None
 
 
-def plot_figure2(runs: list[RunLog], target_top1: float | None, stem: Path) -> list[Path]:
+def plot_figure2(
+    runs: list[RunLog], target_top1: float | None, stem: Path, log_x: bool = False, title: str | None = None
+) -> list[Path]:
     """Figure 2 written as PNG and SVG (see `figure2`)."""
-    return _save(figure2(runs, target_top1), stem)
+    return save_figure(figure2(runs, target_top1, log_x, title), stem)
 
 
-def figure2(runs: list[RunLog], target_top1: float | None) -> Figure:
-    """Figure 2: validation top-1 vs steps, one line per variant (mean over seeds, min-max band), the legend
-    outside the axes so that it covers no curve, the dataset in the title, the band explained."""
+FIGURE2_BOTTOM = 40.0  # percent: the paper's Figure 2 spans 0.4-0.8 of accuracy
+
+
+def mean_crossing(curve: Curve, target: float) -> float | None:
+    """Where a mean curve first reaches `target`, interpolated between its two points around it."""
+    points = list(zip(curve.steps, curve.mean, strict=True))
+    for i, (step, top1) in enumerate(points):
+        if top1 >= target:
+            if i == 0:
+                return float(step)
+            s0, a0 = points[i - 1]
+            return s0 + (target - a0) / (top1 - a0) * (step - s0)
+    return None
+
+
+def _plot_variant(ax, group: list[RunLog], variant: str, color: str) -> tuple[Curve, bool]:
+    """One variant's mean curve and band, and an x where each diverged run stopped; (curve, any diverged)."""
+    curve = mean_curve(group)
+    label = network_name(variant)
+    if curve.steps and max(curve.high) < FIGURE2_BOTTOM:
+        label += f" (below the axis: best {max(curve.mean):.1f}%)"
+    _plot_curve(ax, curve, label, color)
+    diverged = [_divergence_point(run) for run in group if run.diverged]
+    for step, top1 in diverged:
+        ax.plot([step], [top1], marker="x", markersize=9, mew=2, color=color, ls="none")
+    return curve, bool(diverged)
+
+
+def figure2(
+    runs: list[RunLog], target_top1: float | None, log_x: bool = False, title: str | None = None
+) -> Figure:
+    """Figure 2: validation top-1 vs steps, one line per variant (mean over seeds, min-max band), each
+    variant's "steps to match Inception" (its mean curve's crossing of the target) marked as in the paper,
+    the y-axis from 40% as the paper's (a curve entirely below it says so in the legend), the legend outside
+    the axes so that it covers no curve, the dataset in the title, the band explained."""
     runs = [run for run in runs if not is_mnist_run(run)]
     figure = Figure(figsize=(9.0, 4.5))
     ax = figure.add_subplot()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    any_diverged = False
+    any_diverged, matches, top = False, [], FIGURE2_BOTTOM + 40.0
     for i, variant in enumerate(variant_order({run.experiment for run in runs})):
         color = colors[i % len(colors)]
-        group = [run for run in runs if run.experiment == variant]
-        _plot_curve(ax, mean_curve(group), network_name(variant), color)
-        for run in group:
-            if run.diverged:
-                step, top1 = _divergence_point(run)
-                ax.plot([step], [top1], marker="x", markersize=9, mew=2, color=color, ls="none")
-                any_diverged = True
+        curve, diverged = _plot_variant(ax, [r for r in runs if r.experiment == variant], variant, color)
+        any_diverged |= diverged
+        top = max([top, *curve.high])
+        if target_top1 is not None and variant != "inception":
+            matches += [(step, color)] if (step := mean_crossing(curve, target_top1)) is not None else []
     if any_diverged:  # one neutral legend entry for every variant's x
         ax.plot([], [], marker="x", markersize=9, mew=2, color="k", ls="none", label="diverged")
     if target_top1 is not None:
         ax.axhline(
             target_top1, color="0.4", ls="--", lw=1, label=f"target {target_top1:.2f}% (Inception's best)"
         )
+    for step, color in matches:  # the paper's "Steps to match Inception" markers
+        ax.plot([step], [target_top1], "o", mfc="white", mec=color, mew=1.5, ms=7, zorder=5)
+    if matches:
+        ax.plot([], [], "o", mfc="white", mec="k", mew=1.5, ms=7, ls="none", label="steps to match Inception")
     if any(len({r.seed for r in runs if r.experiment == v}) > 1 for v in {r.experiment for r in runs}):
         ax.fill_between([], [], [], color="0.6", alpha=0.3, linewidth=0, label=BAND_LABEL)
-    ax.set_xlabel("Training steps")
+    ax.set_ylim(FIGURE2_BOTTOM, min(100.0, 5.0 * math.ceil(top / 5.0 + 1e-9)))
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("Training steps" + (" (log scale)" if log_x else ""))
     ax.set_ylabel("Validation accuracy @1 (%)")
     dataset = dataset_name(runs)
-    ax.set_title(
-        "Figure 2: single-crop validation accuracy during training" + (f", {dataset}" if dataset else "")
-    )
-    ax.grid(alpha=0.3)
+    default = "Figure 2: single-crop validation accuracy during training" + (f", {dataset}" * bool(dataset))
+    ax.set_title(title or default, fontsize="medium")
+    ax.grid(alpha=0.3, which="both" if log_x else "major")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", borderaxespad=0.0)
     figure.tight_layout()
     return figure
@@ -204,7 +241,7 @@ def _plot_percentiles(ax, percentiles: Percentiles | None, title: str, color: st
 
 def plot_figure1(data: Figure1Data, stem: Path) -> list[Path]:
     """Figure 1 written as PNG and SVG (see `figure1`)."""
-    return _save(figure1(data), stem)
+    return save_figure(figure1(data), stem)
 
 
 def figure1(data: Figure1Data) -> Figure:
@@ -228,48 +265,3 @@ def figure1(data: Figure1Data) -> Figure:
         figure.suptitle(f"Figure 1: {dataset}", fontsize="medium")
     figure.tight_layout()
     return figure
-
-
-def plot_speedup(table: SpeedupTable, stem: Path) -> list[Path]:
-    """Speed-up against the baseline's budget (log axes): per variant the mean over the seeds that reached
-    the target (line), each seed (dots), seeds that never reached it (triangles at their upper bound), the
-    paper's speed-up at its 31 x 10^6 steps (star) and, dotted, the growth that would lead there."""
-    from matplotlib.ticker import FuncFormatter
-
-    figure = Figure(figsize=(7.5, 4.8))
-    ax = figure.add_subplot()
-    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    any_bound = any_path = False
-    for i, variant in enumerate(table.variants):
-        color = colors[i % len(colors)]
-        cells = [table.cell(variant, b) for b in table.budgets]
-        means = [(c.budget, c.mean) for c in cells if c.mean is not None]
-        if means:
-            ax.plot(*zip(*means, strict=True), color=color, marker="o", label=network_name(variant))
-        for c in cells:
-            ax.plot([c.budget] * len(c.reached), c.reached, ".", color=color, alpha=0.5)
-            bounds = [s.upper_bound for s in c.seeds if s.upper_bound is not None]
-            ax.plot([c.budget] * len(bounds), bounds, "v", color=color, alpha=0.6, ls="none")
-            any_bound |= bool(bounds)
-        if published := paper_speedup(variant):
-            ax.plot([PAPER_BUDGET], [published], "*", markersize=13, color=color,
-                    label=f"{network_name(variant)}, paper (31 x 10^6 steps)")  # fmt: skip
-            if reached := fully_reached(table, variant):  # the path needed_slope measures
-                budget, ours = reached[-1]
-                ax.plot([budget, PAPER_BUDGET], [ours, published], ":", color=color, lw=1)
-                any_path = True
-    if any_bound:
-        ax.plot([], [], "v", color="k", alpha=0.6, ls="none", label="a seed that never reached it (bound)")
-    if any_path:
-        ax.plot([], [], ":", color="k", lw=1, label="growth the paper's speed-up needs")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v in (2, 3, 5, 20, 30) else ""))
-    ax.set_xlabel("Inception's budget B (steps of 32 images)")
-    ax.set_ylabel("Speed-up (Inception's steps / the variant's)")
-    ax.set_title("BN speed-up against the baseline's training length", wrap=True)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", fontsize="small")
-    figure.tight_layout()
-    return _save(figure, stem)

@@ -26,8 +26,12 @@ def markdown_path(output: str) -> Path:
     return path.with_suffix(".md") if path.suffix != ".md" else path.with_name(path.name + ".md")
 
 
-def check_outputs(paths: Sequence[str | None], inputs: Sequence[Path]) -> None:
-    """Refuse, before any work, an output path that would overwrite what evaluate.py did not write."""
+def check_outputs(paths: Sequence[str | None], inputs: Sequence[Path], tb_dir: str | None = None) -> None:
+    """Refuse, before any work, an output path that would overwrite what evaluate.py did not write, or a
+    TensorBoard folder where files cannot be made."""
+    problem = unwritable(Path(tb_dir)) if tb_dir else None
+    if problem:
+        raise EvaluationError(f"tb_dir={tb_dir}: {problem}; choose another folder")
     protected = {p.resolve() for p in inputs}
     for given in paths:
         if not given:

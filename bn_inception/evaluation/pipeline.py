@@ -34,15 +34,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bn_inception.config import EvalConfig
+from bn_inception.config import EvalConfig, index_range_of
 from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device
 from bn_inception.engine.runinfo import environment
 from bn_inception.evaluation.crops import CROP_COUNTS, crop_resize_sizes, make_crops
+from bn_inception.evaluation.ensemble import TOPK
 from bn_inception.evaluation.evaluator import (
     EncodedViews,
     EvaluationError,
     Gain,
     Member,
+    Predictions,
     Row,
     build_rows,
     check_data,
@@ -226,8 +228,6 @@ def evaluate_checkpoints(
         raise EvaluationError(
             f"crops={options.crops} is not valid; use one of {', '.join(map(str, CROP_COUNTS))}"
         )
-    if options.limit is not None and options.limit < 1:
-        raise EvaluationError(f"limit={options.limit} is not valid; use a positive number of images or null")
     if options.population_stats < 0:
         raise EvaluationError(
             f"population_stats={options.population_stats} is not valid; use 0 (off) or a number of batches"
@@ -270,13 +270,16 @@ def evaluate_checkpoints(
     ensembles = ensemble_groups(members)
 
     sizes = [m.input_size for m in members]
-    images = MultiCropImages(splits.val, options.crops, sizes)
+    try:
+        chosen = index_range_of(options.images, len(splits.val))
+    except ValueError as e:
+        raise EvaluationError(str(e)) from e
+    images = MultiCropImages(splits.val, options.crops, sizes, indices=chosen)
     batch_size = options.batch_size or max(1, 256 // options.crops)
     loader = build_eval_loader(
         images,
         batch_size=batch_size,
         workers=workers,
-        limit=options.limit,
         max_bad_fraction=max_bad,
         pin_memory=device.type == "cuda",
     )
@@ -300,6 +303,13 @@ def evaluate_checkpoints(
         total=loader.num_images,
         progress=options.progress,
     )
+    if predictions.distinct_crops and max(predictions.distinct_crops) < options.crops:
+        log.info(
+            "%d crops per image: %s distinct (equal crops evaluated once, weighted by their count: the same "
+            "average)",
+            options.crops,
+            "/".join(map(str, predictions.distinct_crops)),
+        )
     rows = build_rows(
         members,
         ensembles,
@@ -320,7 +330,9 @@ def evaluate_checkpoints(
             "bad_files": loader.bad_files[:20],
         },
         "crops": options.crops,
-        "limit": options.limit,
+        # crops that coincide for every image of a batch are evaluated once, weighted by their count
+        "distinct_crops": list(predictions.distinct_crops),
+        "image_range": [chosen.start, chosen.stop],  # validation indices evaluated: start to stop - 1
         "population_stats": options.population_stats,
         "population_batch_size": population_batch,
         "bootstrap": {
@@ -333,9 +345,20 @@ def evaluate_checkpoints(
         "seconds": predictions.seconds,
         "environment": environment(device, 1),
     }
+    if options.per_image:
+        meta["per_image"] = per_image(predictions)
     gains = ensemble_gains(members, ensembles, predictions, options.bootstrap, options.seed)
     meta["ensemble_gains"] = [g.to_dict() for g in gains]
     return EvalReport(rows=rows, meta=meta, gains=gains)
+
+
+def per_image(predictions: Predictions) -> dict[str, Any]:
+    """Each image's label and each row's top-1/top-5 hits as "0"/"1" strings, in image order."""
+    hits = {
+        f"top{k}": {key: "".join(map(str, c[:, i].astype(int))) for key, c in predictions.correct.items()}
+        for i, k in enumerate(TOPK)
+    }
+    return {"labels": predictions.labels.tolist(), **hits}
 
 
 def population_batch_size(requested: int | None, train_config: dict[str, Any]) -> int:

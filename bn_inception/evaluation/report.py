@@ -245,11 +245,17 @@ def _write_text(path: Path, text: str, written: list[Path]) -> None:
 
 
 def write_report(
-    sweep_dir: str | Path, out_dir: str | Path | None = None, probe: str | None = None
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    probe: str | None = None,
+    log_x: bool = False,
+    title: str | None = None,
 ) -> ReportOutputs:
     """Write the report files for the runs under `sweep_dir` into `out_dir` (default: `sweep_dir`).
 
-    `probe` picks Figure 1's probe (default: the last hidden layer's single unit, `hidden3_last/unit0`).
+    `probe` picks Figure 1's probe (default: the last hidden layer's single unit, `hidden3_last/unit0`);
+    `log_x` draws Figure 2's steps on a log axis (runs of very different lengths); `title` replaces its
+    title (a sweep that changes the paper's setting says so on the figure).
     Raises `ReportError` (one line) for a missing sweep directory, no results.json, or a malformed one.
     """
     sweep = Path(sweep_dir)
@@ -265,7 +271,7 @@ def write_report(
         out / "table2.json", json.dumps(table2_json(table), indent=2, allow_nan=False) + "\n", written
     )
     if table.rows:
-        written += plot_figure2(runs, table.target_top1, out / "figure2")
+        written += plot_figure2(runs, table.target_top1, out / "figure2", log_x=log_x, title=title)
     if mnist is not None:
         written += plot_figure1(mnist, out / "figure1")
     sweep_name = sweep.resolve().name

@@ -1,6 +1,6 @@
 """The table a multirun ends with: one row per run of the sweep, from the runs' ``results.json``.
 
-Printed by ``train.py -m`` when the sweep ends (a Hydra callback, ``bn_inception.cli.SweepSummary``) and
+Printed by ``train.py -m`` when the sweep ends (its sweeper, ``hydra_plugins/bn_inception_sweeps.py``) and
 written to ``<sweep dir>/sweep_summary.md``; ``python scripts/report.py <sweep dir>`` then makes the
 paper's Table 2 and figures. Reads JSON only (no torch).
 """
@@ -8,15 +8,18 @@ paper's Table 2 and figures. Reads JSON only (no torch).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 COLUMNS = ("run", "status", "steps", "best top-1 (%)", "final top-1 (%)", "steps to target", "img/s", "wall")
 
 
-def sweep_rows(sweep_dir: Path) -> list[list[str]]:
-    """One row per ``results.json`` under ``sweep_dir``, named by its run directory."""
-    rows = []
+def sweep_rows(sweep_dir: Path, run_dirs: Iterable[Path] = ()) -> list[list[str]]:
+    """One row per ``results.json`` under ``sweep_dir``, named by its run directory; and one per directory
+    of ``run_dirs`` (the sweep's jobs) that has none: a job that failed or stopped before writing it."""
+    missing = {Path(d) for d in run_dirs if not (Path(d) / "results.json").exists()}
+    rows = [[_relative(d, sweep_dir), "no results.json", *["-"] * 6] for d in missing]
     for path in sorted(sweep_dir.rglob("results.json")):
         try:
             r = json.loads(path.read_text())
@@ -39,19 +42,17 @@ def sweep_rows(sweep_dir: Path) -> list[list[str]]:
                 _duration(r.get("wall_s")),
             ]
         )
-    return rows
+    return sorted(rows)
 
 
-def sweep_markdown(sweep_dir: Path) -> str:
-    rows = sweep_rows(sweep_dir)
+def sweep_markdown(rows: list[list[str]]) -> str:
     out = [f"| {' | '.join(COLUMNS)} |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     out += [f"| {' | '.join(r)} |" for r in rows]
     return "\n".join(out) + "\n"
 
 
-def sweep_text(sweep_dir: Path) -> str:
+def sweep_text(rows: list[list[str]]) -> str:
     """The same table, fixed-width, for the console."""
-    rows = sweep_rows(sweep_dir)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(COLUMNS)]
 
     def line(values: list[str] | tuple[str, ...]) -> str:
@@ -60,6 +61,13 @@ def sweep_text(sweep_dir: Path) -> str:
         )
 
     return "\n".join([line(COLUMNS), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _number(value: Any, digits: int = 2) -> str:

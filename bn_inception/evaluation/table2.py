@@ -14,6 +14,21 @@ Definition (stated again under the rendered table, `DEFINITION`):
 - Speed-up = Inception's mean steps to target / the variant's mean steps to target (means over reached
   runs). With one Inception run this is the paper's: Inception's steps to its own best / the variant's steps
   to reach it.
+
+Paired by seed (`paired_speedup`, shown next to the pooled speed-up, and the one definition every speed-up
+of docs/results.md uses, issue 21):
+- Each seed has its own target: its `inception` run's best top-1 within the budget (all of it by default),
+  reached at that run's first evaluation at that value.
+- A variant's steps to that target is its crossing interpolated linearly between the last evaluation below
+  the target and the first at or above it; the grid bounds it to (previous evaluation, that evaluation].
+  A run at or above the target at its first evaluation has only the bound "at most that step" (the speed-up
+  is at least the ratio to it); one that never reaches it, "more than its last step" (at most the ratio).
+- Speed-up of seed s = the baseline's steps / the variant's. Over seeds: the geometric mean (so the factors
+  of a chain of baselines multiply: Inception -> Inception-x5 -> BN-x5), with a 95% percentile interval from
+  resampling the seeds (`SEED_RESAMPLES`). Bounds enter at their bound value and make the mean a bound.
+- Known bias: the target is the baseline's best of noisy evaluations, which the variant reaches a little
+  late; with 1 point of evaluation noise on a curve rising 7 points per doubling a true 4x reads 3.7-3.9x,
+  the same at every budget (tests/evaluation/test_paired_speedup.py). The paper's 72.2% is such a best too.
 """
 
 from __future__ import annotations
@@ -22,10 +37,13 @@ import math
 import statistics
 from dataclasses import dataclass
 
+import numpy as np
+
 from bn_inception.evaluation import paper
 from bn_inception.evaluation.runlogs import RunLog, is_mnist_run
 
 TARGET_TOLERANCE = 1e-9  # percentage points
+SEED_RESAMPLES = 10_000  # bootstrap resamples of the seeds for a paired speed-up's interval
 
 DEFINITION = (
     "Target = mean over the `inception` runs of each run's best validation top-1 (max over its evaluations); "
@@ -35,6 +53,12 @@ DEFINITION = (
     "variant's mean steps to target. Steps are this sweep's optimizer steps (its batch size), not the "
     "paper's 32-image steps: compare speed-ups and accuracies, not raw step counts. Paper columns: "
     "Figure 3 (steps in 10^6, target 72.2%); paper speed-up = 31.0 / the variant's steps."
+)
+PAIRED_DEFINITION = (
+    "Paired by seed: each seed's target is its own Inception run's best; the variant's steps to it are "
+    "interpolated between the evaluations around the crossing; speed-up = Inception's steps / the "
+    'variant\'s; geometric mean over seeds with a 95% seed-bootstrap interval; ">="/"<": a bound (the '
+    "run was above the target at its first evaluation / never reached it)."
 )
 
 
@@ -78,7 +102,8 @@ class Row:
     steps_to_target: Stats | None
     best_top1: Stats | None
     best_step: Stats | None  # steps to each run's own best
-    speedup: float | None
+    speedup: float | None  # pooled: Inception's mean steps / the variant's
+    paired: PairedSpeedup | None = None  # per seed against the same seed's Inception (None: Inception)
 
     @property
     def n_runs(self) -> int:
@@ -103,9 +128,10 @@ class Table2:
         return next((row for row in self.rows if row.variant == variant), None)
 
 
-def best_top1(run: RunLog) -> tuple[float, int] | None:
-    """(best top-1, first step at which it was evaluated), or None without a finite evaluation."""
-    evals = run.finite_evals()
+def best_top1(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
+    """(best top-1 within the first `budget` steps (None: all), first step at which it was evaluated), or
+    None without a finite evaluation there."""
+    evals = [e for e in run.finite_evals() if budget is None or e.step <= budget]
     if not evals:
         return None
     best = max(e.top1 for e in evals)
@@ -165,10 +191,160 @@ def build_table2(runs: list[RunLog]) -> Table2:
                 best_top1=Stats.of([r.best_top1 for r in variant_runs if r.best_top1 is not None]),
                 best_step=Stats.of([float(r.best_step) for r in variant_runs if r.best_step is not None]),
                 speedup=speedup,
+                paired=paired_speedup(runs, "inception", variant) if variant != "inception" else None,
             )
         )
     n_inception = len(results.get("inception", []))
     return Table2(target_top1=target, n_inception_runs=n_inception, rows=tuple(rows))
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Where a run's top-1 first reaches a target: an estimate and the evaluation grid's bounds (low, high].
+
+    kind: "crossed" (between two evaluations: `steps` interpolated), "by_first" (at or above the target at
+    its first evaluation: at most `high`), "never" (not by its last evaluation: more than `low`).
+    """
+
+    kind: str
+    steps: float  # interpolated crossing; for a bound, the bound itself
+    low: float
+    high: float  # math.inf for "never"
+
+
+def crossing(run: RunLog, target: float) -> Crossing | None:
+    """The run's crossing of `target` (see `Crossing`); None for a run without a finite evaluation, or one
+    still running that has not reached the target yet (it bounds nothing)."""
+    evals = run.finite_evals()
+    if not evals:
+        return None
+    for i, e in enumerate(evals):
+        if e.top1 >= target - TARGET_TOLERANCE:
+            if i == 0:
+                return Crossing("by_first", float(e.step), 0.0, float(e.step))
+            prev = evals[i - 1]
+            frac = min(1.0, max(0.0, (target - prev.top1) / (e.top1 - prev.top1)))
+            steps = prev.step + frac * (e.step - prev.step)
+            return Crossing("crossed", steps, float(prev.step), float(e.step))
+    if run.status == "running":
+        return None
+    return Crossing("never", float(evals[-1].step), float(evals[-1].step), math.inf)
+
+
+def budget_target(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
+    """(best top-1 within the first `budget` steps, first step at it); None when the run has no evaluation
+    at or beyond `budget` (the budget is not covered). `budget` None: the whole run."""
+    evals = run.finite_evals()
+    if not evals or (budget is not None and evals[-1].step < budget):
+        return None
+    return best_top1(run, budget)
+
+
+@dataclass(frozen=True)
+class SeedSpeedup:
+    """One seed: the baseline's steps to its own best within the budget, the variant's crossing of it."""
+
+    seed: int | None
+    target: float
+    baseline_steps: int
+    crossing: Crossing
+
+    @property
+    def value(self) -> float:
+        """The speed-up, or its bound (a lower bound for "by_first", an upper one for "never")."""
+        return self.baseline_steps / self.crossing.steps
+
+    @property
+    def bound(self) -> str:
+        """ "" (estimated), ">=" (lower bound) or "<" (upper bound)."""
+        return {"crossed": "", "by_first": ">=", "never": "<"}[self.crossing.kind]
+
+    @property
+    def grid_range(self) -> tuple[float, float]:
+        """What the evaluation grid allows: baseline steps / (high, low]."""
+        c = self.crossing
+        return self.baseline_steps / c.high, (self.baseline_steps / c.low if c.low else math.inf)
+
+
+@dataclass(frozen=True)
+class PairedSpeedup:
+    """A variant against a baseline at one budget, paired by seed (see the module docstring)."""
+
+    baseline: str
+    variant: str
+    budget: int | None
+    seeds: tuple[SeedSpeedup, ...]
+
+    @property
+    def bound(self) -> str | None:
+        """ "" (every seed estimated), ">=" / "<" (the mean is a bound that way), None: bounds both ways."""
+        kinds = {s.bound for s in self.seeds} - {""}
+        return "" if not kinds else (kinds.pop() if len(kinds) == 1 else None)
+
+    @property
+    def mean(self) -> float | None:
+        """Geometric mean over seeds (bounds at their value); None without seeds."""
+        return geo_mean([s.value for s in self.seeds])
+
+    def interval(self) -> tuple[float, float] | None:
+        """95% seed-bootstrap interval of the geometric mean; None with fewer than 2 seeds."""
+        return seed_interval([s.value for s in self.seeds])
+
+
+def geo_mean(values: list[float]) -> float | None:
+    return float(np.exp(np.mean(np.log(values)))) if values else None
+
+
+def seed_interval(values: list[float], resamples: int = SEED_RESAMPLES) -> tuple[float, float] | None:
+    """95% percentile interval of the geometric mean of `values` (one per seed) over resampled seeds;
+    None with fewer than two. Fixed draws: the same values give the same interval."""
+    if len(values) < 2:
+        return None
+    logs = np.log(values)
+    draws = np.random.default_rng(0).integers(0, len(logs), size=(resamples, len(logs)))
+    low, high = np.percentile(logs[draws].mean(axis=1), [2.5, 97.5])
+    return float(np.exp(low)), float(np.exp(high))
+
+
+def paired_speedup(
+    runs: list[RunLog], baseline: str, variant: str, budget: int | None = None
+) -> PairedSpeedup:
+    """`variant`'s speed-up over `baseline` at `budget`, seed by seed (seeds with both runs)."""
+    bases = {r.seed: r for r in runs if r.experiment == baseline}
+    seeds = []
+    for run in sorted((r for r in runs if r.experiment == variant), key=lambda r: (r.seed is None, r.seed)):
+        base = bases.get(run.seed)
+        target = budget_target(base, budget) if base is not None else None
+        cross = crossing(run, target[0]) if target is not None else None
+        if cross is not None:
+            seeds.append(SeedSpeedup(run.seed, target[0], target[1], cross))
+    return PairedSpeedup(baseline, variant, budget, tuple(seeds))
+
+
+def format_paired(p: PairedSpeedup, digits: int = 2) -> str:
+    """ "3.91x [3.10, 4.80] (3 seeds)"; a bound as ">= 4.00x ..." and the seeds that are bounds counted."""
+    if p.mean is None:
+        return "–"
+    if p.bound is None:
+        return f"bounds both ways ({len(p.seeds)} seeds)"
+    ci = p.interval()
+    text = f"{p.bound + ' ' if p.bound else ''}{p.mean:.{digits}f}x"
+    if ci is not None:
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    n_bounds = sum(bool(s.bound) for s in p.seeds)
+    bounds = f", {n_bounds} a bound" if n_bounds else ""
+    return f"{text} ({len(p.seeds)} seed{'s' if len(p.seeds) != 1 else ''}{bounds})"
+
+
+def format_seed(s: SeedSpeedup) -> str:
+    """One seed's steps and speed-up with the grid's range: "1,830 (1,750-2,000]: 4.37x [4.00, 4.57)"."""
+    c = s.crossing
+    if c.kind == "never":
+        return f"never (ran {c.low:,.0f}): < {s.value:.2f}x"
+    if c.kind == "by_first":
+        return f"<= {c.high:,.0f} (first evaluation): >= {s.value:.2f}x"
+    lo, hi = s.grid_range
+    return f"{c.steps:,.0f} ({c.low:,.0f}-{c.high:,.0f}]: {s.value:.2f}x [{lo:.2f}, {hi:.2f})"
 
 
 # ---- rendering ----------------------------------------------------------------------------------------
@@ -249,7 +425,8 @@ TABLE2_HEADER = (
     "steps to target",
     "reached",
     "best top-1 (%)",
-    "speed-up",
+    "speed-up (pooled)",
+    "speed-up, paired by seed: geo-mean [95% CI]",
     "paper: steps to 72.2% (10^6)",
     "paper: max accuracy (%)",
     "paper: speed-up",
@@ -287,18 +464,61 @@ def table2_markdown(table: Table2) -> str:
             reached,
             _best_cell(row),
             speedup,
+            format_paired(row.paired) if row.paired is not None and row.paired.seeds else "–",
             *_paper_cells(row),
             _notes_cell(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", DEFINITION, ""]
+    lines += ["", DEFINITION, "", PAIRED_DEFINITION, "", *per_seed_markdown(table), ""]
     return "\n".join(lines)
+
+
+def per_seed_markdown(table: Table2) -> list[str]:
+    """Each seed's steps to its own Inception run's best, interpolated, with the grid's range."""
+    rows = [r for r in table.rows if r.paired is not None and r.paired.seeds]
+    if not rows:
+        return []
+    lines = [
+        "Paired by seed: each seed's target (its Inception run's best) and the variant's crossing of it, "
+        "interpolated, with the evaluation grid's range (steps: speed-up [range]):",
+        "",
+        "| network | seed | target (%) | Inception steps | steps to target: speed-up |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        for s in row.paired.seeds:
+            cells = [network_name(row.variant), str(s.seed), f"{s.target:.2f}", f"{s.baseline_steps:,}"]
+            lines.append(f"| {' | '.join(cells)} | {format_seed(s)} |")
+    return lines
 
 
 def _stats_json(stats: Stats | None) -> dict | None:
     if stats is None:
         return None
     return {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max, "n": stats.n}
+
+
+def _paired_json(p: PairedSpeedup | None) -> dict | None:
+    if p is None or not p.seeds:
+        return None
+    ci = p.interval()
+    return {
+        "geo_mean": p.mean,
+        "ci95": list(ci) if ci else None,
+        "bound": p.bound,
+        "seeds": [
+            {
+                "seed": s.seed,
+                "target": s.target,
+                "baseline_steps": s.baseline_steps,
+                "kind": s.crossing.kind,
+                "steps": s.crossing.steps,
+                "grid": [s.crossing.low, _finite_or_none(s.crossing.high)],
+                "speedup": s.value,
+            }  # fmt: skip
+            for s in p.seeds
+        ],
+    }
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -321,6 +541,7 @@ def table2_json(table: Table2) -> dict:
                 "best_top1": _stats_json(row.best_top1),
                 "steps_to_best": _stats_json(row.best_step),
                 "speedup": _finite_or_none(row.speedup),
+                "paired_speedup": _paired_json(row.paired),
                 "runs": [
                     {
                         "path": r.path,

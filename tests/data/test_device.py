@@ -7,12 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from bn_inception.data import BadImageError, EncodedBatch, build_datasets, build_train_loader, to_model_input
 from bn_inception.data.device import (
     decode_jpegs,
     device_images,
     eval_geometry,
+    read_for_device,
     resample,
     resolve_decode,
 )
@@ -169,3 +171,33 @@ def test_decode_setting_resolves_by_device_and_dataset():
         resolve_decode("gpu", "cuda", False)
     with pytest.raises(ValueError, match="must be one of auto, cpu, gpu"):
         resolve_decode("nvjpeg", "cuda", True)
+
+
+def test_gpu_decode_runs_on_a_side_stream_that_the_training_stream_waits_for(photo_tree, cuda_streams):
+    """pytorch/vision#9606: nvJPEG writes its outputs from a private stream that does not wait for the
+    caller's; on the training stream it can overwrite memory queued kernels still read. The decode must run
+    with one side stream current (its outputs then come from that stream's pool), the training stream must
+    wait for it, and every output must be recorded as used on the training stream (so its memory returns to
+    the side stream's pool only after that use). Checked at the call level with stand-ins (no GPU here)."""
+    paths = [str(p) for p in sorted((photo_tree.root / "train").rglob("*.JPEG"))[:3]]
+    data = [read_for_device(p).data for p in paths]
+    cuda = torch.device("cuda")
+    protocol = [
+        ("decode", "side1", 3),
+        ("wait_stream", "training", "side1"),
+        *[("record_stream", "training")] * 3,
+    ]
+    for _ in range(2):  # one side stream, reused batch after batch
+        cuda_streams.calls.clear()
+        images = decode_jpegs(data, cuda, paths)
+        assert cuda_streams.calls == protocol and cuda_streams.streams == 1
+        assert [tuple(t.shape[1:]) for t in images] == [tuple(Image.open(p).size[::-1]) for p in paths]
+    # A batch nvJPEG rejects is decoded image by image: still on the side stream, with the same protocol.
+    cuda_streams.calls.clear()
+    cuda_streams.fail_batched = True
+    decode_jpegs(data, cuda, paths)
+    assert cuda_streams.calls == [*protocol[:1], *[("decode", "side1", 1)] * 3, *protocol[1:]]
+    cuda_streams.calls.clear()
+    cuda_streams.fail_batched = False
+    decode_jpegs(data, CPU, paths)  # the CPU decode (tests, the CPU device path) uses no streams
+    assert cuda_streams.calls == [("decode", "training", 3)]

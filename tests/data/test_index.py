@@ -3,13 +3,16 @@ damaged; one listing however many processes start at once; ranks check they hold
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
@@ -172,6 +175,34 @@ def test_an_unwritable_index_folder_is_one_line(make_tree, tmp_path):
         _build(tree.root, index=str(tmp_path / "file" / "tree.idx"))
 
 
+def test_an_index_path_inside_the_tree_or_a_folder_is_refused_and_the_tree_left_alone(make_tree, tmp_path):
+    tree = make_tree(num_classes=2)
+    before = sorted(str(p) for p in Path(tree.root).rglob("*"))
+    typo = Path(tree.root) / "train" / "n99999999" / "tree.idx"  # it made this class folder, empty, for good
+    with pytest.raises(DatasetLayoutError, match="is inside the train/ or val/ folders it indexes"):
+        _build(tree.root, index=str(typo))
+    with pytest.raises(DatasetLayoutError, match="is a folder; give a file path"):
+        _build(tree.root, index=str(tmp_path))
+    assert sorted(str(p) for p in Path(tree.root).rglob("*")) == before
+
+
+def test_a_full_disk_for_the_index_is_one_line_and_leaves_no_part(make_tree, tmp_path, repo):
+    tree = make_tree(num_classes=2)
+    code = (
+        "import resource, signal, sys\n"
+        "from bn_inception.data import build_datasets\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))  # files stop growing at 300 bytes\n"
+        "try:\n    build_datasets('imagenet', root=sys.argv[1], input_size=16, seed=0, index=sys.argv[2])\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    index = tmp_path / "idx" / "tree.idx"
+    out = subprocess.run([sys.executable, "-c", code, str(tree.root), str(index)], cwd=repo,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.stdout.startswith(f"DatasetLayoutError cannot write the tree index {index}: File too large;")
+    assert sorted(p.name for p in index.parent.iterdir()) == []  # no partial index, no lock left
+
+
 # ---- many processes
 
 
@@ -212,20 +243,20 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.parametrize("holder", ["dead-process-here", "silent-process-elsewhere"])
-def test_a_stale_lock_is_taken_over(make_tree, tmp_path, monkeypatch, caplog, holder):
+def test_a_stale_lock_is_taken_over(make_tree, tmp_path, caplog, holder):
     tree = make_tree(num_classes=2)
     path = tmp_path / "tree.idx"
     lock = tmp_path / "tree.idx.lock"
-    if holder == "dead-process-here":
-        lock.write_text(f"{socket.gethostname()} {_dead_pid()} token")
-    else:  # a live-looking holder on another host whose heartbeat stopped
-        lock.write_text("other-node 1 token")
-        monkeypatch.setattr(tree_index, "STALE_S", 0.5)
+    record = {"host": socket.gethostname(), "pid": _dead_pid(), "started": time.time(), "token": "theirs"}
+    if holder == "silent-process-elsewhere":  # a live-looking holder on another host whose heartbeat stopped
+        record.update(host="other-node", pid=1)
+    lock.write_text(json.dumps(record))
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger=INDEX_LOGGER):
+    with caplog.at_level(logging.INFO):
         assert len(_build(tree.root, index=str(path)).train) == len(_build(tree.root).train)
     assert time.monotonic() - started < 20 and not lock.exists()
-    assert any("breaking the stale lock" in line for line in _index_lines(caplog))
+    assert "taking over the lock" in caplog.text
 
 
 def _rank(rank: int, rendezvous: str, roots: list, out) -> None:

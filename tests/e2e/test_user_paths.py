@@ -9,9 +9,7 @@ commands are pasted into bash.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 
 from bn_inception.engine.checkpoint import load_checkpoint
 from bn_inception.engine.signals import EXIT_INTERRUPTED
-from tests.e2e.conftest import TREE_RUN, Sampler, at_line, run, signal_after
+from tests.e2e.conftest import TREE_RUN, Sampler, run, signal_after
 
 WORKERS = 2  # data.workers in TREE_RUN: per loader, and a run has two (training and evaluation)
 
@@ -175,10 +173,9 @@ def test_torchrun_two_processes_stop_on_sigterm_and_continue_to_the_end(tree, us
     run_dir = e2e_home / "runs" / "torchrun"
     args = ["torchrun", "--standalone", "--nproc_per_node=2", "train.py", *TREE_RUN, f"data.root={tree}",
             "trainer.max_steps=12", f"hydra.run.dir={run_dir}"]  # fmt: skip
-    # SIGTERM to torchrun (a container's first process, `kill <pid>`): it passes it on to the training
-    # processes, which save and exit 75, and reports its own SignalException (exit 1)
-    stop = at_line("| step 2/12 |", lambda command: os.kill(command.pid, signal.SIGTERM))
-    run(args, user_env, on_line=stop).check(1)
+    # SIGTERM to every process, as SLURM sends it: the training processes get it twice (torchrun passes its
+    # own on), save and exit 75; torchrun reports its own SignalException (exit 1)
+    run(args, user_env, on_line=signal_after("| step 2/12 |")).check(1)
     res = results(run_dir)
     assert res["status"] == "interrupted" and res["environment"]["world_size"] == 2
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == res["steps"] < 12

@@ -1,6 +1,8 @@
 import errno
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -36,6 +38,26 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def test_torchs_own_disk_full_error_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, repo):
+    """A real write failure, not a stand-in: torch's writer meets EFBIG past a file-size limit and raises
+    "[enforce fail at inline_container.cc] unexpected pos", with the OSError only as its context."""
+    code = (
+        "import resource, signal, sys, torch\n"
+        "from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint\n"
+        "save_checkpoint({'model': {}, 'step': 1}, sys.argv[1])\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n    save_checkpoint({'model': {'w': torch.zeros(100_000)}, 'step': 2}, sys.argv[1])\n"
+        "except CheckpointError as e:\n    print(e)\n"
+    )
+    path = tmp_path / "checkpoints" / "last.pt"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=repo, capture_output=True, text=True)
+    message = f"could not write checkpoint {path}: File too large;"
+    assert out.stdout.startswith(message), out.stdout + out.stderr
+    assert out.stdout.count("\n") == 1 and "inline_container" not in out.stdout
+    assert load_checkpoint(path)["step"] == 1 and [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
 class _Payload:
     def __init__(self, marker: str) -> None:
         self.marker = marker
@@ -66,6 +88,19 @@ def test_corrupt_missing_or_truncated_files_give_one_line_errors(tmp_path, conte
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["model: bn_x5\n", '{"model": 1}', "#!/bin/sh\necho hi\n", "hello"])
+def test_a_text_file_is_not_a_checkpoint_and_torchs_advice_is_never_repeated(tmp_path, text):
+    path = tmp_path / "best.pt"
+    path.write_text(text)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path} is not a checkpoint (not a file written by torch.save)")
+    torch.save({"model": {}, "payload": _Payload(str(tmp_path / "pwned"))}, path)
+    with pytest.raises(CheckpointError, match=r"refused: loading it would call posix.system") as info:
+        load_checkpoint(path)
+    assert "weights_only" not in str(info.value) and not (tmp_path / "pwned").exists()
 
 
 def test_truncated_checkpoint(tmp_path):

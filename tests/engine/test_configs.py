@@ -96,4 +96,4 @@ def test_shipped_launchers_compose(repo, launcher, target):
     if launcher == "slurm":  # one process per GPU, and requeue only because runs auto-resume
         assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
         assert cfg.hydra.launcher.max_num_timeout > 0 and cfg.resume == "auto"
-        assert cfg.hydra.launcher.signal_delay_s >= 60  # SIGUSR1 early enough to save before the limit
+        assert cfg.hydra.launcher.signal_delay_s >= 60  # SIGUSR2 early enough to save before the limit

@@ -107,6 +107,44 @@ def test_a_second_launch_on_a_busy_directory_is_refused_and_changes_nothing(cli_
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_a_refused_or_idle_relaunch_leaves_the_runs_record_as_it_was(tmp_path):
+    def record(lr: str) -> dict[str, str]:  # what train.py passes: Hydra's record of this launch
+        return {".hydra/config.yaml": f"optim:\n  lr: {lr}\n", ".hydra/overrides.yaml": f"- optim.lr={lr}\n"}
+
+    short = ["trainer.max_steps=4", "trainer.eval_every=4", "optim.lr=0.0075"]
+    train_from_config(train_config(*short), tmp_path, run_files=record("0.0075"))
+    before = {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()}
+    with pytest.raises(trainer_module.TrainingError, match="optim.lr"):
+        train_from_config(train_config(*short, "optim.lr=0.1"), tmp_path, run_files=record("0.1"))
+    assert {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == before
+    done = train_from_config(train_config(*short), tmp_path, run_files=record("relaunched"))
+    assert done["unchanged"] and {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == before
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_damage_to_last_pt_in_place_leaves_best_pt_to_continue_from(tmp_path):
+    run_dir, eight = tmp_path / "run", ["trainer.max_steps=8", "trainer.eval_every=4"]
+    train_from_config(train_config("trainer.max_steps=4", "trainer.eval_every=4"), run_dir)
+    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    assert load_checkpoint(best)["step"] == 4  # the best step is the last one: the normal state
+    last.write_bytes(last.read_bytes()[:1000])  # truncated in place (same inode), as a bad copy does
+    with pytest.raises(CheckpointError, match="corrupt or truncated.*best.pt"):
+        train_from_config(train_config(*eight), run_dir)
+    assert train_from_config(train_config(*eight, f"resume={best}"), run_dir)["steps"] == 8
+    last.unlink()  # deleted to save space, or moved away: starting afresh here would overwrite best.pt
+    kept = best.read_bytes()
+    with pytest.raises(trainer_module.TrainingError, match="best.pt but no last.pt; continue from it with"):
+        train_from_config(train_config(*eight), run_dir)
+    assert best.read_bytes() == kept
+    # a checkpoint that is not a run's (no data-order position) is one line too, not a KeyError
+    foreign = load_checkpoint(best)
+    del foreign["loader"]
+    checkpoint_module.save_checkpoint(foreign, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="no 'loader' entry"):
+        train_from_config(train_config(*eight, f"resume={tmp_path / 'foreign.pt'}"), tmp_path / "other")
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_a_kill_between_last_and_best_is_repaired_on_relaunch(tmp_path, monkeypatch, caplog):
     run_dir = tmp_path / "run"
     linked = []
@@ -117,8 +155,8 @@ def test_a_kill_between_last_and_best_is_repaired_on_relaunch(tmp_path, monkeypa
             raise KeyboardInterrupt  # SIGKILL's effect: the process is gone right after last.pt
         return real_link(source, path)
 
-    real_link = trainer_module.link_checkpoint
-    monkeypatch.setattr(trainer_module, "link_checkpoint", killed_at_the_second_link)
+    real_link = trainer_module.copy_checkpoint
+    monkeypatch.setattr(trainer_module, "copy_checkpoint", killed_at_the_second_link)
     with pytest.raises(KeyboardInterrupt):
         train_from_config(train_config("trainer.max_steps=8", "trainer.eval_every=2"), run_dir)
     monkeypatch.undo()

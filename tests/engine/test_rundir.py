@@ -1,5 +1,6 @@
-"""One process per run directory: the lock refuses a live holder (naming it), takes over a dead one, works
-with a holder on another host through its heartbeat, and leaves nothing behind when it refuses."""
+"""One process per run directory: the lock refuses a live holder (naming it), takes over a dead, crashed or
+restarted one, works with a holder on another host through its heartbeat, and leaves nothing behind when it
+refuses."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import time
 import pytest
 
 from bn_inception.engine.rundir import LOCK_NAME, RunDirBusy, RunLock, remove_interrupted_saves
+from bn_inception.lockfile import _start_ticks
 
 
-def write_lock(run_dir, host: str, pid: int, age_s: float = 0.0) -> None:
+def write_lock(run_dir, host: str, pid: int, age_s: float = 0.0, **extra) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
-    path.write_text(json.dumps({"host": host, "pid": pid, "started": time.time(), "token": "theirs"}))
+    record = {"host": host, "pid": pid, "started": time.time(), "token": "theirs", **extra}
+    path.write_text(json.dumps(record))
     os.utime(path, (time.time() - age_s, time.time() - age_s))
 
 
@@ -28,12 +31,75 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_a_live_holder_is_named_and_nothing_changes(tmp_path):
-    write_lock(tmp_path, socket.gethostname(), os.getpid())
+@pytest.fixture
+def live_pid():
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_a_live_holder_is_named_and_nothing_changes(tmp_path, live_pid):
+    write_lock(tmp_path, socket.gethostname(), live_pid, ticks=_start_ticks(live_pid))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(RunDirBusy, match=rf"in use by host {socket.gethostname()} pid {os.getpid()}"):
+    with pytest.raises(RunDirBusy, match=rf"in use by host {socket.gethostname()} pid {live_pid}"):
         RunLock(tmp_path).acquire()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # alive on this host, it holds the lock however long it has been stopped (Ctrl-Z) without a heartbeat
+    write_lock(tmp_path, socket.gethostname(), live_pid, age_s=3600, ticks=_start_ticks(live_pid))
+    with pytest.raises(RunDirBusy):
+        RunLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize("content", [b"", b'{"host": "vm", "pid"', b"\x00" * 64, b"[1, 2]"])
+def test_an_empty_or_damaged_lock_is_taken_over(tmp_path, caplog, content):
+    """A node crash can leave the lock file linked but its data never written (empty or garbage)."""
+    (tmp_path / LOCK_NAME).write_bytes(content)
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert "empty or damaged" in caplog.text and not list(tmp_path.iterdir())
+
+
+def _take_and_hold(run_dir, barrier, results) -> None:
+    barrier.wait()
+    try:
+        with RunLock(run_dir):
+            results.put("held")
+            time.sleep(1.0)  # longer than every other starter needs to look
+    except RunDirBusy:
+        results.put("refused")
+
+
+def test_starters_racing_to_take_over_a_damaged_lock_leave_one_holder(tmp_path):
+    """A requeue after a node crash may start several tasks at once on the same empty lock."""
+    import multiprocessing as mp
+
+    (tmp_path / LOCK_NAME).write_bytes(b"")
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_take_and_hold, args=(tmp_path, barrier, results)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert sorted(results.get(timeout=5) for _ in procs) == ["held"] + ["refused"] * 5
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_holder_whose_pid_is_now_this_process_or_another_is_taken_over(tmp_path, caplog, live_pid):
+    # a restarted container: the dead job was pid 1 on this host name, and so is the new one
+    write_lock(tmp_path, socket.gethostname(), os.getpid(), ticks=_start_ticks(os.getpid()) - 1)
+    with RunLock(tmp_path):
+        pass
+    write_lock(tmp_path, socket.gethostname(), os.getpid())  # a record without a start time
+    with RunLock(tmp_path):
+        pass
+    assert "this process's pid" in caplog.text
+    # the holder's pid was reused by an unrelated process that started later
+    write_lock(tmp_path, socket.gethostname(), live_pid, ticks=_start_ticks(live_pid) - 1)
+    with RunLock(tmp_path):
+        pass
+    assert caplog.text.count("is another process now") == 2
 
 
 def test_a_dead_holder_on_this_host_is_taken_over(tmp_path, caplog):
@@ -51,6 +117,28 @@ def test_another_hosts_holder_counts_while_its_heartbeat_is_fresh(tmp_path):
     write_lock(tmp_path, "node-17", 12345, age_s=3600)
     with RunLock(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == socket.gethostname()
+
+
+def test_the_heartbeat_goes_on_after_a_failed_touch(tmp_path, monkeypatch):
+    """A transient NFS error must not silence the holder for good (it would be taken over while alive)."""
+    import bn_inception.lockfile as lockfile
+
+    real_utime, calls = os.utime, []
+
+    def flaky_utime(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(116, "Stale file handle")
+        return real_utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(lockfile, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(lockfile.os, "utime", flaky_utime)
+    with RunLock(tmp_path):
+        real_utime(tmp_path / LOCK_NAME, (0, 0))
+        deadline = time.monotonic() + 10
+        while (tmp_path / LOCK_NAME).stat().st_mtime == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / LOCK_NAME).stat().st_mtime > 0 and len(calls) >= 2
 
 
 def test_two_lockers_one_wins(tmp_path):

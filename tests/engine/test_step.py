@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from bn_inception.engine import precision
 from bn_inception.engine.checkpoint import load_checkpoint
-from bn_inception.engine.precision import resolve_compile, resolve_finite_check
-from bn_inception.engine.step import NonFiniteGuard
+from bn_inception.engine.precision import (
+    check_deterministic,
+    resolve_compile,
+    resolve_device,
+    resolve_finite_check,
+)
+from bn_inception.engine.step import NonFiniteGuard, TrainStep, compile_plan
 from bn_inception.engine.trainer import train_from_config
 from tests.engine.conftest import needs_fashion, train_config
 
@@ -68,11 +74,12 @@ def test_a_failing_compile_falls_back_to_eager_and_trains_exactly_as_eager(
     for name, fake in (("forward", fails_on_first_call), ("backward", fails_in_backward)):
         monkeypatch.setattr(torch, "compile", fake)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="bn_inception.engine.step"):
+        with caplog.at_level(logging.INFO, logger="bn_inception.engine.step"):
             fell_back = run(repo, tmp_path / name, *args, "trainer.compile=true")
-        warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
-        assert len(warnings) == 1 and "BackendCompilerFailed" in warnings[0] and "triton" in warnings[0]
-        assert "\n" not in warnings[0] and "trainer.compile=false" in warnings[0]
+        said = [r.getMessage() for r in caplog.records if "torch.compile:" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith("torch.compile: eager (compiling failed: ")
+        assert "BackendCompilerFailed" in said[0] and "triton" in said[0]
+        assert "\n" not in said[0] and "trainer.compile=false" in said[0]
         assert fell_back["status"] == "completed" and fell_back["steps"] == 6
         assert [e["train_loss"] for e in fell_back["evals"]] == [e["train_loss"] for e in eager["evals"]], (
             name
@@ -161,3 +168,77 @@ def test_speed_switches_resolve_by_device():
     assert resolve_finite_check("auto", cpu) == "sync" and resolve_finite_check("auto", cuda) == "device"
     with pytest.raises(ValueError, match="use auto, sync, device"):
         resolve_finite_check("never", cpu)
+
+
+def _tiny_step(compile_fn, fallback=True):
+    model, optimizer = _tiny()
+    step = TrainStep(
+        model, optimizer, None, torch.device("cpu"), None, "default", compile_fn, fallback=fallback
+    )
+    return step, torch.randn(4, 4), torch.tensor([0, 1, 2, 0])
+
+
+def test_the_first_line_about_compile_says_compiled_or_eager_and_why(caplog, monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert compile_plan("false", cuda, False) == (None, "trainer.compile=false")
+    assert compile_plan("auto", cpu, False) == (None, "trainer.compile=auto: off on cpu")
+    assert compile_plan("auto", cuda, True)[1].startswith("trainer.sync_bn=true: SyncBatchNorm breaks")
+    assert compile_plan("reduce-overhead", cpu, False) == ("reduce-overhead", "")  # g++ is here
+    # Where Triton or Inductor could not build a kernel, the run says so at start instead of failing later.
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert compile_plan("true", cuda, False) == (
+        None, "no compiler to build kernels: CC is unset and neither gcc nor clang is on PATH",
+    )  # fmt: skip
+    monkeypatch.setenv("CXX", "/opt/gcc/bin/g++")
+    assert compile_plan("true", cpu, False) == ("default", "")
+    step, x, y = _tiny_step(lambda model, mode: model)  # a "compiled" model that works
+    with caplog.at_level(logging.INFO, logger="bn_inception.engine.step"):
+        step.forward_backward(x, y)
+        step.forward_backward(x, y)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("torch.compile: compiled (mode default; the first step")
+
+
+def test_under_ddp_a_failed_compile_stops_the_run_with_one_line():
+    """A DDP backward that failed part-way leaves the reducer mid-iteration; an eager retry would fail with
+    another error while the other processes wait in their all-reduce."""
+    step, x, y = _tiny_step(fails_on_first_call, fallback=False)
+    with pytest.raises(RuntimeError, match=r"^torch.compile failed under DDP \(BackendCompilerFailed: ") as e:
+        step.forward_backward(x, y)
+    assert "relaunch with trainer.compile=false" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_gpu_torch_cannot_use_is_refused_not_trained_on_the_cpu(tmp_path, monkeypatch):
+    """A driver too old for the CUDA 13 wheel: torch.cuda.is_available() is False though nvidia-smi works."""
+    proc = tmp_path / "nvidia"
+    (proc / "gpus" / "0000:01:00.0").mkdir(parents=True)
+    (proc / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19\n")
+    monkeypatch.setattr(precision, "NVIDIA_PROC", proc)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for device in ("auto", "cuda"):
+        with pytest.raises(ValueError) as e:
+            resolve_device(device)
+        message = str(e.value)
+        assert message.startswith(
+            f"device={device}: this machine has an NVIDIA GPU (driver 535.104.05) that "
+        )
+        assert "driver >= 580" in message and message.endswith("or set device=cpu to run on the CPU")
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # GPUs hidden on purpose: the CPU, as asked
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    (proc / "gpus" / "0000:01:00.0").rmdir()  # no GPU at all
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_deterministic_training_with_lrn_is_refused_on_a_gpu():
+    """LRN pools over channels with a 3-D average pool whose CUDA backward is not deterministic: torch would
+    raise at the first backward; the run is refused before anything is built instead."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    with pytest.raises(ValueError, match="trainer.deterministic=true cannot train model.lrn=true on a GPU"):
+        check_deterministic(True, True, cuda)
+    for args in ((True, True, cpu), (True, False, cuda), (False, True, cuda)):
+        check_deterministic(*args)

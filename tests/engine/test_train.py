@@ -158,6 +158,19 @@ def test_rerun_of_a_finished_run_does_nothing_and_other_config_is_refused(
     assert proc.returncode == 1 and "resume=auto" in proc.stderr
 
 
+def test_a_damaged_run_directory_is_one_line_naming_the_file(finished_run, repo, python, cli_env, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run[0], run_dir)
+    (run_dir / "train.log").unlink()
+    (run_dir / "train.log").mkdir()  # a folder where the log belongs (an rsync gone wrong)
+    proc = run_train(repo, python, cli_env, run_dir, "experiment=bn_x5", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line == f"error: [Errno 21] Is a directory: '{run_dir / 'train.log'}'"
+
+
 def test_divergence_is_a_result_and_keeps_the_last_good_checkpoint(repo, python, cli_env, tmp_path):
     run_dir = tmp_path / "diverge"
     # Inception (no BN) at 1e4 x its learning rate: the parameters reach machine infinity (Sec. 4.2.2).
@@ -205,11 +218,19 @@ def test_sweep_goes_on_past_a_failed_job(repo, python, cli_env, tmp_path):
         "model.norm=ghost,batch",  # a valid config that fails at set-up: sync_bn needs torch's BN
     ]
     proc = subprocess.run(cmd, cwd=repo, env=cli_env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode != 0  # Hydra reports the failed job at the end
-    assert "sync_bn" in proc.stderr + proc.stdout
+    assert proc.returncode == 1, proc.stderr[-2000:]
     done = list(sweep.rglob("results.json"))
     assert len(done) == 1 and json.loads(done[0].read_text())["status"] == "completed"
     assert "model.norm" in str(done[0]) and "batch" in str(done[0]) and done[0].parent.name == "seed0"
+    # the sweep still ends with its table, the failed run in it, then one error line (no traceback)
+    table = (sweep / "sweep_summary.md").read_text().splitlines()[2:]
+    assert [row.split(" | ")[:2] for row in table] == [
+        ["| bn_x5/model.norm:batch+trainer.deterministic:True+trainer.sync_bn:True/seed0", "completed"],
+        ["| bn_x5/model.norm:ghost+trainer.deterministic:True+trainer.sync_bn:True/seed0", "no results.json"],
+    ]
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output and output.index("report:") < output.index("1 of the sweep's runs")
+    assert "did not complete; the first error: trainer.sync_bn=true needs model.norm=batch" in output
 
 
 def test_torchrun_two_cpu_processes(repo, python, cli_env, tmp_path):

@@ -124,3 +124,18 @@ def test_pil_and_tensor_images_give_the_same_crops():
 def test_unknown_protocol_is_refused():
     with pytest.raises(ValueError, match="use one of 1, 10, 144"):
         make_crops(random_image(256, 256), 5, 224)
+
+
+def test_144_crops_of_a_28_pixel_square_are_48_distinct_each_three_times():
+    from bn_inception.evaluation.ensemble import distinct_crops
+
+    crops = make_crops(random_image(28, 28), 144, 28).unsqueeze(0)  # [1, 144, C, 28, 28]
+    positions, counts = distinct_crops(crops)
+    assert len(positions) == 48 and counts.tolist() == [3] * 48
+    # The left, centre and right squares are one: each scale's first 12 crops (one square, mirrored too).
+    assert positions.tolist() == [s * 36 + i for s in range(4) for i in range(12)]
+    # A landscape image's three squares differ; what still coincides is found by content, as by hand.
+    crops = make_crops(random_image(28, 40), 144, 28)
+    positions, counts = distinct_crops(crops.unsqueeze(0))
+    by_hand = [i for i in range(144) if not any(torch.equal(crops[i], crops[j]) for j in range(i))]
+    assert positions.tolist() == by_hand and counts.sum() == 144 and len(by_hand) > 48

@@ -23,6 +23,7 @@ from bn_inception.config import EvalConfig
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet, to_model_input
 from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint
 from bn_inception.engine.validate import validate
+from bn_inception.evaluation.crops import make_crops
 from bn_inception.evaluation.ensemble import crop_averaged_probs, ensemble_probs, error_percent, topk_correct
 from bn_inception.evaluation.evaluator import (
     EvaluationError,
@@ -31,6 +32,7 @@ from bn_inception.evaluation.evaluator import (
     find_checkpoints,
     load_member,
     member_names,
+    member_probs,
     normalise,
     predict,
     with_population_stats,
@@ -188,15 +190,46 @@ def test_markdown_and_tensorboard_outputs(world, single_crop_run):
     assert acc.Scalars("eval/top1_err/ensemble")[0].value == pytest.approx(ens["top1_err"])
 
 
-def test_144_crops_of_a_glob_with_a_limit(world):
+def test_144_crops_of_a_glob_on_a_range_of_images(world):
     out = world["root"] / "eval144.json"
     glob = str(world["runs"] / "*" / "seed0" / "checkpoints" / "best.pt")
-    proc = run_cli(f"checkpoints='{glob}'", "crops=144", "limit=5", f"output={out}", "bootstrap=0")
+    proc = run_cli(f"checkpoints='{glob}'", "crops=144", "images=3:8", "per_image=true", f"output={out}",
+                   "bootstrap=0")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["name"] for r in rows] == ["m1/seed0", "m2/seed0", "ensemble"]
     assert all(r["crops"] == 144 and r["images"] == 5 for r in rows)
     assert rows[0]["top1_err_ci"] == [None, None]  # bootstrap=0: no intervals
+    table = json.loads(out.read_text())
+    assert table["image_range"] == [3, 8] and len(table["per_image"]["labels"]) == 5
+    for r in rows:  # the per-image hits give the table's errors
+        hits = table["per_image"]["top1"][r["name"]]
+        assert len(hits) == 5 and r["top1_err"] == pytest.approx(100 * hits.count("0") / 5)
+
+
+def test_an_image_range_evaluates_those_images(world):
+    # Images 4..11 alone give the same per-image results as the same slice of a pass over all of them.
+    whole = evaluate_checkpoints(str(world["a"]), EvalConfig(progress=False, bootstrap=0))
+    part = evaluate_checkpoints(str(world["a"]), EvalConfig(progress=False, bootstrap=0, images="4:12"))
+    assert part.meta["image_range"] == [4, 12] and part.meta["data"]["images"] == 8
+    n = whole.meta["data"]["images"]
+    with pytest.raises(EvaluationError, match=f"images={n}: selects no image of the {n}"):
+        evaluate_checkpoints(str(world["a"]), EvalConfig(progress=False, images=f"{n}:"))
+
+
+def test_coinciding_crops_are_evaluated_once_with_the_protocols_weights(world):
+    # A square image's 144 crops: 48 distinct. Their weighted average is the average of all 144.
+    member = load_member(world["a"], "a", torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=g) for _ in range(3)]
+    views = torch.stack([make_crops(im, 144, INPUT) for im in images])  # [3, 144, C, S, S]
+    calls = []
+    member.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    probs = member_probs([member], {INPUT: views}, torch.device("cpu"), None, False, 1000)[0]
+    assert calls == [3 * 48]
+    with torch.no_grad():
+        logits = member.model(normalise(views.flatten(0, 1), member.mean, member.std, False))
+    assert torch.allclose(probs, crop_averaged_probs(logits, 144), atol=1e-6)
 
 
 def test_malicious_checkpoint_is_refused_and_its_payload_never_runs(world, tmp_path):
@@ -233,6 +266,8 @@ def test_members_with_different_classes_are_refused_with_one_line(world):
         ("{root}/data", "is a directory without */checkpoints/best.pt"),
         ("{root}/missing.pt", "does not exist"),
         ("{root}/corrupt.pt", "is corrupt or truncated"),
+        ("{root}/data/*/", "matches only directories without */checkpoints/best.pt"),  # was an IndexError
+        ("", "no checkpoints given"),  # checkpoints=$UNSET: was "a directory without ..." (the cwd)
     ],
 )
 def test_bad_checkpoint_specs_are_one_line_errors(world, spec, message):
@@ -297,6 +332,34 @@ def test_checkpoint_discovery_and_names(world):
     assert member_names([world["a"], last, world["a"]]) == ["m1/seed0", "m1/seed0:last", "m1/seed0#2"]
     with pytest.raises(EvaluationError, match="no checkpoints given"):
         find_checkpoints([])
+
+
+def test_a_folder_of_links_to_runs_is_an_ensemble_and_a_broken_member_is_named(world, tmp_path):
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    (picked / "first").symlink_to(world["a"].parents[1])  # ln -s <run dir>: how one collects an ensemble
+    (picked / "second").symlink_to(world["b"].parents[1])
+    (picked / "loop").symlink_to(picked)  # a link loop is walked once
+    assert [p.resolve() for p in find_checkpoints(str(picked))] == [world["a"], world["b"]]
+    broken = picked / "gone" / "seed0" / "checkpoints"
+    broken.mkdir(parents=True)
+    (broken / "best.pt").symlink_to(tmp_path / "moved-away.pt")  # its target was moved or deleted
+    assert broken / "best.pt" in find_checkpoints(str(picked))  # not dropped without a word
+    with pytest.raises(CheckpointError, match=r"gone/seed0/checkpoints/best.pt is a symbolic link to"):
+        evaluate_checkpoints(str(picked), EvalConfig(progress=False, bootstrap=0))
+
+
+def test_an_output_folder_that_cannot_be_created_in_is_refused_before_any_work(world, tmp_path):
+    from bn_inception.evaluation.outputs import check_outputs
+
+    (tmp_path / "results").symlink_to(tmp_path / "unmounted")  # a dangling link: mkdir would fail at the end
+    with pytest.raises(EvaluationError, match="results is a broken symbolic link"):
+        check_outputs([str(tmp_path / "results" / "eval.json")], [world["a"]])
+    with pytest.raises(EvaluationError, match="tb_dir=.*results is a broken symbolic link"):  # a traceback
+        check_outputs([None], [world["a"]], tb_dir=str(tmp_path / "results" / "tb"))  # after all the work
+    if os.geteuid() == 0 and os.path.isdir("/sys/kernel"):  # os.access says yes to root; creating fails
+        with pytest.raises(EvaluationError, match="/sys/kernel is not writable"):
+            check_outputs(["/sys/kernel/eval.json"], [world["a"]])
 
 
 def test_members_must_share_classes(world):
@@ -388,13 +451,13 @@ def test_output_never_overwrites_what_evaluate_did_not_write(world, single_crop_
         (world["a"] / "x.json", "is a file, not a folder"),
     ]:
         before = world["a"].read_bytes()
-        proc = run_cli(f"checkpoints={world['a']}", f"output={output}", "limit=4", timeout=60)
+        proc = run_cli(f"checkpoints={world['a']}", f"output={output}", "images=4", timeout=60)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1].startswith("error:") and proc.stdout == ""  # no table
         assert world["a"].read_bytes() == before and foreign.read_text() == '{"my": "notes"}'
     # what evaluate.py wrote itself it may replace
-    proc = run_cli(f"checkpoints={world['a']}", f"output={ours}", "limit=4", "bootstrap=0")
-    assert proc.returncode == 0 and json.loads(ours.read_text())["limit"] == 4
+    proc = run_cli(f"checkpoints={world['a']}", f"output={ours}", "images=4", "bootstrap=0")
+    assert proc.returncode == 0 and json.loads(ours.read_text())["image_range"] == [0, 4]
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,8 @@ def test_seeds_are_aggregated_as_mean_std_and_n(report):
     assert bn_x5["speedup"] == 3.0
     assert [run["steps_to_target"] for run in bn_x5["runs"]] == [200, 300, 400]
     assert _md_row(report[0], "bn_x5") == (
-        "| BN-x5 (`bn_x5`) | 3 | 300 ± 100 | 3/3 | 71.00 ± 1.00 | 3.00x | 2.1 | 73.0 | 14.8x (31.0/2.1) |  |"
+        "| BN-x5 (`bn_x5`) | 3 | 300 ± 100 | 3/3 | 71.00 ± 1.00 | 3.00x | 4.50x (1 seed) | 2.1 | 73.0 "
+        "| 14.8x (31.0/2.1) |  |"
     )
 
 
@@ -80,7 +81,8 @@ def test_diverged_run_shows_its_step_not_missing(report):
     assert bn_x30["runs"][0]["diverged_at_step"] == 250
     assert bn_x30["best_top1"]["mean"] == 40.0  # its best before diverging
     assert _md_row(out, "bn_x30") == (
-        "| BN-x30 (`bn_x30`) | 1 | diverged at step 250 | 0/1 | 40.00 | – | 2.7 | 74.8 | 11.5x (31.0/2.7) "
+        "| BN-x30 (`bn_x30`) | 1 | diverged at step 250 | 0/1 | 40.00 | – | < 4.50x (1 seed, 1 a bound) "
+        "| 2.7 | 74.8 | 11.5x (31.0/2.7) "
         "| seed 0 diverged at step 250 |"
     )
 
@@ -88,7 +90,8 @@ def test_diverged_run_shows_its_step_not_missing(report):
 def test_run_that_never_reaches_target_shows_never(report):
     out, _ = report
     assert _md_row(out, "bn_x5_sigmoid") == (
-        "| BN-x5-Sigmoid (`bn_x5_sigmoid`) | 1 | never | 0/1 | 55.00 | – | never | 69.8 | never |  |"
+        "| BN-x5-Sigmoid (`bn_x5_sigmoid`) | 1 | never | 0/1 | 55.00 | – | < 0.90x (1 seed, 1 a bound) "
+        "| never | 69.8 | never |  |"
     )
     assert _rows(out)["bn_x5_sigmoid"]["steps_to_target"] is None
 
@@ -100,7 +103,8 @@ def test_mix_of_reached_and_never_reports_k_of_n(report):
     assert row["steps_to_target"]["mean"] == 600.0 and row["speedup"] == 1.5
     assert row["best_top1"]["mean"] == 55.5
     assert _md_row(out, "ensemble_m1") == (
-        "| ensemble_m1 (`ensemble_m1`) | 2 | 600 | 1/2 | 55.50 ± 7.78 | 1.50x | – | – | – |  |"
+        "| ensemble_m1 (`ensemble_m1`) | 2 | 600 | 1/2 | 55.50 ± 7.78 | 1.50x | 1.59x (1 seed) "
+        "| – | – | – |  |"
     )
 
 
@@ -282,6 +286,7 @@ def test_figure2_is_publication_ready(tmp_path):
         (run / ".hydra").mkdir()
         (run / ".hydra/config.yaml").write_text("data:\n  name: fashion_mnist\n")
     write_run(tmp_path, "inception_sigmoid/seed0", "inception_sigmoid", [10, 10, 10])
+    write_run(tmp_path, "bn_x5/seed0", "bn_x5", [60, 80, 85])  # crosses 70 halfway from step 100 to 200
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     figure = figure2(load_runs(tmp_path), 70.0)
@@ -291,8 +296,14 @@ def test_figure2_is_publication_ready(tmp_path):
     legend = ax.get_legend()
     labels = [t.get_text() for t in legend.get_texts()]
     # Paper names only, the band explained, the dataset named.
-    assert labels[:2] == ["Inception (n=2)", "Inception, sigmoid (no BN)"] and BAND_LABEL in labels
+    below = "Inception, sigmoid (no BN) (below the axis: best 10.0%)"
+    assert labels[:3] == ["Inception (n=2)", "BN-x5", below]
+    assert BAND_LABEL in labels and "steps to match Inception" in labels
     assert ax.get_title().endswith("during training, Fashion-MNIST")
+    # The paper's y-range starts at 40%; BN-x5's "steps to match Inception" marker sits on the target.
+    assert ax.get_ylim() == (40.0, 90.0)  # up to the next 5% above the highest point (85%)
+    markers = [line.get_xydata().tolist() for line in ax.get_lines() if line.get_marker() == "o"]
+    assert [[150.0, 70.0]] in markers
     assert not any("inception_sigmoid" in text for text in _texts(figure))
     # The legend lies outside the axes: it covers no curve.
     renderer = canvas.get_renderer()
