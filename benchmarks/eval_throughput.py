@@ -123,9 +123,11 @@ def make_world(root: Path, args: argparse.Namespace) -> list[Path]:
 
 
 def data_config(root: Path, args: argparse.Namespace) -> dict:
-    """evaluate.py's ``data=synthetic data.root=<the tree> ...`` config (configs/data/synthetic.yaml)."""
+    """The data config of ``python evaluate.py checkpoints=<the runs> data=synthetic data.root=<the tree>
+    ...`` (configs/data/synthetic.yaml)."""
     data = dict(root=root / "data", input_size=args.input_size, workers=args.workers, decode=args.decode)
-    return compose("evaluate", ["data=synthetic", *(f"data.{k}={v}" for k, v in data.items())])["data"]
+    overrides = [f"data.{k}={v}" for k, v in data.items()]
+    return compose("evaluate", [f"checkpoints={root / 'runs'}", "data=synthetic", *overrides])["data"]
 
 
 def interleaved_minimum(repeats: int, measurements: dict) -> dict[str, float]:
