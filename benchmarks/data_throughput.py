@@ -9,10 +9,10 @@ files are ~100 KB like ImageNet's ~110 KB average), with the same workers, batch
 - baseline: ``ImageFolder`` + ``RandomResizedCrop(size)`` + ``RandomHorizontalFlip`` + ``ToTensor`` +
   ``Normalize``, ``DataLoader(shuffle=True, drop_last=True, persistent_workers=True)``: float32
   normalised batches;
-- ours: ``build_datasets("imagenet", ...)`` + ``build_train_loader`` with ``distortion=none`` (the same
-  work as the baseline) and ``distortion=full`` (plus the Sec. 4.2.1 colour distortions): uint8 batches,
-  normalised on the training device by ``to_model_input`` (on a GPU one fused kernel; its CPU cost is
-  printed separately).
+- ours: ``build_datasets`` on train.py's ``data=imagenet`` config + ``build_train_loader`` with
+  ``distortion=none`` (the same work as the baseline) and ``distortion=full`` (plus the Sec. 4.2.1 colour
+  distortions): uint8 batches, normalised on the training device by ``to_model_input`` (on a GPU one
+  fused kernel; its CPU cost is printed separately).
 
 Runs alternate between pipelines and the median of ``--repeats`` timings is reported. Per-core throughput
 is images per CPU-second of the loader's processes (workers + main, from /proc), which stays put when
@@ -42,6 +42,7 @@ from torchvision import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from bn_inception.cli import compose  # noqa: E402
 from bn_inception.data import (  # noqa: E402
     build_datasets,
     build_train_loader,
@@ -273,9 +274,8 @@ def fashion_mnist_cost(batches: int = 500) -> str:
     from bn_inception.data.fashion_mnist import FashionMNISTNotFound
 
     try:
-        splits = build_datasets(
-            "fashion_mnist", root=None, input_size=28, crop_scale=(0.35, 1.0), download=False
-        )
+        data = compose("train", ["data=fashion_mnist", "data.distortion=full", "data.download=false"])["data"]
+        splits = build_datasets(**data)
     except FashionMNISTNotFound as e:
         return f"Fashion-MNIST: skipped ({e})"
     loader = build_train_loader(splits.train, 32, workers=0, pin_memory=False)
@@ -317,9 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = {"baseline": baseline_loader(root, args.input_size, args.batch_size, args.workers)}
     splits = {}
     for distortion in ("none", "full"):
-        splits[distortion] = build_datasets(
-            "imagenet", root=str(root), input_size=args.input_size, distortion=distortion, seed=0
-        )
+        data = [f"data.root={root}", f"data.input_size={args.input_size}", f"data.distortion={distortion}"]
+        splits[distortion] = build_datasets(**compose("train", ["data=imagenet", *data])["data"], seed=0)
         pipelines[f"ours ({distortion})"] = build_train_loader(
             splits[distortion].train, args.batch_size, workers=args.workers, pin_memory=False
         )

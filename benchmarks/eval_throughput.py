@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import bn_inception  # noqa: E402, F401  (registers the models)
+from bn_inception.cli import compose  # noqa: E402
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet  # noqa: E402
 from bn_inception.engine.checkpoint import model_state_dict, save_checkpoint  # noqa: E402
 from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device  # noqa: E402
@@ -91,12 +92,7 @@ def make_world(root: Path, args: argparse.Namespace) -> list[Path]:
         noise=24.0,
         seed=0,
     )
-    data_cfg = {
-        "name": "synthetic",
-        "root": str(root / "data"),
-        "input_size": args.input_size,
-        "workers": args.workers,
-    }
+    data_cfg = data_config(root, args)
     splits = build_datasets(**data_cfg)
     kwargs = {"num_classes": CLASSES, "in_chans": 3, "img_size": args.input_size}
     if args.model == "bn_inception_small" and args.width_mult is not None:
@@ -126,6 +122,14 @@ def make_world(root: Path, args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def data_config(root: Path, args: argparse.Namespace) -> dict:
+    """The data config of ``python evaluate.py checkpoints=<the runs> data=synthetic data.root=<the tree>
+    ...`` (configs/data/synthetic.yaml)."""
+    data = dict(root=root / "data", input_size=args.input_size, workers=args.workers, decode=args.decode)
+    overrides = [f"data.{k}={v}" for k, v in data.items()]
+    return compose("evaluate", [f"checkpoints={root / 'runs'}", "data=synthetic", *overrides])["data"]
+
+
 def interleaved_minimum(repeats: int, measurements: dict) -> dict[str, float]:
     """The fastest of ``repeats`` runs of each measurement, taken in turns (a, b, c, a, b, c, ...) so a
     burst of load from other processes on a shared machine does not land on one measurement only."""
@@ -148,13 +152,7 @@ def main() -> None:
     channels_last = resolve_channels_last("auto", device)
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
         paths = make_world(Path(tmp), args)
-        splits = build_datasets(
-            name="synthetic",
-            root=str(Path(tmp) / "data"),
-            input_size=args.input_size,
-            decode=args.decode,
-            device=device,
-        )
+        splits = build_datasets(**data_config(Path(tmp), args), device=device)
         images = MultiCropImages(splits.val, args.crops, [args.input_size])
         loader = build_eval_loader(
             images,

@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
@@ -171,27 +170,16 @@ def _caller() -> str:
 _OVERRIDES = torch.overrides.__file__
 
 
-def compose_train(overrides: list[str]) -> dict[str, Any]:
-    """train.py's composed, resolved config for these overrides."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from bn_inception.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name="train", overrides=overrides), resolve=True)
-
-
 def step_syncs(overrides: list[str], run_dir: Path) -> tuple[dict[int, list[str]], list[int]]:
     """Train (``train_from_config``, what train.py runs) under :class:`HostSyncs`; returns the events of
     each step and the plain steps: neither the first (one-time set-up), nor a log, evaluation or
     finite-check step, which read the device on purpose."""
+    from bn_inception.cli import compose
     from bn_inception.data.loader import TrainLoader
     from bn_inception.engine.precision import resolve_device
     from bn_inception.engine.trainer import train_from_config
 
-    config = compose_train(overrides)
+    config = compose("train", overrides)  # train.py's composed, resolved config
     trainer = config["trainer"]
     syncs = HostSyncs(cuda=resolve_device(trainer["device"]).type == "cuda")
     fetch = TrainLoader.__next__

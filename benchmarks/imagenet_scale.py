@@ -22,6 +22,7 @@ each in a fresh process (so peak memory is that of one start):
     python benchmarks/imagenet_scale.py --scratch /work/scratch16 --compare-ref 439b1b3
     python benchmarks/imagenet_scale.py --scratch /tmp/inet --classes 100 --val 5000   # a quick look
     python benchmarks/imagenet_scale.py --scratch /work/scratch16 --delete-tree        # clean up after
+    python benchmarks/imagenet_scale.py --scratch /tmp/s --classes 4 --train 256 --val 8 --smoke   # runs?
 """
 
 from __future__ import annotations
@@ -453,6 +454,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="warm start-ups timed (median)")
     p.add_argument("--compare-ref", default=None, help="also measure the package at this git ref")
     p.add_argument("--delete-tree", action="store_true", help="delete the scratch folder and exit")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one warm start and its epoch of index reads (>= 256 training images), no cache dropping, no "
+        "torchrun: the test suite's check that the script runs; its figures mean nothing",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--opts", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -471,9 +478,13 @@ def main() -> None:
     results = {"tree": tree, "cpus": os.cpu_count(), "codes": {}}
     for name, code in codes.items():
         index = str(args.scratch / "index" / "imagenet.idx") if code == str(REPO) else None
+        base = {"code": code, "root": str(root), "index": index, "workers": args.workers, "epoch": True}
+        if args.smoke:  # one child: a warm start, its first batch and the epoch of index reads
+            smoke = run_child("startup", {**base, "first_batch": True})
+            results["codes"][name] = {"startup": {"warm": smoke}, "workers": smoke}
+            continue
         cases = {"startup": startup_cases(code, str(root), index, args.workers, args.repeats)}
         print(f"{name}: start-up measured", flush=True)
-        base = {"code": code, "root": str(root), "index": index, "workers": args.workers, "epoch": True}
         cases["workers"] = run_child("startup", base)
         print(f"{name}: workers measured", flush=True)
         if args.nproc:

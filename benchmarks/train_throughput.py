@@ -55,7 +55,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import bn_inception  # noqa: E402, F401
-from bn_inception.config import OptimConfig  # noqa: E402
+from bn_inception.cli import compose  # noqa: E402
+from bn_inception.config import OptimConfig, effective_lr  # noqa: E402
 from bn_inception.data import (  # noqa: E402
     build_datasets,
     build_train_loader,
@@ -73,17 +74,21 @@ from bn_inception.engine.trainer import (  # noqa: E402
 GPU_MODES = ("synthetic", "pipeline", "timm")
 LAUNCHER = Path(__file__).resolve().parent / "timm_train_launcher.py"
 
-MODEL_KWARGS = {"norm": "batch", "act": "relu", "lrn": False, "drop_rate": 0.0}  # BN-x5's network
-# BN-x5's Fashion-MNIST data (configs/data/fashion_mnist.yaml with the reduced distortions), loaded in the
-# training process (workers 0): on 2 cores a worker process would take its CPU time from the model anyway.
-FMNIST_DATA = {
-    "name": "fashion_mnist",
-    "input_size": 28,
-    "distortion": "reduced",
-    "shuffle": "global",
-    "workers": 0,
-    "crop_scale": [0.35, 1.0],
-}
+
+def bn_x5(*overrides: str) -> dict:
+    """train.py's config of ``python train.py experiment=bn_x5 <overrides>``: every row runs BN-x5 as
+    train.py composes it (configs/), so no benchmark can drift from what train.py runs."""
+    return compose("train", ["experiment=bn_x5", *overrides])
+
+
+def network_kwargs(config: dict) -> dict:
+    """The BN-x5 network's keyword arguments for timm.create_model (classes, channels and size aside)."""
+    return {k: v for k, v in config["model"].items() if k != "name" and v is not None}
+
+
+# BN-x5 on Fashion-MNIST, loaded in the training process (data.workers=0, the dataset's default): on 2 cores
+# a worker process would take its CPU time from the model anyway.
+FMNIST = ("data=fashion_mnist", "data.workers=0")
 
 
 def bare_loop(
@@ -100,10 +105,11 @@ def bare_loop(
     """Images/s of forward/backward/step on batches already in memory (the ceiling for a trainer); with
     ``fed`` (CPU, Fashion-MNIST), on batches from train.py's loader and ``to_model_input`` instead, made
     in the loop as train.py makes them: the ceiling for a trainer that loads in its own process."""
+    config = bn_x5(*FMNIST)
     torch.manual_seed(0)
-    model = timm.create_model(model_name, num_classes=10, in_chans=chans, img_size=size, **MODEL_KWARGS).to(
-        device
-    )
+    model = timm.create_model(
+        model_name, num_classes=10, in_chans=chans, img_size=size, **network_kwargs(config)
+    ).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)  # the same layout as train.py's (trainer.channels_last)
     # the optimizer train.py builds (bn_inception.engine.trainer.build_optimizer: the fused kernel)
@@ -116,8 +122,8 @@ def bare_loop(
         for _ in range(16)
     ]
     if fed:
-        splits = build_datasets(**FMNIST_DATA, seed=0)
-        batches = iter(build_train_loader(splits.train, batch_size=batch, seed=0, workers=0))
+        splits = build_datasets(**config["data"], seed=0)
+        batches = iter(build_train_loader(splits.train, batch_size=batch, seed=0, **splits.loader))
     model.train()
     for i in range(warmup + steps):
         if i == warmup:
@@ -138,21 +144,13 @@ def bare_loop(
     return steps * batch / (time.perf_counter() - start)
 
 
-def steady_img_per_s(model_name: str, data: dict, trainer: dict, warmup: int) -> float:
-    """Run ``train_from_config`` (what train.py runs, BN-x5's settings) in a scratch directory and return
-    its steady-state ``perf/img_per_s`` after ``warmup`` steps, read back from TensorBoard."""
+def steady_img_per_s(overrides: list[str], warmup: int) -> float:
+    """Run ``train_from_config`` on ``python train.py experiment=bn_x5 <overrides>``'s config (what train.py
+    runs) in a scratch directory and return its steady-state ``perf/img_per_s`` after ``warmup`` steps, read
+    back from TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = {
-        "name": "bench",
-        "seed": 0,
-        "resume": "auto",
-        "model": {"name": model_name, **MODEL_KWARGS},
-        "data": data,
-        "optim": {"lr_mult": 5, "weight_decay_factor": 0.2},  # BN-x5: 0.0075, L2 4e-5
-        "schedule": {"speedup": 6},
-        "trainer": trainer,
-    }
+    config = bn_x5(*overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train_from_config(config, tmp, experiment="bn_x5")
         acc = EventAccumulator(tmp, size_guidance={"scalars": 0})
@@ -178,7 +176,12 @@ def train_py_loop(
         compile="false",
         channels_last=str(channels_last).lower(),
     )
-    return steady_img_per_s("bn_inception_small", {**FMNIST_DATA, "workers": workers}, trainer, warmup)
+    return steady_img_per_s([*FMNIST, f"data.workers={workers}", *overrides("trainer", trainer)], warmup)
+
+
+def overrides(section: str, values: dict) -> list[str]:
+    """``section.key=value`` command-line overrides (Hydra's grammar: lowercase true/false)."""
+    return [f"{section}.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()]
 
 
 # ------------------------------------------------------------------------------------- GPU modes (issue 7)
@@ -222,12 +225,15 @@ def synthetic_ceiling(args: argparse.Namespace, device: torch.device) -> tuple[f
     """(a) images/s of the trainer's step (TrainStep + guard + fused SGD) on batches already on the device."""
     torch.manual_seed(0)
     size = args.input_size
-    model = timm.create_model(args.model, num_classes=args.classes, in_chans=3, img_size=size, **MODEL_KWARGS)
+    config = bn_x5()
+    model = timm.create_model(
+        args.model, num_classes=args.classes, in_chans=3, img_size=size, **network_kwargs(config)
+    )
     cuda = device.type == "cuda"
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, OptimConfig(lr_mult=5, weight_decay_factor=0.2), 0.0075, device)
+    optimizer = build_optimizer(model, OptimConfig(**config["optim"]), effective_lr(config["optim"]), device)
     finite = resolve_finite_check("auto", device)
     if finite == "device" and not all(g.get("fused") for g in optimizer.param_groups):
         finite = "sync"
@@ -265,11 +271,9 @@ def full_pipeline(args: argparse.Namespace, device: torch.device, root: Path) ->
     """(b) steady-state images/s of train() (train.py's loop) from the JPEG tree."""
     log_every = max(1, min(25, args.steps, args.warmup))
     data = {
-        "name": "imagenet",
-        "root": str(root),
+        "root": root,
         "input_size": args.input_size,
         "distortion": args.distortion,
-        "shuffle": "global",
         "workers": args.workers,
         "decode": args.decode,
     }
@@ -286,7 +290,8 @@ def full_pipeline(args: argparse.Namespace, device: torch.device, root: Path) ->
         progress=False,
     )
     _reset_peak(device)
-    return steady_img_per_s(args.model, data, trainer, args.warmup), _peak(device)
+    settings = ["data=imagenet", f"model.name={args.model}", *overrides("data", data)]
+    return steady_img_per_s([*settings, *overrides("trainer", trainer)], args.warmup), _peak(device)
 
 
 def timm_command(args: argparse.Namespace, root: Path, output: str) -> list[str]:
@@ -295,7 +300,7 @@ def timm_command(args: argparse.Namespace, root: Path, output: str) -> list[str]
         sys.executable, str(LAUNCHER), str(args.timm_train),
         "--data-dir", str(root), "--train-split", "train", "--val-split", "val",
         "--model", args.model, "--num-classes", str(args.classes),
-        "--model-kwargs", *[f"{k}={v}" for k, v in MODEL_KWARGS.items() if k != "drop_rate"],
+        "--model-kwargs", *[f"{k}={v}" for k, v in network_kwargs(bn_x5()).items() if k != "drop_rate"],
         "--drop", "0", "--input-size", "3", str(args.input_size), str(args.input_size),
         "-b", str(args.batch), "--workers", str(args.workers), "--pin-mem",
         "--opt", "momentum", "--momentum", "0.9", "--lr", "0.0075", "--weight-decay", "4e-5",

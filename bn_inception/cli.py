@@ -106,6 +106,21 @@ def job_dir(cfg: Any, multirun: bool) -> Path:
     )
 
 
+def compose(app: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
+    """The config ``python <app>.py <overrides>`` runs (``app``: train or evaluate), composed by Hydra from
+    ``configs/``, resolved to plain containers without Hydra's own section and checked against the schema:
+    how a benchmark or a test gets a config, never by writing config keys by hand (issue 19)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=app):
+        cfg = OmegaConf.to_container(hydra_compose(config_name=app, overrides=list(overrides)), resolve=True)
+    validate(cfg, SCHEMAS[app])
+    return cfg
+
+
 def check_job_dir(cfg: Any, multirun: bool) -> None:
     """The job's directory can be made, and a sweep job's subdirectory (built from override values) stays
     inside the sweep directory."""

@@ -37,8 +37,10 @@ from __future__ import annotations
 import logging
 import pickle
 import signal
+import sys
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -102,15 +104,42 @@ def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> 
     return out
 
 
+#: Signals that ask a run to stop (bn_inception.engine.signals); loader workers leave them to it.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGUSR1/SIGUSR2 to the training process: SLURM sends them to every
-    process of the job, and a worker killed by one would end the run before it can save
-    (bn_inception.engine.signals); a worker must not run the handler it inherited either (submitit's would
-    requeue the job a second time from inside the worker). Workers still exit with their parent (PyTorch
-    watches it)."""
-    for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None), getattr(signal, "SIGUSR2", None)):
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+    """Loader workers leave the stop signals to the training process: SLURM sends them to every process of
+    the job, and Ctrl-C in a terminal to every process of the foreground group; a worker ended by one would
+    end the run (a batch that never comes) before it can save (bn_inception.engine.signals), and a worker
+    must not run the handler it inherited either (submitit's would requeue the job a second time from
+    inside the worker). The training process stops its workers itself (``close``), and PyTorch's workers
+    exit when their parent is gone. A signal that came while the worker started (held, see
+    :func:`_starting_workers`) is dropped."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextmanager
+def _starting_workers() -> Iterator[None]:
+    """Hold the stop signals while worker processes are forked: a worker inherits the held mask and so
+    cannot be ended by one before it ignores them, and the training process gets a held signal as soon as
+    the workers exist."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+#: How loader workers are started: forked, PyTorch's default on Linux, named explicitly because a launcher
+#: may make another start method the default of its job processes (joblib's loky, under
+#: ``hydra/launcher=local_parallel``), with which no DataLoader worker starts ("'Process' object has no
+#: attribute 'env'"). Elsewhere (macOS, Windows) the platform's default.
+WORKER_START = "fork" if sys.platform.startswith("linux") else None
 
 
 def shut_down_workers(dataloader: DataLoader | None) -> None:
@@ -215,6 +244,26 @@ def _unwrap(batch: Any) -> Any:
     if isinstance(batch, _WorkerFailure):
         batch.reraise()
     return batch
+
+
+def _next_batch(iterator: Iterator) -> Any:
+    """The next batch of a DataLoader iterator. A worker that died (killed by the system, most often the
+    out-of-memory killer's SIGKILL) surfaces in torch as a RuntimeError "DataLoader worker (pid N) ..." or,
+    when it died handing over a batch, as a ConnectionResetError from deep in multiprocessing (a 40-line
+    traceback, issue 19): both become one line that says what happened and what to do."""
+    try:
+        batch = next(iterator)
+    except (ConnectionError, EOFError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not str(e).startswith("DataLoader worker"):
+            raise
+        text = (str(e).strip().splitlines() or [""])[0].rstrip(".")
+        what = text if isinstance(e, RuntimeError) else ": ".join(filter(None, [type(e).__name__, text]))
+        raise RuntimeError(
+            f"a data loader worker died ({what}); the system kills one most often for memory (see dmesg): "
+            "relaunch the same command to continue from the last checkpoint, with fewer data.workers if "
+            "memory is short"
+        ) from e
+    return _unwrap(batch)
 
 
 class _BadImageLedger:
@@ -386,6 +435,7 @@ class TrainLoader:
             persistent_workers=self.workers > 0,
             prefetch_factor=self.prefetch_factor if self.workers > 0 else None,
             worker_init_fn=_ignore_stop_signals,
+            multiprocessing_context=WORKER_START if self.workers > 0 else None,
             # A private generator: starting an iterator must not draw from the global torch RNG, or a
             # resumed run (whose iterator starts later) would see different dropout than an uninterrupted one.
             generator=torch.Generator().manual_seed(self.seed),
@@ -399,8 +449,9 @@ class TrainLoader:
             if self._dataloader is None:
                 self._dataloader = self._make_dataloader()
             self._sampler.start = (self.epoch, self.position)
-            self._iterator = iter(self._dataloader)
-        images, labels, info = _unwrap(next(self._iterator))
+            with _starting_workers():
+                self._iterator = iter(self._dataloader)
+        images, labels, info = _next_batch(self._iterator)
         self._mark_requested(self.epoch, range(self.position, self.position + 1))
         self.position += 1
         if self.position == self.batches_per_epoch:
@@ -515,6 +566,7 @@ class EvalLoader:
             pin_memory=torch.cuda.is_available() if pin_memory is None else bool(pin_memory),
             persistent_workers=workers > 0,
             worker_init_fn=_ignore_stop_signals,
+            multiprocessing_context=WORKER_START if workers > 0 else None,
         )
         self._dataloader: DataLoader | None = None
 
@@ -546,8 +598,10 @@ class EvalLoader:
                 **self._loader_args,
                 generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched (see TrainLoader)
             )
-        for batch in self._dataloader:
-            images, labels, info = _unwrap(batch)
+        with _starting_workers():
+            batches = iter(self._dataloader)
+        for _ in range(len(self.batches)):
+            images, labels, info = _next_batch(batches)
             self._ledger.add(info)
             self._ledger.check(self._ledger.seen)  # one pass: every image requested once
             if len(images):

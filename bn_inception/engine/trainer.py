@@ -203,9 +203,11 @@ def train(
     stop = GracefulStop()
     try:
         check_deterministic(trainer.deterministic, bool(getattr(model, "lrn", False)), dist.device)
-        # One owner for what a run opens (loader workers, TensorBoard writer, probes): the ExitStack closes
-        # them on every way out (completed, diverged, signal, error during set-up, Ctrl-C), before the lock
-        # and the process group are released.
+        # The one place a run's resources are released, in reverse order, on every way out (completed,
+        # diverged, failed, a signal, Ctrl-C twice, an error during set-up): the loaders' worker processes,
+        # the TensorBoard writer and the probes (`resources`, each from the moment it exists), train.log's
+        # handler and the run-directory lock with its heartbeat (owned_run_dir), the signal handlers, then
+        # the process group. tests/e2e takes the ways out users meet and checks that nothing is left running.
         with stop, owned_run_dir(run_dir, dist), ExitStack() as resources:
             ckpt = load_resume_checkpoint(resume, run_dir, config, dist)
             done = results_if_finished(run_dir, ckpt, config, trainer.max_steps, dist)
@@ -482,10 +484,14 @@ def set_up(
         progress,
     )
     if dist.is_main:
-        open_logs(run, config, resumed_from=ckpt is not None, eager_why=eager_why, finite_check=finite_check)
-        resources.callback(run.writer.close)
-        if run.probes is not None:
-            resources.callback(run.probes.remove)
+        open_logs(
+            run,
+            config,
+            resumed_from=ckpt is not None,
+            eager_why=eager_why,
+            finite_check=finite_check,
+            resources=resources,
+        )
     return run
 
 
@@ -585,17 +591,28 @@ def state_from_checkpoint(ckpt: dict[str, Any]) -> RunState:
     )
 
 
-def open_logs(run: Run, config: dict[str, Any], resumed_from: bool, eager_why: str, finite_check) -> None:
-    """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines."""
+def open_logs(
+    run: Run,
+    config: dict[str, Any],
+    resumed_from: bool,
+    eager_why: str,
+    finite_check,
+    *,
+    resources: ExitStack,
+) -> None:
+    """TensorBoard (its events after the resumed step hidden), the Figure 1 probes, the start-up lines.
+    The writer and the probes are ``resources``' from the moment they exist."""
     state = run.state
     # purge_step = step + 1: events a killed segment wrote after the checkpoint are hidden, the resumed
     # step's own evaluation stays visible.
     run.writer = tblog.open_writer(str(run.dir), purge_step=state.step + 1 if resumed_from else None)
+    resources.callback(run.writer.close)
     if not resumed_from:
         tblog.write_hparams(run.writer, tblog.run_hparams(config, run.info))
         tblog.write_compare_layout(run.writer)
     if hasattr(run.raw_model, "probe_modules") and run.trainer.probe_images > 0:
         run.probes = tblog.ActivationPercentiles(run.raw_model.probe_modules(), run.trainer.probe_images)
+        resources.callback(run.probes.remove)
     info = run.info
     if resumed_from:
         log.info("resumed %s at step %d", run.dir, state.step)

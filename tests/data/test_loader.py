@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from bn_inception.data import build_datasets, build_eval_loader, build_train_loa
 from bn_inception.data.datasets import InMemoryImageDataset
 from bn_inception.data.loader import epoch_order
 from bn_inception.data.transforms import TrainAugment
+from tests.conftest import child_processes
 
 
 def _memory_dataset(n: int = 100, seed: int = 0) -> InMemoryImageDataset:
@@ -229,3 +233,24 @@ def test_a_dead_training_set_says_why_from_a_worker(make_tree):
     with pytest.raises(RuntimeError, match=r"^sample \d+ and its \d+ replacements are all unreadable"):
         next(loader)
     loader.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_workers_leave_stop_signals_to_the_training_process_and_close_stops_them(sig):
+    """Ctrl-C in a terminal (SIGINT) and SLURM's SIGTERM reach every process of the job, loader workers
+    included: they go on loading while the training process finishes its step and saves, and close()
+    stops them (issue 19: a worker ended by Ctrl-C failed the run instead of letting it save)."""
+    before = child_processes(os.getpid())
+    loader = build_train_loader(_memory_dataset(), batch_size=16, workers=2)
+    next(loader)
+    workers = child_processes(os.getpid()) - before
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, sig)
+    time.sleep(0.5)
+    _take(loader, 12)  # more than the workers had prefetched: they are still loading
+    loader.close()
+    deadline = time.monotonic() + 10
+    while child_processes(os.getpid()) & workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not child_processes(os.getpid()) & workers

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from bn_inception.config import register_configs
+from bn_inception.cli import compose
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -31,10 +29,7 @@ QUICK = [
 
 def train_config(*overrides: str) -> dict:
     """train.py's composed, resolved config for these overrides (after QUICK)."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*QUICK, *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose("train", [*QUICK, *overrides])
 
 
 @pytest.fixture
