@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bn_inception.data.atomic import write_atomically
 from bn_inception.data.decode import IMAGE_EXTENSIONS
 from bn_inception.data.matfile import read_mat
 from bn_inception.data.packed import PackedPaths, PathPacker
+from bn_inception.files import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ Valid when (checked on every read, one log line and a rebuild when not):
   listed again and compared by its names (a change within the filesystem's timestamp resolution may leave
   the time as it was: git's "racily clean" entries).
 
-Who lists: the process that takes ``<index>.lock`` (the project's one lock, ``bn_inception/lockfile.py``:
+Who lists: the process that takes ``<index>.lock`` (the project's one lock, ``bn_inception/files.py``:
 it works on NFS and is taken over when its holder crashed or died); every other process, on this node or
 another that sees the same file, waits for the lock to go and reads the index. So a tree is listed once per
 index file: once per node with a node-local cache, once per cluster with a shared one, whatever the number
@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 
-from bn_inception.data.atomic import write_atomically
 from bn_inception.data.imagenet import (
     DatasetLayoutError,
     FolderStamps,
@@ -58,7 +57,7 @@ from bn_inception.data.imagenet import (
     names_crc,
 )
 from bn_inception.data.packed import PackedPaths
-from bn_inception.lockfile import LockFile, describe
+from bn_inception.files import LockFile, describe, write_atomically
 
 log = logging.getLogger(__name__)
 

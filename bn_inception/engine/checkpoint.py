@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,6 +24,8 @@ import timm
 import torch
 from timm.models import clean_state_dict
 from torch import nn
+
+from bn_inception.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: temp file in the same directory, fsync, rename, fsync dir.
+    """Write ``state`` to ``path`` with the project's one atomic writer (``bn_inception/files.py``).
 
-    Hand-written because timm's CheckpointSaver renames without fsync and pickles its ``args`` (an
+    Not timm's CheckpointSaver: it renames without fsync and pickles its ``args`` (an
     OmegaConf object there breaks ``weights_only`` loading). A crash or a full disk at any point leaves
     the previous file at ``path`` intact. The file's mode follows the umask (colleagues on shared storage
     can read it where the umask lets them).
@@ -85,18 +86,9 @@ def copy_checkpoint(source: str | Path, path: str | Path) -> None:
 
 
 def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomically(path, write)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
         error = _os_error(e)
         if error is None:
             raise
@@ -111,14 +103,6 @@ def _os_error(e: BaseException) -> OSError | None:
     if isinstance(e, RuntimeError) and torch_writer and isinstance(e.__context__, OSError):
         return e.__context__
     return e if isinstance(e, OSError) else None
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _reason(e: OSError) -> str:

@@ -1,16 +1,14 @@
 """A run directory has one owner: the lock, the files written once it is held, and the clean-up of saves a
-kill interrupted. The lock is the project's one (``bn_inception/lockfile.py``): a crashed, dead or
+kill interrupted. The lock is the project's one (``bn_inception/files.py``): a crashed, dead or
 restarted holder is taken over with one log line, a live one is named.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
 
-from bn_inception.lockfile import STALE_AFTER_S, LockFile, describe
+from bn_inception.files import STALE_AFTER_S, LockFile, describe
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +57,6 @@ def remove_interrupted_saves(run_dir: Path) -> list[Path]:
         except OSError:
             pass
     return removed
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def attach_log_file(path: Path) -> logging.Handler:

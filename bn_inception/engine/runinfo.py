@@ -7,13 +7,14 @@ import json
 import os
 import platform
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 import torchvision
+
+from bn_inception.files import write_atomically
 
 #: Keys that change how long or how verbosely a run goes, not what it computes: a run resumed with
 #: other values of these is still the same run (e.g. continuing to a larger trainer.max_steps).
@@ -38,22 +39,8 @@ RUN_LENGTH_KEYS = frozenset(
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file. The file's mode
-    follows the umask (mkstemp's 0600 would hide results from colleagues on shared storage)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as indented JSON, whole or not at all (readers never see half a file)."""
+    write_atomically(path, json.dumps(obj, indent=2) + "\n")
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

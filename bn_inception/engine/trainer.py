@@ -78,13 +78,13 @@ from bn_inception.engine.rundir import (
     RunLock,
     attach_log_file,
     remove_interrupted_saves,
-    write_text_atomic,
 )
 from bn_inception.engine.runinfo import config_differences, config_digest, environment, write_json_atomic
 from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, scaled_lr
 from bn_inception.engine.signals import GracefulStop
 from bn_inception.engine.step import NonFiniteGuard, TrainStep, compile_plan
 from bn_inception.engine.validate import validate as run_validation
+from bn_inception.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def train(
                 return done
             if dist.is_main:  # the launch is accepted: now its config is the run's record
                 for relative, text in (run_files or {}).items():
-                    write_text_atomic(run_dir / relative, text)
+                    write_atomically(run_dir / relative, text)
             run = set_up(
                 run_dir,
                 dist,

@@ -8,12 +8,12 @@ existing file without evaluate.py's mark is refused in one line; so is a path th
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from bn_inception.cli import unwritable
 from bn_inception.evaluation.evaluator import EvaluationError
+from bn_inception.files import write_atomically
 
 #: The JSON key and Markdown last line that say evaluate.py wrote a file (so it may replace it).
 MARK = "bn-inception evaluate.py"
@@ -68,8 +68,6 @@ def write_text(path: Path, text: str) -> None:
     """Write through a temporary file and a rename; one line on failure."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomically(path, text)
     except OSError as e:
         raise EvaluationError(f"could not write {path}: {e.strerror or e}") from e

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bn_inception.engine.rundir import LOCK_NAME, RunDirBusy, RunLock, remove_interrupted_saves
-from bn_inception.lockfile import _start_ticks
+from bn_inception.files import _start_ticks
 
 
 def write_lock(run_dir, host: str, pid: int, age_s: float = 0.0, **extra) -> None:
@@ -121,7 +121,7 @@ def test_another_hosts_holder_counts_while_its_heartbeat_is_fresh(tmp_path):
 
 def test_the_heartbeat_goes_on_after_a_failed_touch(tmp_path, monkeypatch):
     """A transient NFS error must not silence the holder for good (it would be taken over while alive)."""
-    import bn_inception.lockfile as lockfile
+    import bn_inception.files as lockfile
 
     real_utime, calls = os.utime, []
 

@@ -1,4 +1,11 @@
-"""The project's one lock: the owner of a run directory (``engine/rundir.py``) and the one builder of a
+"""The project's one atomic writer and one lock.
+
+``write_atomically``: a reader sees the old file or the new one, never a part; a crash or a full disk
+leaves the old file and at most a temporary one next to it (temp file in the same folder, fsync,
+``os.replace``, fsync of the folder: the rename is durable only then). The file's mode follows the umask
+(mkstemp's 0600 would hide results from colleagues on shared storage).
+
+``LockFile``: the owner of a run directory (``engine/rundir.py``) and the one builder of a
 tree index (``data/index.py``), on local disks and on NFS, across nodes and container restarts.
 
 Hand-written because the alternatives fail our cases: ``fcntl``/``flock`` locks are advisory and need lockd
@@ -26,13 +33,39 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0  # how often the holder touches the lock file
 STALE_AFTER_S = 300.0  # a heartbeat older than this: no live holder (10 missed beats)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None] | bytes | str) -> None:
+    """Write ``path`` whole or not at all: ``write`` is the content or a function that writes to a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            if callable(write):
+                write(f)
+            else:
+                f.write(write.encode() if isinstance(write, str) else write)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # some filesystems cannot open or fsync a folder; the data is synced
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class LockFile:
