@@ -27,13 +27,9 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .layers import check_choice, check_positive
+
 NORMS = ("batch", "paper", "ghost", "none")
-
-
-def check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
-    """Raise a one-line ValueError naming the bad value and the valid ones."""
-    if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(repr(v) for v in valid)}")
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:
@@ -231,49 +227,39 @@ def ghost_batch_norm(
     return y
 
 
-class _CheckedBatchNorm(_BatchNorm):
+class _HandWrittenBatchNorm(_BatchNorm):
     """Shared by the two hand-written BN layers: the input check (eager mode only: TorchScript and fx
     cannot evaluate it) and the flags the functional forms take."""
 
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.ndim not in (2, 3, 4, 5):
-            raise ValueError(
-                f"{type(self).__name__} expects (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}"
-            )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
+            if not is_fx_symbolic_tracing() and x.ndim not in (2, 3, 4, 5):
+                raise ValueError(
+                    f"{type(self).__name__} expects (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}"
+                )
+        use_batch_stats = self.training or self.running_mean is None
+        update = self.training and self.track_running_stats and self.running_mean is not None
+        return self._normalize(x, use_batch_stats, update)
 
-    def _uses_batch_stats(self) -> bool:
-        return self.training or self.running_mean is None
-
-    def _updates_running(self) -> bool:
-        return self.training and self.track_running_stats and self.running_mean is not None
+    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
+        raise NotImplementedError
 
 
-class PaperBatchNorm(_CheckedBatchNorm):
+class PaperBatchNorm(_HandWrittenBatchNorm):
     """Algorithm 1 of the paper with its own backward pass; a drop-in replacement for ``nn.BatchNorm1d/2d``.
 
     Per activation for (N, C) input, per feature map for (N, C, H, W) input (Sec. 3.2). Same parameters,
     buffers, defaults and running-statistics rule as torch's BatchNorm (see the module docstring).
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
-            if not is_fx_symbolic_tracing():
-                self._check_input_dim(x)
+    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
         return paper_batch_norm(
-            x,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            self.num_batches_tracked,
-            self._uses_batch_stats(),
-            self._updates_running(),
-            self.momentum,
-            self.eps,
-        )
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
+            use_batch_stats, update, self.momentum, self.eps,
+        )  # fmt: skip
 
 
-class GhostBatchNorm(_CheckedBatchNorm):
+class GhostBatchNorm(_HandWrittenBatchNorm):
     """BN whose training statistics come from consecutive groups of ``ghost_batch_size`` examples.
 
     Each group is normalised with its own mean and variance, exactly as if it were a separate mini-batch
@@ -290,30 +276,20 @@ class GhostBatchNorm(_CheckedBatchNorm):
 
     def __init__(self, num_features: int, ghost_batch_size: int = 32, **kwargs) -> None:
         super().__init__(num_features, **kwargs)
-        if ghost_batch_size < 2:
-            raise ValueError(f"ghost_batch_size={ghost_batch_size} is not valid; it must be at least 2")
-        self.ghost_batch_size = ghost_batch_size
+        if int(ghost_batch_size) != ghost_batch_size or ghost_batch_size < 2:
+            raise ValueError(
+                f"ghost_batch_size={ghost_batch_size!r} is not valid; it must be an integer >= 2"
+            )
+        self.ghost_batch_size = int(ghost_batch_size)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
-            if not is_fx_symbolic_tracing():
-                self._check_input_dim(x)
+    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
         return ghost_batch_norm(
-            x,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            self.num_batches_tracked,
-            self._uses_batch_stats(),
-            self._updates_running(),
-            self.momentum,
-            self.eps,
-            self.ghost_batch_size,
-        )
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
+            use_batch_stats, update, self.momentum, self.eps, self.ghost_batch_size,
+        )  # fmt: skip
 
 
 class PerActivationBatchNorm(nn.Module):
@@ -348,22 +324,20 @@ class PerActivationBatchNorm(nn.Module):
 
 
 def make_norm(
-    norm: str,
-    num_features: int,
-    *,
-    conv: bool,
-    eps: float,
-    momentum: float | None,
-    ghost_batch_size: int,
+    norm: str, num_features: int, *, conv: bool, eps: float, momentum: float | None, ghost_batch_size: int
 ) -> nn.Module:
     """One BN layer of the chosen kind (``conv``: per feature map of (N, C, H, W), else per activation of
     (N, C)); ``norm="none"`` gives an identity."""
     check_choice("norm", norm, NORMS)
+    check_positive("bn_eps", eps)
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
+        raise ValueError(
+            f"bn_momentum={momentum!r} is not valid; it is the weight of the NEW batch (PyTorch), "
+            "in [0, 1], e.g. 0.1 for Caffe/TF decay 0.9"
+        )
     if norm == "none":
         return nn.Identity()
-    if norm == "batch":
-        cls = nn.BatchNorm2d if conv else nn.BatchNorm1d
-        return cls(num_features, eps=eps, momentum=momentum)
-    if norm == "paper":
-        return PaperBatchNorm(num_features, eps=eps, momentum=momentum)
-    return GhostBatchNorm(num_features, ghost_batch_size=ghost_batch_size, eps=eps, momentum=momentum)
+    if norm == "ghost":
+        return GhostBatchNorm(num_features, ghost_batch_size=ghost_batch_size, eps=eps, momentum=momentum)
+    cls = PaperBatchNorm if norm == "paper" else nn.BatchNorm2d if conv else nn.BatchNorm1d
+    return cls(num_features, eps=eps, momentum=momentum)

@@ -16,9 +16,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .batchnorm import check_choice
+from .layers import check_choice
 
 TABLES = ("tf", "caffe")
+# The rows whose outputs are timm's ``feature_info`` maps: the first convolution, the end of the stem, and
+# the last row at each grid size (before 3c's and 4e's reductions, and the last): 2x ... 32x downsampled.
+FEATURE_ROWS = ("conv1", "conv2", "3b", "4d", "5b")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class ConvRow:
     def scaled(self, w: float) -> ConvRow:
         return dataclasses.replace(self, out=scale_width(self.out, w), reduce=scale_width(self.reduce, w))
 
+    def out_channels(self, in_channels: int) -> int:
+        return self.out
+
 
 @dataclass(frozen=True)
 class PoolRow:
@@ -45,6 +51,9 @@ class PoolRow:
 
     def scaled(self, w: float) -> PoolRow:
         return self
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels
 
 
 @dataclass(frozen=True)
@@ -126,3 +135,16 @@ def figure5_rows(table: str = "tf") -> tuple[Row, ...]:
 def small_rows(table: str = "tf", width_mult: float = 1.0) -> tuple[Row, ...]:
     """The small-image network's rows: the small stem, then Figure 5's 3a..5b, every width scaled."""
     return tuple(row.scaled(width_mult) for row in STEM_SMALL + inception_rows(table))
+
+
+# The model keywords of the paper's five ImageNet networks (Sec. 4.2, training.md's table); learning rate,
+# weight decay, decay speed, shuffling and distortions belong to the training configs. BN-Baseline is "the
+# same as Inception with BN before each nonlinearity" (Sec. 4.2.2), so it keeps Inception's LRN and 40%
+# dropout (GoogLeNet's): the paper removes them only with the modifications of Sec. 4.2.1 (items 2 and 5).
+PAPER_VARIANTS: dict[str, dict[str, object]] = {
+    "inception": dict(norm="none", act="relu", lrn=True, drop_rate=0.4),
+    "bn_baseline": dict(norm="batch", act="relu", lrn=True, drop_rate=0.4),
+    "bn_x5": dict(norm="batch", act="relu", lrn=False, drop_rate=0.0),
+    "bn_x30": dict(norm="batch", act="relu", lrn=False, drop_rate=0.0),
+    "bn_x5_sigmoid": dict(norm="batch", act="sigmoid", lrn=False, drop_rate=0.0),
+}

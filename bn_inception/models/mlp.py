@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from .batchnorm import NORMS, check_choice, make_norm
-from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, like_parameters, make_act
+from .batchnorm import make_norm
+from .layers import LinearNormAct, check_batch, init_weight, like_parameters, make_act
 
 
 class BNMLP(nn.Module):
@@ -44,8 +44,6 @@ class BNMLP(nn.Module):
         ghost_batch_size: int = 32,
     ) -> None:
         super().__init__()
-        check_choice("norm", norm, NORMS)
-        check_choice("act", act, ACTS)
         if depth < 1 or hidden < 1:
             raise ValueError(f"depth={depth!r}, hidden={hidden!r} are not valid; both must be at least 1")
         self.norm, self.in_chans, self.num_classes, self.drop_rate = norm, in_chans, num_classes, drop_rate
@@ -56,36 +54,24 @@ class BNMLP(nn.Module):
         layers, width = [], self.in_features
         for _ in range(depth):
             fc = nn.Linear(width, hidden, bias=norm == "none")
-            self._init(fc)
+            init_weight(fc, "linear", std=init_std or 1.0 / math.sqrt(width))
             layers.append(LinearNormAct(fc, make_norm(norm, hidden, **bn), make_act(act)))
             width = hidden
         self.hidden = nn.ModuleList(layers)
         self.num_features = self.head_hidden_size = hidden
         self.head_drop = nn.Dropout(drop_rate)
-        self.fc = self._classifier(num_classes)
-
-    def _init(self, layer: nn.Linear) -> None:
-        gaussian_init(
-            layer, self.init_std if self.init_std is not None else 1.0 / math.sqrt(layer.in_features)
-        )
-
-    def _classifier(self, num_classes: int) -> nn.Module:
-        if num_classes <= 0:
-            return nn.Identity()
-        fc = nn.Linear(self.num_features, num_classes, **like_parameters(self.hidden))
-        if self.init_std is None:
-            init_weight(fc, "linear")
-        else:
-            gaussian_init(fc, self.init_std)
-        return fc
+        self.reset_classifier(num_classes)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = self._classifier(num_classes).train(self.training)
+        self.num_classes, self.fc = num_classes, nn.Identity()
+        if num_classes > 0:
+            self.fc = nn.Linear(self.num_features, num_classes, **like_parameters(self.hidden))
+            init_weight(self.fc, "linear", std=self.init_std or 0.0)  # default: fan-in, gain 1
+        self.fc.train(self.training)
 
     def probe_modules(self) -> dict[str, nn.Module]:
         """The nonlinearity of every hidden layer: "hidden1", "hidden2", ..., the last one suffixed "_last"
@@ -101,11 +87,7 @@ class BNMLP(nn.Module):
                 f"bn_mlp expects {self.in_features} values per example (in_chans={self.in_chans}, "
                 f"img_size={self.img_size}), got input of shape {tuple(x.shape)}"
             )
-        if self.training and self.norm != "none" and x.shape[0] < 2:
-            raise ValueError(
-                f"a batch of {x.shape[0]} cannot be batch-normalised in training mode (norm={self.norm!r}); "
-                "use at least 2 examples or call model.eval()"
-            )
+        check_batch(self, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # Eager mode and torch.compile only, as BNInception.forward_features.
