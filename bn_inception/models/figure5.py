@@ -1,14 +1,11 @@
 """The paper's Figure 5 (BN-Inception) as data: one row spec per table row, read by the one builder.
 
-Columns follow the figure (see docs in /work/shared/paper/architecture.md): a convolution row has its output
-width and optional 1x1 reduction (conv2 is "1x1 reduce 64, then 3x3 192"); an inception row has
-#1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3, pool type and projection (0 = pass-through).
-
-Two readings of the figure's inconsistent 4c/4d rows are offered (``table=``):
-- ``"tf"`` (default): Google's TF-slim ``inception_v2`` port, 96-channel pool projections in 4c and 4d, so
-  every output matches the figure's output column (576, 576, then 1024 after 4e).
-- ``"caffe"``: the literal widths ("avg + 128"), as the Caffe BN-Inception and its PyTorch port
-  (pretrainedmodels ``bninception``): 4c and 4d output 608, 4e outputs 1056.
+Columns follow the figure: a convolution row has its output width and optional 1x1 reduction (conv2 is "1x1
+reduce 64, then 3x3 192"); an inception row has #1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3,
+pool type and projection (0 = pass-through). Two readings of the inconsistent 4c/4d rows (``table=``):
+``"tf"`` (default), Google's TF-slim ``inception_v2`` port, 96-channel pool projections in 4c and 4d, so
+every output matches the figure's output column (576, 576, then 1024 after 4e); ``"caffe"``, the literal
+widths ("avg + 128") as the Caffe BN-Inception and its PyTorch port: 4c and 4d output 608, 4e 1056.
 """
 
 from __future__ import annotations

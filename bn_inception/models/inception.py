@@ -8,6 +8,7 @@ implementation), ``act``, ``lrn``, ``drop_rate``; the ensemble members of Sec. 4
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from timm.layers import Format, SelectAdaptivePool2d
@@ -44,12 +45,11 @@ GLOBAL_POOLS = (
 
 # GoogLeNet's LRN (its Caffe recipe: local_size 5, alpha 1e-4, beta 0.75; torch divides alpha by the size as
 # Caffe does), after pool1 and after conv2. Only the Inception baseline and BN-Baseline use it (Sec. 4.2.1).
-LRN_SIZE, LRN_ALPHA, LRN_BETA = 5, 1e-4, 0.75
+LRN = partial(nn.LocalResponseNorm, 5, alpha=1e-4, beta=0.75, k=1.0)
 
-# The probed nonlinearities (Figure 1's view on Inception): the 3x3 unit of the 3x3 branch, one unit type
-# present in every module (also in the stride-2 ones), in the first (3a), the middle (4c) and the last (5b)
-# inception module, so drift can be compared across depth; 5b's feeds the classifier, like the last hidden
-# layer that Figure 1 looks at.
+# The probed nonlinearities (Figure 1's view on Inception): the 3x3 unit of the 3x3 branch (present in every
+# module) in the first, middle and last inception module, so drift compares across depth; 5b's feeds the
+# classifier, like the last hidden layer that Figure 1 looks at.
 PROBED_MODULES = ("3a", "4c", "5b")
 
 
@@ -120,17 +120,12 @@ def final_grid(rows: Sequence[Row], size: int, pool: str) -> int:
     return size
 
 
-def _module_name(row: Row) -> str:
-    return f"inception_{row.name}" if isinstance(row, InceptionRow) else row.name
-
-
 class InceptionModule(nn.Module):
     """One inception row: the four branches of Figure 5 concatenated along channels.
 
     In a stride-2 row the stride sits on the 3x3 of branch 2, on the SECOND 3x3 of branch 3 (as every public
-    port; the paper does not say) and on the pooling. The pooling follows ``pool`` (see :func:`pooling`).
-    ``grid``: the output grid, for per-activation BN in the units that form the module's output (``last_bn``).
-    """
+    port; the paper does not say) and on the pooling. ``grid``: the output grid, for per-activation BN in
+    the units that form the module's output (``last_bn``)."""
 
     def __init__(self, cin: int, row: InceptionRow, unit: Units, grid: tuple = (), pool: str = "tf") -> None:
         super().__init__()
@@ -165,29 +160,14 @@ class BNInception(nn.Module):
     it scripts with TorchScript and traces with torch.fx and ``torch.export`` (the input check below runs in
     eager mode and under torch.compile only).
 
-    Args (the README's "Models" section lists them with their values):
-        rows: the row specs (``figure5.figure5_rows`` or ``figure5.small_rows``).
-        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
-        drop_rate: dropout before the classifier (GoogLeNet / Inception: 0.4; BN-x5 and later: 0).
-        norm: "batch", "paper" (Algorithm 1 with the paper's backward), "ghost" (statistics over
-            ``ghost_batch_size`` examples) or "none" (the Inception baseline: convolutions keep their bias).
-        lrn: Local Response Normalization after pool1 and after conv2, where GoogLeNet has it.
-        stem: "separable" (Figure 5's depth-multiplier-8 first convolution) or "plain" (one convolution).
-        pool: "tf" (TF-slim's) or "caffe" (the Caffe BN-Inception's, for its published weights), see
-            :func:`pooling`; with "caffe" the grid entering 3c and 4e must be even.
-        global_pool: "avg" (Figure 5's), timm's "max", "avgmax", "catavgmax" (and "fast" forms), or "" (none:
-            ``forward`` returns the feature map, or with classes logits at every location from a 1x1 conv).
-        last_bn: per-activation ("non-convolutional") BN in the last hidden layer (Sec. 4.2.3). Our reading:
-            the last hidden layer is 5b's output, the 7x7x1024 activations at 224 that the classifier sees
-            through average pooling: the last unit of each of 5b's four branches normalises every activation
-            (channel, row, column) on its own, over the batch only, with its own gamma and beta. The grid is
-            fixed by ``img_size``; an input of another size is refused. Needs a BN ``norm``.
-        bn_eps: BN's epsilon (default 1e-5: torch's and the Caffe port's; TF-slim uses 1e-3).
-        bn_momentum: weight of the new batch in BN's running averages, PyTorch's convention (default 0.1, i.e.
-            Caffe/TF "decay" 0.9; copying Caffe's 0.9 here would be the known porting mistake). The paper
-            does not use running averages: Algorithm 2 (``recompute_population_stats``) replaces them.
-        img_size: the input size the model is built for (the pretrained cfg's input size, ``last_bn``'s grid).
-        name: the registered name, for error messages.
+    ``rows``: the row specs (``figure5_rows`` or ``small_rows``); ``name``: the registered name, for error
+    messages; ``img_size``: the input size it is built for (the cfg's input size, ``last_bn``'s grid). The
+    keywords and their values are listed in the README's "Models" section. Two readings: ``last_bn``
+    (Sec. 4.2.3's "non-convolutional, per-activation BN in the last hidden layers") is per-activation BN in
+    the units that produce 5b's output, the 7x7x1024 activations at 224 the classifier sees through average
+    pooling (each activation normalised on its own over the batch, with its own gamma and beta; the grid is
+    fixed by ``img_size``). ``bn_momentum`` is the weight of the NEW batch (PyTorch's convention: Caffe/TF's
+    decay 0.9 is 0.1 here); the paper uses no running averages: Algorithm 2 replaces them.
     """
 
     def __init__(
@@ -255,7 +235,7 @@ class BNInception(nn.Module):
             if isinstance(row, PoolRow):
                 module = pooling("max", row.stride, self.pool)
                 if lrn and row.name == "pool1":  # GoogLeNet: LRN after the first conv + pool
-                    module = nn.Sequential(module, _lrn())
+                    module = nn.Sequential(module, LRN())
             elif isinstance(row, InceptionRow):
                 module = InceptionModule(
                     chans, row, unit, grid if last_bn and row.name == last_inception else (), self.pool
@@ -267,10 +247,10 @@ class BNInception(nn.Module):
                     unit(chans, row.reduce, 1), unit(row.reduce, row.out, row.kernel, row.stride)
                 )
                 if lrn:
-                    module.append(_lrn())
+                    module.append(LRN())
             else:
                 module = unit(chans, row.out, row.kernel, row.stride)
-            layers[_module_name(row)] = module
+            layers[f"inception_{row.name}" if isinstance(row, InceptionRow) else row.name] = module
             chans = row.out_channels(chans)
         return nn.Sequential(layers)
 
@@ -388,13 +368,9 @@ class BNInception(nn.Module):
         positions = [self._tap_positions[i] for i in take]
         last = self._tap_positions[max_index] if stop_early or intermediates_only else len(self.features) - 1
         self.check_input(x)
-        intermediates = []
+        intermediates, recompute = [], self.grad_checkpointing and not torch.jit.is_scripting()
         for i, module in enumerate(self.features[: last + 1]):
-            x = (
-                checkpoint(module, x)
-                if self.grad_checkpointing and not torch.jit.is_scripting()
-                else module(x)
-            )
+            x = checkpoint(module, x) if recompute else module(x)
             if i in positions:
                 intermediates.append(x)
         return intermediates if intermediates_only else (x, intermediates)
@@ -410,7 +386,3 @@ class BNInception(nn.Module):
         if prune_head:
             self.reset_classifier(0, "")
         return take
-
-
-def _lrn() -> nn.LocalResponseNorm:
-    return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=1.0)

@@ -3,12 +3,10 @@
 z = g(BN(Wu)) (Sec. 3.2): BN normalises the weight layer's output before the nonlinearity, so the weight
 layer has no bias when BN follows (beta takes its role); without BN (the Inception baseline) it keeps it.
 
-Initialisation (the paper does not state one; training.md asks for one under which the non-BN baseline
-learns at lr 0.0015): zero-mean Gaussian weights with variance gain**2 / fan_in (He et al. 2015, "fan_in"
-mode), gain = sqrt(2) before a ReLU (He), 1 before a sigmoid (LeCun / Xavier-style fan-in scaling), 1 for a
-layer followed by no nonlinearity (the depthwise half of the separable stem, the classifier). Biases start
-at 0, BN's gamma at 1 and beta at 0. ``init_scale`` multiplies the initial convolution weights (the ensemble
-members' "larger initial weights", Sec. 4.2.3).
+Initialisation (the paper states none; the non-BN baseline must learn at lr 0.0015, training.md): Gaussian
+with variance gain**2 / fan_in (He et al. 2015), gain sqrt(2) before a ReLU, 1 before a sigmoid and with no
+nonlinearity after (the separable stem's depthwise half, the classifier); zero biases, BN gamma 1, beta 0.
+``init_scale`` multiplies the initial convolution weights (the ensemble's "larger initial weights", 4.2.3).
 """
 
 import math
@@ -62,8 +60,7 @@ def init_weight(
 
 
 class ConvNormAct(nn.Module):
-    """conv -> BN (or identity) -> nonlinearity. ``conv`` is an ``nn.Conv2d`` or, for the separable stem,
-    an ``nn.Sequential(depthwise, pointwise)``; BN folding (``fold_bn``) folds into its last convolution."""
+    """conv -> BN (or identity) -> nonlinearity; ``conv``: an ``nn.Conv2d`` or the separable stem's two."""
 
     def __init__(self, conv: nn.Module, bn: nn.Module, act: nn.Module) -> None:
         super().__init__()

@@ -14,17 +14,11 @@ from .layers import LinearNormAct, check_batch, init_weight, like_parameters, ma
 class BNMLP(nn.Module):
     """y = g(Wu + b) per hidden layer without BN, y = g(BN(Wu)) with it (Sec. 3.2; the bias is dropped).
 
-    Args:
-        num_classes: outputs of the last (linear) layer; 0 leaves it out.
-        in_chans, img_size: the input, flattened to ``in_chans * H * W`` values (28x28x1 by default).
-        hidden, depth: width and number of hidden layers (100 and 3 in Sec. 4.1).
-        norm: "none" (Figure 1's baseline), "batch", "paper" or "ghost": BN on every hidden layer.
-        act: "sigmoid" (Sec. 4.1) or "relu".
-        init_std: std of the Gaussian initial weights ("small random Gaussian values"; the paper gives no
-            number). Default None = 1/sqrt(fan_in) per layer (LeCun), e.g. 0.036 for the 784-wide input and
-            0.1 for the 100-wide layers: small enough that the sigmoids start in their near-linear range.
-        drop_rate: dropout before the output layer (0: the paper has none here).
-        bn_eps, bn_momentum, ghost_batch_size: as ``BNInception``.
+    ``in_chans * H * W`` input values; ``depth`` hidden layers of ``hidden`` units (3 and 100 in Sec. 4.1);
+    ``norm`` "none" (Figure 1's baseline) or a BN kind on every hidden layer; ``act`` "sigmoid" (Sec. 4.1) or
+    "relu"; ``drop_rate`` before the output layer (0: the paper has none). ``init_std``: std of the Gaussian
+    initial weights ("small random Gaussian values", no number given); None = 1/sqrt(fan_in) per layer
+    (LeCun: 0.036 for the 784-wide input, 0.1 for 100), so the sigmoids start in their near-linear range.
     """
 
     def __init__(
@@ -74,9 +68,8 @@ class BNMLP(nn.Module):
         self.fc.train(self.training)
 
     def probe_modules(self) -> dict[str, nn.Module]:
-        """The nonlinearity of every hidden layer: "hidden1", "hidden2", ..., the last one suffixed "_last"
-        ("hidden3_last"): the layer Figure 1(b, c) follows ("a typical sigmoid input of the last hidden
-        layer"), also the highest-numbered name."""
+        """The nonlinearity of every hidden layer, "hidden1", ..., the last suffixed "_last" ("hidden3_last"):
+        the layer Figure 1(b, c) follows ("a typical sigmoid input of the last hidden layer")."""
         names = [f"hidden{i + 1}" for i in range(len(self.hidden))]
         names[-1] += "_last"
         return {name: layer.act for name, layer in zip(names, self.hidden, strict=True)}

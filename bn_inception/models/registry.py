@@ -1,16 +1,11 @@
-"""timm registration: ``timm.create_model(name, **kwargs)`` for every model of the project.
+"""timm registration of ``bn_inception``, ``bn_inception_small`` and ``bn_mlp`` (keywords: README, "Models").
 
-``bn_inception`` (Figure 5, 224x224), ``bn_inception_small`` (rows 3a..5b behind a small-image stem, widths
-times ``width_mult``, for 28-64 px) and ``bn_mlp`` (Sec. 4.1); their keywords are listed in the README's
-"Models" section. Each model carries a timm ``pretrained_cfg`` describing how it was built (input size, final
-grid ``pool_size``, the first convolution of its stem, classes, mean, std) and our evaluation protocol
-(``crop_pct``: the single-crop evaluation's resize of the shorter side to ``img_size * 256 / 224``,
-bilinear), so ``timm.data.resolve_data_config(model=model)`` preprocesses as ``evaluate.py`` does.
-
-One pretrained tag, ``bn_inception.caffe_port``: the Caffe BN-Inception's weights (pretrainedmodels
-``bninception``) converted by ``scripts/convert_caffe_bninception.py``; the tag builds the port's network
-(``table="caffe", stem="plain", pool="caffe"``) with the port's input in its cfg. The weights come from a
-file the user converted (``pretrained_cfg_overlay=dict(file=...)``): nothing is downloaded.
+Each model's timm ``pretrained_cfg`` describes it as built (input size, final grid ``pool_size``, first
+convolution, classes, mean, std) and our single-crop evaluation (``crop_pct``: shorter side to ``img_size *
+256 / 224``, bilinear), so ``timm.data.resolve_data_config(model=model)`` preprocesses as ``evaluate.py``.
+One pretrained tag, ``bn_inception.caffe_port``: the Caffe BN-Inception (pretrainedmodels ``bninception``)
+converted by ``scripts/convert_caffe_bninception.py``, its network and input; the weights come from the
+user's converted file (``pretrained_cfg_overlay=dict(file=...)``): nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -30,23 +25,19 @@ from .inception import BNInception, final_grid
 from .layers import check_positive
 from .mlp import BNMLP
 
-# The small model's default width: every row of Figure 5 times 1/8 (3a: 32 channels out, 5b: 128; 162k
-# parameters, 6.7M multiply-adds at 28x28). Chosen by measurement (benchmarks/model_step_time.py, 2 CPU
-# cores): a batch-32 training step on 28x28x1 takes ~60-70 ms (0.25: ~75-120 ms). The cost is dominated by
-# the fixed per-layer overhead of the 69 conv-BN-ReLU units of rows 3a..5b, not by width, so no width
-# reaches 15-30 ms in eager mode; 1/8 is the cheapest that still learns Fashion-MNIST well (85% after one
-# epoch at lr 0.0075).
+# The small model's default width: Figure 5's widths times 1/8 (162k parameters, 6.7M multiply-adds at 28x28).
+# Measured (benchmarks/model_step_time.py, 2 CPU cores): a batch-32 step takes ~60-70 ms (0.25: ~75-120 ms),
+# dominated by the per-layer overhead of the 69 units, not by width; 1/8 is the cheapest that still learns
+# Fashion-MNIST well (85% after one epoch at lr 0.0075).
 SMALL_WIDTH_MULT = 0.125
 
-# Fashion-MNIST training-set pixel statistics (values in [0, 1]).
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+FASHION_MNIST = ((0.2860,), (0.3530,))  # the training set's pixel mean and std (values in [0, 1])
 
 # The Caffe port's input (pretrainedmodels' pretrained_settings["bninception"]): BGR in 0-255 minus this mean,
 # std 1. Ours is RGB in [0, 1], (x - mean) / std, and (x - m / 255) / (1 / 255) = 255 x - m: the same input.
 CAFFE_MEAN_BGR = (104.0, 117.0, 128.0)
 CAFFE_MEAN, CAFFE_STD = tuple(m / 255.0 for m in reversed(CAFFE_MEAN_BGR)), (1.0 / 255.0,) * 3
-# The architecture keywords each pretrained tag builds (its weights' network).
-TAG_ARCH = {"caffe_port": dict(table="caffe", stem="plain", pool="caffe")}
+TAG_ARCH = {"caffe_port": dict(table="caffe", stem="plain", pool="caffe")}  # each tag's network
 CAFFE_PORT_HELP = (
     "bn_inception.caffe_port needs its weights file: download the Caffe BN-Inception's PyTorch port "
     "(pretrainedmodels' bninception; the URL is in its pretrainedmodels/models/bninception.py), convert it "
@@ -55,41 +46,30 @@ CAFFE_PORT_HELP = (
 )
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return dict(url="", interpolation="bilinear", classifier="fc", crop_pct=0.875, **kwargs)
+def _cfg(classes: int, size: tuple, mean: tuple, std: tuple, conv: str, **kwargs: Any) -> dict[str, Any]:
+    """A registered cfg (its size-dependent entries are recomputed per model, ``_create``); crop_pct 0.875:
+    shorter side to 256/224 of the input size, centre crop (our single-crop evaluation)."""
+    return dict(
+        url="", interpolation="bilinear", classifier="fc", crop_pct=0.875, num_classes=classes,
+        input_size=size, mean=mean, std=std, first_conv=conv, **kwargs,
+    )  # fmt: skip
 
 
-# The registered defaults; every entry that depends on the keywords is recomputed per model (_input_cfg).
-# crop_pct 0.875: resize the shorter side to 256/224 of the input size, centre crop (single-crop evaluation).
+IMAGENET = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 CFGS = {
-    "bn_inception": _cfg(
-        num_classes=1000,
-        input_size=(3, 224, 224),
-        pool_size=(7, 7),
-        mean=IMAGENET_DEFAULT_MEAN,
-        std=IMAGENET_DEFAULT_STD,
-        first_conv="features.conv1.conv.0",  # the separable stem's depthwise convolution
-    ),
+    "bn_inception": _cfg(1000, (3, 224, 224), *IMAGENET, "features.conv1.conv.0", pool_size=(7, 7)),
     "bn_inception.caffe_port": _cfg(
-        num_classes=1000,
-        input_size=(3, 224, 224),
+        1000,
+        (3, 224, 224),
+        CAFFE_MEAN,
+        CAFFE_STD,
+        "features.conv1.conv",
         pool_size=(7, 7),
-        mean=CAFFE_MEAN,
-        std=CAFFE_STD,
-        first_conv="features.conv1.conv",  # the plain stem
         origin_url="https://github.com/Cadene/pretrained-models.pytorch",
         notes=(CAFFE_PORT_HELP, "ImageNet val single crop 73.52% top-1 / 91.56% top-5, the port's README"),
-    ),
-    "bn_inception_small": _cfg(
-        num_classes=10,
-        input_size=(1, 28, 28),
-        pool_size=(4, 4),
-        mean=FASHION_MNIST_MEAN,
-        std=FASHION_MNIST_STD,
-        first_conv="features.conv1.conv",
-    ),
-    # Sec. 4.1 feeds the raw pixel values in [0, 1].
-    "bn_mlp": _cfg(num_classes=10, input_size=(1, 28, 28), mean=(0.0,), std=(1.0,), first_conv="hidden.0.fc"),
+    ),  # fmt: skip
+    "bn_inception_small": _cfg(10, (1, 28, 28), *FASHION_MNIST, "features.conv1.conv", pool_size=(4, 4)),
+    "bn_mlp": _cfg(10, (1, 28, 28), (0.0,), (1.0,), "hidden.0.fc"),  # Sec. 4.1: the raw pixels in [0, 1]
 }
 default_cfgs = generate_default_cfgs(CFGS)
 
@@ -97,10 +77,9 @@ default_cfgs = generate_default_cfgs(CFGS)
 def _create(
     variant: str, model_cls: type[nn.Module], pretrained: bool, img_size: int, extra: dict, **kwargs: Any
 ) -> nn.Module:
-    """Build through timm with the cfg of the model these keywords build (``extra``: its model-specific
-    entries), under the caller's ``pretrained_cfg_overlay``. ``pretrained=True`` loads a tag's file through
-    timm (``weights_only``, with timm's adaptation of classifier and input channels); the cfg then keeps the
-    weights' classes and channels, as timm's own models do."""
+    """Build through timm with the cfg of the model these keywords build (``extra``: model-specific entries)
+    under the caller's ``pretrained_cfg_overlay``. ``pretrained=True`` loads a tag's file through timm
+    (``weights_only``, adapting classifier and input channels; the cfg keeps the weights' classes, chans)."""
     pretrained_cfg = kwargs.pop("pretrained_cfg", None)
     tag = pretrained_cfg if isinstance(pretrained_cfg, str) else ""
     weights = CFGS.get(f"{variant}.{tag}" if tag else variant)
