@@ -15,13 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import timm  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bn_inception.models import PAPER_VARIANTS, SMALL_WIDTH_MULT, STEMS, TABLES  # noqa: E402
-from bn_inception.models.summary import RowSummary, summarize, total_macs, total_params  # noqa: E402
+from bn_inception.models import PAPER_VARIANTS, SMALL_WIDTH_MULT, STEMS, TABLES, BNInception  # noqa: E402
+from bn_inception.models.figure5 import ConvRow, PoolRow, Row  # noqa: E402
 
 MODELS = ("bn_inception", "bn_inception_small", "bn_mlp")
 MLP_VARIANTS = {"mlp": dict(norm="none"), "mlp_bn": dict(norm="batch")}  # Figure 1: without and with BN
@@ -29,6 +33,79 @@ PAPER_PARAMS_NOTE = (
     "The paper (Sec. 4.2) states 13.6M parameters for Inception; the widths of its Figure 5 table give about "
     "11.3M (no public source explains the gap; auxiliary classifiers are not mentioned). Ours: {ours}."
 )
+
+
+class RowSummary(NamedTuple):
+    """One row of the table. ``macs``: multiply-adds of the convolutions and fully connected layers of the
+    row for one example (FLOPs / 2 as counted by ``torch.utils.flop_counter``; pooling, BN, LRN and
+    nonlinearities are not counted)."""
+
+    name: str
+    kind: str
+    patch: str
+    output: tuple[int, ...]
+    params: int
+    macs: int
+
+
+def _describe_row(row: Row, module: nn.Module) -> tuple[str, str]:
+    if isinstance(row, ConvRow):
+        patch = f"{row.kernel}x{row.kernel}/{row.stride}"
+        if row.stem and isinstance(module.conv, nn.Sequential):
+            return "convolution (separable, depth multiplier 8)", patch
+        if row.reduce:
+            return f"convolution (1x1 reduce {row.reduce}, then {row.kernel}x{row.kernel})", patch
+        return "convolution", patch
+    if isinstance(row, PoolRow):
+        return "max pool", f"3x3/{row.stride}"
+    width = "pass through" if not row.proj else f"+ {row.proj}"
+    return f"inception ({row.pool} {width})", "stride 2" if row.stride == 2 else ""
+
+
+def _summary(name: str, kind: str, patch: str, module: nn.Module, x: torch.Tensor) -> tuple:
+    with FlopCounterMode(display=False) as counter:
+        y = module(x)
+    params = sum(p.numel() for p in module.parameters())
+    return y, RowSummary(name, kind, patch, tuple(y.shape[1:]), params, counter.get_total_flops() // 2)
+
+
+@torch.no_grad()
+def summarize(model: nn.Module, input_size: tuple[int, int, int]) -> list[RowSummary]:
+    """The rows of ``model`` (a ``BNInception`` or ``BNMLP``) for one input of ``input_size`` (C, H, W),
+    then its head. Runs in eval mode on one example; the model's mode is restored."""
+    was_training = model.training
+    x = torch.zeros(1, *input_size)
+    model.eval().check_input(x)
+    if isinstance(model, BNInception):
+        layers = [
+            (r.name, *_describe_row(r, m), m) for r, m in zip(model.row_specs, model.features, strict=True)
+        ]
+    else:  # the MLP: its hidden layers (+ BN before the nonlinearity in the BN variants)
+        x = x.flatten(1)
+        layers = [
+            (f"hidden{i + 1}", f"fully connected + {type(m.act).__name__}", "", m)
+            for i, m in enumerate(model.hidden)
+        ]
+    rows = []
+    for name, kind, patch, module in layers:
+        x, row = _summary(name, kind, patch, module, x)
+        rows.append(row)
+    if isinstance(model, BNInception):
+        grid = "x".join(str(s) for s in x.shape[-2:])
+        x = model.global_pool(x)
+        rows.append(RowSummary("pool", "avg pool", f"{grid}/1", tuple(x.shape[1:]), 0, 0))
+    if not isinstance(model.fc, nn.Identity):
+        rows.append(_summary("fc", "linear (+ softmax)", "", model.fc, x)[1])
+    model.train(was_training)
+    return rows
+
+
+def total_macs(rows: list[RowSummary]) -> int:
+    return sum(r.macs for r in rows)
+
+
+def total_params(rows: list[RowSummary]) -> int:
+    return sum(r.params for r in rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

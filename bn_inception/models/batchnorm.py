@@ -1,24 +1,16 @@
-"""The three Batch Normalization implementations the models choose between, and the per-activation wrapper.
+"""The BN implementations the models choose between (``norm=``), and the per-activation wrapper.
 
-- ``norm="batch"``: torch's fused ``nn.BatchNorm1d/2d`` (cuDNN on GPU): the fast default.
-- ``norm="paper"``: :class:`PaperBatchNorm`, Algorithm 1 written from the paper (Sec. 3) with the backward
-  pass from the paper's own equations in a custom ``torch.autograd.Function``: the reference the fast path
-  is tested against.
-- ``norm="ghost"``: :class:`GhostBatchNorm`, statistics over groups of ``ghost_batch_size`` examples, so a
-  device batch of 256 still normalises over the paper's 32-image mini-batches (training.md).
+``"batch"``: torch's fused ``nn.BatchNorm1d/2d``, the fast default. ``"paper"``: :class:`PaperBatchNorm`,
+Algorithm 1 (Sec. 3) with the backward pass from the paper's own equations, the reference the fast path is
+tested against. ``"ghost"``: :class:`GhostBatchNorm`, statistics over groups of ``ghost_batch_size``, so a
+device batch of 256 still normalises over the paper's 32-image mini-batches (training.md). All subclass
+torch's ``_BatchNorm``: the same parameters and buffers (a state dict loads across them), and code finding BN
+by ``isinstance(m, _BatchNorm)`` (Algorithm 2, folding, weight-decay filters) handles all of them.
 
-All three subclass torch's ``_BatchNorm``, so they share its parameters and buffers (``weight``, ``bias``,
-``running_mean``, ``running_var``, ``num_batches_tracked``, in that order and shape): a state dict loads
-across them, and code that finds BN layers by ``isinstance(m, _BatchNorm)`` (Algorithm 2, BN folding,
-weight-decay filters) handles all of them.
-
-Conventions shared with torch (and why):
-- ``momentum`` is the weight of the NEW batch in the running averages (``running = (1 - momentum) * running
-  + momentum * batch``); ``None`` means a cumulative (equal-weight) average. Caffe and TF state the complement
-  (a "decay" / "moving_average_fraction" of 0.9 = momentum 0.1); copying Caffe's 0.9 into torch's momentum
-  is a known porting mistake that makes the running statistics follow the last batch almost entirely.
-- ``running_var`` holds the unbiased batch variance n/(n-1) * sigma2_B, n the number of values per channel
-  (m*p*q for a convolution, Sec. 3.2), as Algorithm 2 prescribes for the population variance.
+Torch's conventions: ``momentum`` is the weight of the NEW batch in the running averages (``None``: a
+cumulative average); Caffe and TF state the complement (decay 0.9 = momentum 0.1), and copying Caffe's 0.9
+into torch's momentum is a known porting mistake. ``running_var`` holds the unbiased n/(n-1) * sigma2_B, n
+the values per channel (m*p*q for a convolution, Sec. 3.2), as Algorithm 2 prescribes.
 """
 
 import torch
@@ -27,13 +19,9 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .layers import check_choice, check_positive
+
 NORMS = ("batch", "paper", "ghost", "none")
-
-
-def check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
-    """Raise a one-line ValueError naming the bad value and the valid ones."""
-    if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(repr(v) for v in valid)}")
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:
@@ -98,8 +86,7 @@ class _PaperBatchNormFunction(torch.autograd.Function):
 
 
 def _average_factor(num_batches_tracked: torch.Tensor | None, momentum: float | None) -> float:
-    """The weight of this batch in the running averages, counting the batch as torch does (``None``: no
-    running statistics are updated)."""
+    """The weight of this batch in the running averages, counting it as torch does (None: no update)."""
     if num_batches_tracked is None:
         return 0.0
     num_batches_tracked.add_(1)
@@ -143,12 +130,8 @@ def paper_batch_norm(
     eps: float,
 ) -> torch.Tensor:
     """``PaperBatchNorm``'s computation: Algorithm 1 with the paper's backward in training, the fixed affine
-    map of the running statistics (Algorithm 2's last step, torch's inference kernel) otherwise.
-
-    Under TorchScript, which cannot hold a custom ``autograd.Function``, training mode computes the same
-    Algorithm 1 forward with plain tensor operations and autograd derives the (mathematically identical)
-    backward.
-    """
+    map of the running statistics (Algorithm 2's last step, torch's inference kernel) otherwise. TorchScript
+    cannot hold a custom ``autograd.Function``: there autograd derives the (identical) backward."""
     if not use_batch_stats:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
     factor = _average_factor(num_batches_tracked if update_running else None, momentum)
@@ -206,74 +189,55 @@ def ghost_batch_norm(
         var_buf = running_var if update_running else None
         return F.batch_norm(x, mean_buf, var_buf, weight, bias, True, factor, eps)
     # The full groups in one call, then the trailing smaller one (its own mini-batch).
-    spans: list[tuple[int, int]] = [(full, ghost_batch_size)]
+    cut, per_example = full * ghost_batch_size, x[0].numel() // x.shape[1]  # p*q values per channel
+    xhat, means, var = _normalize_groups(x[:cut], full, eps)
+    m = ghost_batch_size * per_example
+    unbiased = var * (m / (m - 1))
     if rest > 0:
-        spans.append((1, rest))
-    xhats: list[torch.Tensor] = []
-    means: list[torch.Tensor] = []
-    unbiased: list[torch.Tensor] = []
-    per_example = x[0].numel() // x.shape[1]  # p*q values per channel per example
-    start = 0
-    for groups, size in spans:
-        xhat, mean, var = _normalize_groups(x[start : start + groups * size], groups, eps)
-        start += groups * size
-        xhats.append(xhat)
-        means.append(mean)
-        m = size * per_example
-        unbiased.append(var * (m / max(m - 1, 1)))
-    xhat = torch.cat(xhats) if len(xhats) > 1 else xhats[0]
+        xhat_rest, mean_rest, var_rest = _normalize_groups(x[cut:], 1, eps)
+        m = rest * per_example
+        xhat, means = torch.cat([xhat, xhat_rest]), torch.cat([means, mean_rest])
+        unbiased = torch.cat([unbiased, var_rest * (m / (m - 1))])
     gamma, beta = _affine(weight, bias, x)
     y = xhat * _channel_view(gamma, x) + _channel_view(beta, x)
     if update_running:
-        _update_running(
-            running_mean, running_var, torch.cat(means).mean(0), torch.cat(unbiased).mean(0), factor
-        )
+        _update_running(running_mean, running_var, means.mean(0), unbiased.mean(0), factor)
     return y
 
 
-class _CheckedBatchNorm(_BatchNorm):
+class _HandWrittenBatchNorm(_BatchNorm):
     """Shared by the two hand-written BN layers: the input check (eager mode only: TorchScript and fx
     cannot evaluate it) and the flags the functional forms take."""
 
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.ndim not in (2, 3, 4, 5):
-            raise ValueError(
-                f"{type(self).__name__} expects (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}"
-            )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
+            if not is_fx_symbolic_tracing() and x.ndim not in (2, 3, 4, 5):
+                raise ValueError(
+                    f"{type(self).__name__} expects (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}"
+                )
+        use_batch_stats = self.training or self.running_mean is None
+        update = self.training and self.track_running_stats and self.running_mean is not None
+        return self._normalize(x, use_batch_stats, update)
 
-    def _uses_batch_stats(self) -> bool:
-        return self.training or self.running_mean is None
-
-    def _updates_running(self) -> bool:
-        return self.training and self.track_running_stats and self.running_mean is not None
+    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
+        raise NotImplementedError
 
 
-class PaperBatchNorm(_CheckedBatchNorm):
+class PaperBatchNorm(_HandWrittenBatchNorm):
     """Algorithm 1 of the paper with its own backward pass; a drop-in replacement for ``nn.BatchNorm1d/2d``.
 
     Per activation for (N, C) input, per feature map for (N, C, H, W) input (Sec. 3.2). Same parameters,
     buffers, defaults and running-statistics rule as torch's BatchNorm (see the module docstring).
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
-            if not is_fx_symbolic_tracing():
-                self._check_input_dim(x)
+    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
         return paper_batch_norm(
-            x,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            self.num_batches_tracked,
-            self._uses_batch_stats(),
-            self._updates_running(),
-            self.momentum,
-            self.eps,
-        )
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
+            use_batch_stats, update, self.momentum, self.eps,
+        )  # fmt: skip
 
 
-class GhostBatchNorm(_CheckedBatchNorm):
+class GhostBatchNorm(_HandWrittenBatchNorm):
     """BN whose training statistics come from consecutive groups of ``ghost_batch_size`` examples.
 
     Each group is normalised with its own mean and variance, exactly as if it were a separate mini-batch
@@ -290,30 +254,20 @@ class GhostBatchNorm(_CheckedBatchNorm):
 
     def __init__(self, num_features: int, ghost_batch_size: int = 32, **kwargs) -> None:
         super().__init__(num_features, **kwargs)
-        if ghost_batch_size < 2:
-            raise ValueError(f"ghost_batch_size={ghost_batch_size} is not valid; it must be at least 2")
-        self.ghost_batch_size = ghost_batch_size
+        if int(ghost_batch_size) != ghost_batch_size or ghost_batch_size < 2:
+            raise ValueError(
+                f"ghost_batch_size={ghost_batch_size!r} is not valid; it must be an integer >= 2"
+            )
+        self.ghost_batch_size = int(ghost_batch_size)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
-            if not is_fx_symbolic_tracing():
-                self._check_input_dim(x)
+    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
         return ghost_batch_norm(
-            x,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            self.num_batches_tracked,
-            self._uses_batch_stats(),
-            self._updates_running(),
-            self.momentum,
-            self.eps,
-            self.ghost_batch_size,
-        )
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
+            use_batch_stats, update, self.momentum, self.eps, self.ghost_batch_size,
+        )  # fmt: skip
 
 
 class PerActivationBatchNorm(nn.Module):
@@ -335,35 +289,29 @@ class PerActivationBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
-            if not is_fx_symbolic_tracing():
-                self._check_shape(x)
+            if not is_fx_symbolic_tracing() and tuple(x.shape[1:]) != self.shape:
+                raise ValueError(
+                    f"per-activation BN (last_bn=True) was built for activations {self.shape} (img_size), "
+                    f"got {tuple(x.shape[1:])}; build the model with img_size matching the input"
+                )
         return self.bn(x.flatten(1)).view(x.shape)
-
-    def _check_shape(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(
-                f"per-activation BN (last_bn=True) was built for activations {self.shape} (set by img_size), "
-                f"got {tuple(x.shape[1:])}; build the model with img_size matching the input"
-            )
 
 
 def make_norm(
-    norm: str,
-    num_features: int,
-    *,
-    conv: bool,
-    eps: float,
-    momentum: float | None,
-    ghost_batch_size: int,
+    norm: str, num_features: int, *, conv: bool, eps: float, momentum: float | None, ghost_batch_size: int
 ) -> nn.Module:
     """One BN layer of the chosen kind (``conv``: per feature map of (N, C, H, W), else per activation of
     (N, C)); ``norm="none"`` gives an identity."""
     check_choice("norm", norm, NORMS)
+    check_positive("bn_eps", eps)
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
+        raise ValueError(
+            f"bn_momentum={momentum!r} is not valid; it is the weight of the NEW batch (PyTorch), "
+            "in [0, 1], e.g. 0.1 for Caffe/TF decay 0.9"
+        )
     if norm == "none":
         return nn.Identity()
-    if norm == "batch":
-        cls = nn.BatchNorm2d if conv else nn.BatchNorm1d
-        return cls(num_features, eps=eps, momentum=momentum)
-    if norm == "paper":
-        return PaperBatchNorm(num_features, eps=eps, momentum=momentum)
-    return GhostBatchNorm(num_features, ghost_batch_size=ghost_batch_size, eps=eps, momentum=momentum)
+    if norm == "ghost":
+        return GhostBatchNorm(num_features, ghost_batch_size=ghost_batch_size, eps=eps, momentum=momentum)
+    cls = PaperBatchNorm if norm == "paper" else nn.BatchNorm2d if conv else nn.BatchNorm1d
+    return cls(num_features, eps=eps, momentum=momentum)

@@ -1,14 +1,11 @@
 """The paper's Figure 5 (BN-Inception) as data: one row spec per table row, read by the one builder.
 
-Columns follow the figure (see docs in /work/shared/paper/architecture.md): a convolution row has its output
-width and optional 1x1 reduction (conv2 is "1x1 reduce 64, then 3x3 192"); an inception row has
-#1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3, pool type and projection (0 = pass-through).
-
-Two readings of the figure's inconsistent 4c/4d rows are offered (``table=``):
-- ``"tf"`` (default): Google's TF-slim ``inception_v2`` port, 96-channel pool projections in 4c and 4d, so
-  every output matches the figure's output column (576, 576, then 1024 after 4e).
-- ``"caffe"``: the literal widths ("avg + 128"), as the Caffe BN-Inception and its PyTorch port
-  (pretrainedmodels ``bninception``): 4c and 4d output 608, 4e outputs 1056.
+Columns follow the figure: a convolution row has its output width and optional 1x1 reduction (conv2 is "1x1
+reduce 64, then 3x3 192"); an inception row has #1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3,
+pool type and projection (0 = pass-through). Two readings of the inconsistent 4c/4d rows (``table=``):
+``"tf"`` (default), Google's TF-slim ``inception_v2`` port, 96-channel pool projections in 4c and 4d, so
+every output matches the figure's output column (576, 576, then 1024 after 4e); ``"caffe"``, the literal
+widths ("avg + 128") as the Caffe BN-Inception and its PyTorch port: 4c and 4d output 608, 4e 1056.
 """
 
 from __future__ import annotations
@@ -16,9 +13,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .batchnorm import check_choice
+from .layers import check_choice
 
 TABLES = ("tf", "caffe")
+# The rows whose outputs are timm's ``feature_info`` maps: the first convolution, the end of the stem, and
+# the last row at each grid size (before 3c's and 4e's reductions, and the last): 2x ... 32x downsampled.
+FEATURE_ROWS = ("conv1", "conv2", "3b", "4d", "5b")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class ConvRow:
     def scaled(self, w: float) -> ConvRow:
         return dataclasses.replace(self, out=scale_width(self.out, w), reduce=scale_width(self.reduce, w))
 
+    def out_channels(self, in_channels: int) -> int:
+        return self.out
+
 
 @dataclass(frozen=True)
 class PoolRow:
@@ -45,6 +48,9 @@ class PoolRow:
 
     def scaled(self, w: float) -> PoolRow:
         return self
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels
 
 
 @dataclass(frozen=True)
@@ -126,3 +132,16 @@ def figure5_rows(table: str = "tf") -> tuple[Row, ...]:
 def small_rows(table: str = "tf", width_mult: float = 1.0) -> tuple[Row, ...]:
     """The small-image network's rows: the small stem, then Figure 5's 3a..5b, every width scaled."""
     return tuple(row.scaled(width_mult) for row in STEM_SMALL + inception_rows(table))
+
+
+# The model keywords of the paper's five ImageNet networks (Sec. 4.2, training.md's table); learning rate,
+# weight decay, decay speed, shuffling and distortions belong to the training configs. BN-Baseline is "the
+# same as Inception with BN before each nonlinearity" (Sec. 4.2.2), so it keeps Inception's LRN and 40%
+# dropout (GoogLeNet's): the paper removes them only with the modifications of Sec. 4.2.1 (items 2 and 5).
+PAPER_VARIANTS: dict[str, dict[str, object]] = {
+    "inception": dict(norm="none", act="relu", lrn=True, drop_rate=0.4),
+    "bn_baseline": dict(norm="batch", act="relu", lrn=True, drop_rate=0.4),
+    "bn_x5": dict(norm="batch", act="relu", lrn=False, drop_rate=0.0),
+    "bn_x30": dict(norm="batch", act="relu", lrn=False, drop_rate=0.0),
+    "bn_x5_sigmoid": dict(norm="batch", act="sigmoid", lrn=False, drop_rate=0.0),
+}

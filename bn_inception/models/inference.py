@@ -16,46 +16,29 @@ from .layers import ConvNormAct, LinearNormAct
 _logger = logging.getLogger(__name__)
 
 
-def _bn_layers(model: nn.Module) -> list[_BatchNorm]:
-    """Every BN layer with running statistics: torch's, the paper's, ghost BN, and the per-activation BN
-    (which wraps one of those)."""
-    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-
-
-def _images(batch: object) -> torch.Tensor:
-    return batch[0] if isinstance(batch, tuple | list) else batch
-
-
 @torch.no_grad()
 def recompute_population_stats(model: nn.Module, batches: Iterable, num_batches: int) -> int:
     """Algorithm 2: set every BN layer's statistics from ``num_batches`` training mini-batches.
 
-    With the network frozen (no gradient, no parameter change, dropout off) and the BN layers normalising
-    with batch statistics as in training, each BN layer gets
-        running_mean = E_B[mu_B]                    (the average of the batch means)
-        running_var  = m/(m-1) * E_B[sigma2_B]      (m/(m-1) times the average of the biased batch variances)
-    Every batch counts equally (a smaller last batch included).
-
-    Which m: the number of values each statistic is computed from. For a convolution that is the effective
-    mini-batch m' = m*p*q of Sec. 3.2 ("we use the effective mini-batch of size m' = |B| = m*pq" for
-    Algorithm 1, "and similarly for Algorithm 2"), which is also torch's convention for ``running_var``; per
-    activation (fully connected, ``last_bn``) it is the batch size m; for ghost BN it is the group size
-    (times p*q), since a group is the mini-batch its statistics come from. Implementation: each layer's
+    With the network frozen (no gradient, no parameter change, dropout off) and BN normalising with batch
+    statistics as in training, each BN layer gets running_mean = E_B[mu_B] and running_var = m/(m-1) *
+    E_B[sigma2_B] (the average of the biased batch variances); every batch counts equally. m: the values each
+    statistic comes from: for a convolution the effective mini-batch m*p*q of Sec. 3.2 ("and similarly for
+    Algorithm 2"), torch's convention for ``running_var``; per activation (``last_bn``, fully connected) the
+    batch size; for ghost BN the group size (times p*q). Implementation: each layer's
     cumulative-average mode (``momentum=None``, torch's convention, followed by our BN classes) averages the
     batch means and the unbiased batch variances, which equals the formula above for equal-sized batches.
 
-    Args:
-        model: the network, on the device it runs on; its train/eval mode is restored afterwards, and so are
-            the BN layers' ``momentum`` and ``num_batches_tracked``.
-        batches: an iterable of ``(images, labels, ...)`` tuples (e.g. a DataLoader); element 0 is used.
-        num_batches: how many mini-batches to average over (fewer if ``batches`` runs out; a warning says so).
-
-    Returns:
-        The number of mini-batches used (0 for a model without BN, which is left untouched).
+    ``model`` runs on its own device; its train/eval mode, the BN layers' ``momentum`` and
+    ``num_batches_tracked`` are restored afterwards (and the statistics too if it fails). ``batches``: an
+    iterable of ``(images, labels, ...)`` tuples (e.g. a DataLoader); element 0 is used. ``num_batches``: how
+    many to average over (fewer if ``batches`` runs out; a warning says so). Returns the number used (0 for
+    a model without BN, which is left untouched).
     """
     if num_batches < 1:
         raise ValueError(f"num_batches={num_batches!r} is not valid; it must be at least 1")
-    layers = _bn_layers(model)
+    # Every BN layer with running statistics: torch's, the paper's, ghost BN (also inside per-activation BN).
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not layers:
         return 0
     device = next(model.parameters()).device
@@ -95,7 +78,7 @@ def _feed(model: nn.Module, batches: Iterable, num_batches: int, device: torch.d
     for batch in batches:
         if used == num_batches:
             break
-        images = _images(batch)
+        images = batch[0] if isinstance(batch, tuple | list) else batch
         if images.shape[0] < 2:
             raise ValueError(
                 "recompute_population_stats needs batches of at least 2 examples (m/(m-1)), "
@@ -115,9 +98,8 @@ def fold_bn(model: nn.Module) -> nn.Module:
 
     At inference BN is a fixed per-channel affine map (Algorithm 2), so W' = W * gamma / sqrt(Var + eps) and
     b' = (b - E[x]) * gamma / sqrt(Var + eps) + beta give the same outputs with one layer less (torch's
-    ``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``). Per-activation BN (``last_bn``) scales every location
-    differently, which a convolution cannot express: it stays, as a fixed affine map. The copy is for
-    inference only (its BN is gone); the original model is not changed.
+    ``fuse_*_bn_eval``). Per-activation BN (``last_bn``) scales every location differently, which a
+    convolution cannot express: it stays. The original model is not changed.
     """
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():

@@ -3,21 +3,38 @@
 z = g(BN(Wu)) (Sec. 3.2): BN normalises the weight layer's output before the nonlinearity, so the weight
 layer has no bias when BN follows (beta takes its role); without BN (the Inception baseline) it keeps it.
 
-Initialisation (the paper does not state one; training.md asks for one under which the non-BN baseline
-learns at lr 0.0015): zero-mean Gaussian weights with variance gain**2 / fan_in (He et al. 2015, "fan_in"
-mode), gain = sqrt(2) before a ReLU (He), 1 before a sigmoid (LeCun / Xavier-style fan-in scaling), 1 for a
-layer followed by no nonlinearity (the depthwise half of the separable stem, the classifier). Biases start
-at 0, BN's gamma at 1 and beta at 0. The BN variants use the same scheme. ``init_scale`` multiplies the
-initial convolution weights (the ensemble members' "larger initial weights", Sec. 4.2.3).
+Initialisation (the paper states none; the non-BN baseline must learn at lr 0.0015, training.md): Gaussian
+with variance gain**2 / fan_in (He et al. 2015), gain sqrt(2) before a ReLU, 1 before a sigmoid and with no
+nonlinearity after (the separable stem's depthwise half, the classifier); zero biases, BN gamma 1, beta 0.
+``init_scale`` multiplies the initial convolution weights (the ensemble's "larger initial weights", 4.2.3).
 """
 
 import math
 
+import torch
 from torch import nn
 
-from .batchnorm import check_choice
-
 ACTS = ("relu", "sigmoid")
+
+
+def check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
+    """Raise a one-line ValueError naming the bad value and the valid ones."""
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(repr(v) for v in valid)}")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a positive number")
+
+
+def check_batch(model: nn.Module, x: torch.Tensor) -> None:
+    """BN cannot normalise one example in training mode (its variance is 0): a one-line ValueError."""
+    if model.training and model.norm != "none" and x.shape[0] < 2:
+        raise ValueError(
+            f"a batch of {x.shape[0]} cannot be batch-normalised in training mode (norm={model.norm!r}); "
+            "use at least 2 examples or call model.eval()"
+        )
 
 
 def make_act(act: str) -> nn.Module:
@@ -27,31 +44,27 @@ def make_act(act: str) -> nn.Module:
     return nn.ReLU() if act == "relu" else nn.Sigmoid()
 
 
-def init_weight(layer: nn.Conv2d | nn.Linear, nonlinearity: str, scale: float = 1.0) -> None:
-    """Fan-in Gaussian initialisation (module docstring); ``nonlinearity``: "relu", "sigmoid" or "linear"."""
-    nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity=nonlinearity)
+def init_weight(
+    layer: nn.Conv2d | nn.Linear, nonlinearity: str, scale: float = 1.0, std: float = 0.0
+) -> None:
+    """Fan-in Gaussian initialisation (module docstring; ``nonlinearity``: "relu", "sigmoid" or "linear"),
+    or with ``std`` a Gaussian of that std (the Sec. 4.1 MLP's "small random Gaussian values"); zero bias."""
+    if std:
+        nn.init.normal_(layer.weight, 0.0, std)
+    else:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity=nonlinearity)
     if scale != 1.0:
         layer.weight.data.mul_(scale)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
 
 
-def gaussian_init(layer: nn.Linear, std: float) -> None:
-    """The Sec. 4.1 MLP's "small random Gaussian values"; zero bias."""
-    nn.init.normal_(layer.weight, 0.0, std)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-
-
 class ConvNormAct(nn.Module):
-    """conv -> BN (or identity) -> nonlinearity. ``conv`` is an ``nn.Conv2d`` or, for the separable stem,
-    an ``nn.Sequential(depthwise, pointwise)``; BN folding (``fold_bn``) folds into its last convolution."""
+    """conv -> BN (or identity) -> nonlinearity; ``conv``: an ``nn.Conv2d`` or the separable stem's two."""
 
     def __init__(self, conv: nn.Module, bn: nn.Module, act: nn.Module) -> None:
         super().__init__()
-        self.conv = conv
-        self.bn = bn
-        self.act = act
+        self.conv, self.bn, self.act = conv, bn, act
 
     def forward(self, x):  # noqa: ANN001, ANN201
         return self.act(self.bn(self.conv(x)))
@@ -62,9 +75,7 @@ class LinearNormAct(nn.Module):
 
     def __init__(self, fc: nn.Linear, bn: nn.Module, act: nn.Module) -> None:
         super().__init__()
-        self.fc = fc
-        self.bn = bn
-        self.act = act
+        self.fc, self.bn, self.act = fc, bn, act
 
     def forward(self, x):  # noqa: ANN001, ANN201
         return self.act(self.bn(self.fc(x)))
@@ -76,16 +87,10 @@ def separable_conv(in_chans: int, out_chans: int, kernel: int, stride: int, bias
     7x7 at RGB: 1,176 + 1,536 = 2,712 weights, GoogLeNet's "2.7K" first layer."""
     mid = in_chans * 8
     depthwise = nn.Conv2d(in_chans, mid, kernel, stride, padding=kernel // 2, groups=in_chans, bias=False)
-    pointwise = nn.Conv2d(mid, out_chans, 1, bias=bias)
-    return nn.Sequential(depthwise, pointwise)
+    return nn.Sequential(depthwise, nn.Conv2d(mid, out_chans, 1, bias=bias))
 
 
 def like_parameters(module: nn.Module) -> dict:
     """The device and dtype of ``module``'s parameters, for a layer built later (a new classifier)."""
     p = next(module.parameters(), None)
     return {} if p is None else dict(device=p.device, dtype=p.dtype)
-
-
-def check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r} is not valid; it must be a positive number")

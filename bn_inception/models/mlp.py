@@ -7,24 +7,18 @@ import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from .batchnorm import NORMS, check_choice, make_norm
-from .layers import ACTS, LinearNormAct, gaussian_init, init_weight, like_parameters, make_act
+from .batchnorm import make_norm
+from .layers import LinearNormAct, check_batch, init_weight, like_parameters, make_act
 
 
 class BNMLP(nn.Module):
     """y = g(Wu + b) per hidden layer without BN, y = g(BN(Wu)) with it (Sec. 3.2; the bias is dropped).
 
-    Args:
-        num_classes: outputs of the last (linear) layer; 0 leaves it out.
-        in_chans, img_size: the input, flattened to ``in_chans * H * W`` values (28x28x1 by default).
-        hidden, depth: width and number of hidden layers (100 and 3 in Sec. 4.1).
-        norm: "none" (Figure 1's baseline), "batch", "paper" or "ghost": BN on every hidden layer.
-        act: "sigmoid" (Sec. 4.1) or "relu".
-        init_std: std of the Gaussian initial weights ("small random Gaussian values"; the paper gives no
-            number). Default None = 1/sqrt(fan_in) per layer (LeCun), e.g. 0.036 for the 784-wide input and
-            0.1 for the 100-wide layers: small enough that the sigmoids start in their near-linear range.
-        drop_rate: dropout before the output layer (0: the paper has none here).
-        bn_eps, bn_momentum, ghost_batch_size: as ``BNInception``.
+    ``in_chans * H * W`` input values; ``depth`` hidden layers of ``hidden`` units (3 and 100 in Sec. 4.1);
+    ``norm`` "none" (Figure 1's baseline) or a BN kind on every hidden layer; ``act`` "sigmoid" (Sec. 4.1) or
+    "relu"; ``drop_rate`` before the output layer (0: the paper has none). ``init_std``: std of the Gaussian
+    initial weights ("small random Gaussian values", no number given); None = 1/sqrt(fan_in) per layer
+    (LeCun: 0.036 for the 784-wide input, 0.1 for 100), so the sigmoids start in their near-linear range.
     """
 
     def __init__(
@@ -44,8 +38,6 @@ class BNMLP(nn.Module):
         ghost_batch_size: int = 32,
     ) -> None:
         super().__init__()
-        check_choice("norm", norm, NORMS)
-        check_choice("act", act, ACTS)
         if depth < 1 or hidden < 1:
             raise ValueError(f"depth={depth!r}, hidden={hidden!r} are not valid; both must be at least 1")
         self.norm, self.in_chans, self.num_classes, self.drop_rate = norm, in_chans, num_classes, drop_rate
@@ -56,41 +48,28 @@ class BNMLP(nn.Module):
         layers, width = [], self.in_features
         for _ in range(depth):
             fc = nn.Linear(width, hidden, bias=norm == "none")
-            self._init(fc)
+            init_weight(fc, "linear", std=init_std or 1.0 / math.sqrt(width))
             layers.append(LinearNormAct(fc, make_norm(norm, hidden, **bn), make_act(act)))
             width = hidden
         self.hidden = nn.ModuleList(layers)
         self.num_features = self.head_hidden_size = hidden
         self.head_drop = nn.Dropout(drop_rate)
-        self.fc = self._classifier(num_classes)
-
-    def _init(self, layer: nn.Linear) -> None:
-        gaussian_init(
-            layer, self.init_std if self.init_std is not None else 1.0 / math.sqrt(layer.in_features)
-        )
-
-    def _classifier(self, num_classes: int) -> nn.Module:
-        if num_classes <= 0:
-            return nn.Identity()
-        fc = nn.Linear(self.num_features, num_classes, **like_parameters(self.hidden))
-        if self.init_std is None:
-            init_weight(fc, "linear")
-        else:
-            gaussian_init(fc, self.init_std)
-        return fc
+        self.reset_classifier(num_classes)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = self._classifier(num_classes).train(self.training)
+        self.num_classes, self.fc = num_classes, nn.Identity()
+        if num_classes > 0:
+            self.fc = nn.Linear(self.num_features, num_classes, **like_parameters(self.hidden))
+            init_weight(self.fc, "linear", std=self.init_std or 0.0)  # default: fan-in, gain 1
+        self.fc.train(self.training)
 
     def probe_modules(self) -> dict[str, nn.Module]:
-        """The nonlinearity of every hidden layer: "hidden1", "hidden2", ..., the last one suffixed "_last"
-        ("hidden3_last"): the layer Figure 1(b, c) follows ("a typical sigmoid input of the last hidden
-        layer"), also the highest-numbered name."""
+        """The nonlinearity of every hidden layer, "hidden1", ..., the last suffixed "_last" ("hidden3_last"):
+        the layer Figure 1(b, c) follows ("a typical sigmoid input of the last hidden layer")."""
         names = [f"hidden{i + 1}" for i in range(len(self.hidden))]
         names[-1] += "_last"
         return {name: layer.act for name, layer in zip(names, self.hidden, strict=True)}
@@ -101,11 +80,7 @@ class BNMLP(nn.Module):
                 f"bn_mlp expects {self.in_features} values per example (in_chans={self.in_chans}, "
                 f"img_size={self.img_size}), got input of shape {tuple(x.shape)}"
             )
-        if self.training and self.norm != "none" and x.shape[0] < 2:
-            raise ValueError(
-                f"a batch of {x.shape[0]} cannot be batch-normalised in training mode (norm={self.norm!r}); "
-                "use at least 2 examples or call model.eval()"
-            )
+        check_batch(self, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # Eager mode and torch.compile only, as BNInception.forward_features.

@@ -1,4 +1,5 @@
-"""The published BN-Inception weights: a Caffe-layout network converted by our script gives our outputs.
+"""The published BN-Inception weights: a Caffe-layout network converted by our script gives our outputs, and
+loads as timm's pretrained tag ``bn_inception.caffe_port`` and in evaluate.py.
 
 The reference is written here from the public layer list of the PyTorch port (pretrainedmodels
 ``bninception``): its names, widths, conv biases, Caffe pooling (stride-2 max pools without padding in ceil
@@ -22,7 +23,16 @@ from torch import nn
 import bn_inception  # noqa: F401
 from bn_inception.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from bn_inception.evaluation.evaluator import load_member
-from bn_inception.models.caffe_port import MEAN, PORT_MEAN_BGR, STD, ConversionError, port_checkpoint
+from bn_inception.models.registry import CAFFE_MEAN as MEAN
+from bn_inception.models.registry import CAFFE_MEAN_BGR as PORT_MEAN_BGR
+from bn_inception.models.registry import CAFFE_STD as STD
+from tests.conftest import REPO
+
+_spec = importlib.util.spec_from_file_location(
+    "convert_caffe", REPO / "scripts" / "convert_caffe_bninception.py"
+)
+script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(script)
 
 # The port's inception modules: (name, input channels, 1x1, 3x3 reduce, 3x3, double 3x3 reduce, double 3x3,
 # pooling, pool projection (0: none), stride).
@@ -119,17 +129,6 @@ def port() -> CaffeLayoutBNInception:
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def script():  # noqa: ANN201
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "convert_caffe_bninception.py"
-    spec = importlib.util.spec_from_file_location("convert_caffe_bninception", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _inputs(batch: int = 2, size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
     """The same images as our input (RGB [0, 1], normalised) and as the port's (BGR 0-255 minus its mean)."""
     rgb = torch.rand(batch, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -140,7 +139,7 @@ def _inputs(batch: int = 2, size: int = 224) -> tuple[torch.Tensor, torch.Tensor
     return ours, theirs
 
 
-def test_converted_port_computes_the_ports_function_in_float64(port, script, tmp_path) -> None:
+def test_converted_port_computes_the_ports_function_in_float64(port, tmp_path) -> None:
     source = tmp_path / "bn_inception-port.pth"
     torch.save(port.state_dict(), source)
     assert script.main([str(source), str(tmp_path / "ours.pt")]) == 0
@@ -173,7 +172,7 @@ def test_converted_port_computes_the_ports_function_in_float64(port, script, tmp
         assert (tf_pool(x_ours) - logits_port).abs().max() > 1e-2
 
 
-def test_converted_checkpoint_loads_where_our_checkpoints_load(port, script, tmp_path) -> None:
+def test_converted_checkpoint_loads_where_our_checkpoints_load(port, tmp_path) -> None:
     source, out = tmp_path / "port.pth", tmp_path / "bninception_caffe.pt"
     state = {k: v.float() if v.is_floating_point() else v for k, v in port.state_dict().items()}
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # as older torch saved
@@ -194,6 +193,36 @@ def test_converted_checkpoint_loads_where_our_checkpoints_load(port, script, tmp
     assert data["mean"] == pytest.approx(MEAN) and data["std"] == pytest.approx(STD)
     assert data["input_size"] == (3, 224, 224) and data["crop_pct"] == 0.875  # the port's 256 -> 224
     assert ckpt["source"]["file"] == "port.pth" and len(ckpt["source"]["sha256"]) == 64
+
+    # The same file is the pretrained tag's weights, the timm way: the port's network, input and crop.
+    tagged = timm.create_model(
+        "bn_inception.caffe_port", pretrained=True, pretrained_cfg_overlay=dict(file=str(out))
+    )
+    for key, value in tagged.state_dict().items():
+        torch.testing.assert_close(value, member.model.state_dict()[key], msg=key)
+    assert resolve_data_config(model=tagged) == data
+    assert tagged.pretrained_cfg["tag"] == "caffe_port" and tagged.pretrained_cfg["file"] == str(out)
+    # timm's adaptation: a new classifier for other classes, the rest loaded.
+    ten = timm.create_model(
+        "bn_inception.caffe_port", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(out))
+    )
+    assert ten.fc.out_features == 10
+    torch.testing.assert_close(ten.features.conv1.conv.weight, member.model.features.conv1.conv.weight)
+
+
+def test_the_pretrained_tag_without_its_file_says_where_the_weights_come_from(tmp_path) -> None:
+    untagged = timm.create_model("bn_inception.caffe_port")  # the port's network, random weights
+    assert sum(p.numel() for p in untagged.parameters()) == 11_285_224
+    assert untagged.pretrained_cfg["mean"] == pytest.approx(MEAN) and untagged.stem == "plain"
+    for overlay in (None, dict(file=str(tmp_path / "absent.pt"))):
+        with pytest.raises(ValueError) as info:
+            timm.create_model("bn_inception.caffe_port", pretrained=True, pretrained_cfg_overlay=overlay)
+        message = str(info.value)
+        assert "\n" not in message and "scripts/convert_caffe_bninception.py" in message, message
+        assert "pretrainedmodels" in message and "bninception" in message
+    assert "absent.pt" in message
+    with pytest.raises(ValueError, match="not a pretrained tag"):
+        timm.create_model("bn_inception.imagenet")
 
 
 def _state(port: nn.Module) -> dict[str, torch.Tensor]:
@@ -230,13 +259,13 @@ def _drop(state: dict, key: str) -> dict:
     ids=["missing", "unexpected", "shape", "dtype", "our-network", "a-checkpoint", "not-a-dict"],
 )
 def test_not_the_ports_state_dict_is_one_line_naming_the_first_bad_key(port, corrupt, words: list) -> None:
-    with pytest.raises(ConversionError) as info:
-        port_checkpoint(corrupt(_state(port)))
+    with pytest.raises(script.ConversionError) as info:
+        script.port_checkpoint(corrupt(_state(port)))
     message = str(info.value)
     assert "\n" not in message and all(w in message for w in words), message
 
 
-def test_a_failed_conversion_writes_nothing(script, tmp_path, capsys) -> None:
+def test_a_failed_conversion_writes_nothing(tmp_path, capsys) -> None:
     out = tmp_path / "out" / "bninception_caffe.pt"
     cases = {
         "partial.pth": {"conv1_7x7_s2.weight": torch.zeros(64, 3, 7, 7)},

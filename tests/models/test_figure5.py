@@ -10,7 +10,17 @@ import timm
 import bn_inception  # noqa: F401
 from bn_inception.models import figure5_rows, small_rows
 from bn_inception.models.figure5 import ConvRow, InceptionRow
-from bn_inception.models.summary import summarize, total_macs, total_params
+from tests.conftest import REPO
+
+# The per-row summaries are the describe_models script's (Figure 5 style tables).
+_spec = importlib.util.spec_from_file_location("describe_models", REPO / "scripts" / "describe_models.py")
+describe_models = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(describe_models)
+summarize, total_macs, total_params = (
+    describe_models.summarize,
+    describe_models.total_macs,
+    describe_models.total_params,
+)
 
 # Figure 5's output column (C, H, W) at 224x224, with the slips of architecture.md corrected (3c and 4e
 # output the halved grid). 4c/4d/4e differ between the two readings.
@@ -136,11 +146,8 @@ def test_multiply_adds(summaries: dict) -> None:
     assert total_params(summaries["tf"]) == PARAMS[("bn_inception", "tf", "separable", "batch")]
 
 
-def test_describe_models_script_prints_the_counts(repo, capsys: pytest.CaptureFixture) -> None:
-    spec = importlib.util.spec_from_file_location("describe_models", repo / "scripts" / "describe_models.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(["--model", "bn_inception"])
+def test_describe_models_script_prints_the_counts(capsys: pytest.CaptureFixture) -> None:
+    describe_models.main(["--model", "bn_inception"])
     out = capsys.readouterr().out
     assert "11,188,288" in out and "11,178,336" in out  # BN variants, Inception baseline
     assert "13.6M" in out
