@@ -38,7 +38,7 @@ def mirror(writer: Any, run_dir: Path, config: Mapping[str, Any], hparams: Mappi
     try:
         import wandb
     except ImportError as e:
-        raise RuntimeError("logger=wandb needs the wandb package: pip install 'bn-inception[tracking]'") from e
+        raise RuntimeError("logger=wandb needs wandb: pip install 'bn-inception[tracking]'") from e
     id_file = Path(run_dir) / "wandb" / "run_id"  # one W&B run per run directory, across resumes
     if not id_file.is_file():
         id_file.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hydra_plugins.bn_inception_gpus import visible_gpus
 
-APP = '''
+APP = """
 import json, os, time
 from pathlib import Path
 import hydra
@@ -21,11 +21,12 @@ def main(cfg):
     start = time.time()
     time.sleep(2)
     job = HydraConfig.get().job.num
-    record = dict(job=job, gpu=os.environ["CUDA_VISIBLE_DEVICES"], pid=os.getpid(), start=start, end=time.time())
+    gpu = os.environ["CUDA_VISIBLE_DEVICES"]
+    record = dict(job=job, gpu=gpu, pid=os.getpid(), start=start, end=time.time())
     Path(cfg.out, f"job{job}.json").write_text(json.dumps(record))
 
 main()
-'''
+"""
 
 CONFIG = """
 defaults:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from bn_inception.engine.trainer import train_from_config
-
 from tests.engine.conftest import needs_fashion, train_config
 
 wandb = pytest.importorskip("wandb", reason="pip install -r requirements-test.txt (wandb)")
