@@ -40,7 +40,7 @@ def visible_gpus(env: Any = os.environ) -> list[str]:
 
 
 class LocalGPUsLauncher(JoblibLauncher):
-    """Hydra's joblib launcher, one GPU per worker process (``bn_inception/configs/hydra/launcher/local_gpus.yaml``)."""
+    """Hydra's joblib launcher, one GPU per worker process (configs: hydra/launcher/local_gpus.yaml)."""
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         gpus = visible_gpus()

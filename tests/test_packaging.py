@@ -15,7 +15,8 @@ from tests.engine.conftest import needs_fashion
 
 
 def run(*argv: str | Path, cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    argv = [str(a) for a in argv]
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert not check or proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -28,8 +29,9 @@ def test_a_wheel_in_a_fresh_venv_trains_and_evaluates_from_any_folder(tmp_path, 
     for part in ("bn_inception", "hydra_plugins"):
         shutil.copytree(repo / part, source / part, ignore=ignore)
     shutil.copy(repo / "pyproject.toml", source)
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist",
-        source, cwd=tmp_path, env=env)  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "-q"]
+    wheel_dir = tmp_path / "dist"
+    run(*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheel_dir, source, cwd=tmp_path, env=env)
     (wheel,) = (tmp_path / "dist").glob("bn_inception-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in (repo / "bn_inception" / "configs").rglob("*.yaml"):  # every experiment, dataset, launcher
@@ -50,11 +52,12 @@ def test_a_wheel_in_a_fresh_venv_trains_and_evaluates_from_any_folder(tmp_path, 
     assert "bn_x5_sigmoid" in helped and "imagenet_subset" in helped
     assert "checkpoints=PATH" in run(bin_dir / "bn-evaluate", "--help", cwd=home, env=env).stdout
     # the plugins come from the wheel: the local_gpus launcher answers (no GPU here)
-    refused = run(bin_dir / "bn-train", "-m", "hydra/launcher=local_gpus", "seed=0,1", cwd=home, env=env, check=False)
+    gpus = ["-m", "hydra/launcher=local_gpus", "seed=0,1"]
+    refused = run(bin_dir / "bn-train", *gpus, cwd=home, env=env, check=False)
     assert refused.returncode == 2 and "error: hydra/launcher=local_gpus found no GPU" in refused.stderr
 
-    trained = run(bin_dir / "bn-train", "trainer.max_steps=2", "trainer.eval_every=2", "trainer.eval_limit=32",
-                  "trainer.progress=false", "data.workers=0", cwd=home, env=env)  # fmt: skip
+    tiny = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.eval_limit=32", "trainer.progress=false"]
+    trained = run(bin_dir / "bn-train", *tiny, "data.workers=0", cwd=home, env=env)
     results = json.loads((home / "runs" / "bn_x5" / "seed0" / "results.json").read_text())
     assert results["status"] == "completed" and results["steps"] == 2
     printed = trained.stdout + trained.stderr

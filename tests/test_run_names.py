@@ -24,7 +24,7 @@ def single_and_sweep_dirs(*overrides: str) -> tuple[Path, Path]:
         (("optim.lr_mult=10", "model.norm=ghost"), "bn_x5/model.norm:ghost+optim.lr_mult:10/seed0"),
         (("data=imagenet", "data.root=/data/imagenet"), "bn_x5/data:imagenet/seed0"),
         # run length, paths, logging and how (not what) it computes: the same run, resumed
-        (("trainer.max_steps=40", "trainer.eval_every=5", "logger=wandb", "trainer.compile=false"), "bn_x5/seed0"),
+        (("trainer.max_steps=40", "logger=wandb", "trainer.compile=false"), "bn_x5/seed0"),
     ],
 )
 def test_a_single_run_is_named_as_its_sweep_job(overrides, expected):

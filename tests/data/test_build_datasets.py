@@ -15,7 +15,7 @@ from bn_inception.data.transforms import TrainAugment
 
 
 def _composed(repo, name: str):
-    """bn_inception/configs/data/<name>.yaml as train.py composes it (on its schema, bn_inception/config.py)."""
+    """bn_inception/configs/data/<name>.yaml as train.py composes it (on its schema, config.py)."""
     register_configs()
     with initialize_config_dir(config_dir=str(repo / "bn_inception" / "configs"), version_base="1.3"):
         return compose(config_name="train", overrides=[f"data={name}"]).data
