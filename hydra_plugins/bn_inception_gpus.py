@@ -13,6 +13,7 @@ GPU torch sees; ``n_jobs`` (-1: one per GPU) runs fewer at once.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -24,7 +25,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,11 @@ class LocalGPUsLauncher(JoblibLauncher):
             sys.exit(2)
         n_jobs = int(self.joblib.get("n_jobs") or -1)
         self.joblib["n_jobs"] = len(gpus) if n_jobs < 1 else min(n_jobs, len(gpus))
-        self.claims = tempfile.mkdtemp(prefix="bn_inception_gpus_")
+        self.claims = tempfile.mkdtemp(prefix="bn_inception_gpus_")  # for every batch of the sweep
+        atexit.register(shutil.rmtree, self.claims, True)
         log.info("one job per GPU: %s, %d at once", ",".join(gpus), self.joblib["n_jobs"])
         task = OnOneGPU(task_function, gpus, self.claims)
         super().setup(hydra_context=hydra_context, task_function=task, config=config)
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        try:
-            return super().launch(job_overrides, initial_job_idx)
-        finally:
-            shutil.rmtree(self.claims, ignore_errors=True)
 
 
 class OnOneGPU:
