@@ -124,7 +124,7 @@ def make_world(root: Path, args: argparse.Namespace) -> list[Path]:
 
 def data_config(root: Path, args: argparse.Namespace) -> dict:
     """The data config of ``python evaluate.py checkpoints=<the runs> data=synthetic data.root=<the tree>
-    ...`` (configs/data/synthetic.yaml)."""
+    ...`` (bn_inception/configs/data/synthetic.yaml)."""
     data = dict(root=root / "data", input_size=args.input_size, workers=args.workers, decode=args.decode)
     overrides = [f"data.{k}={v}" for k, v in data.items()]
     return compose("evaluate", [f"checkpoints={root / 'runs'}", "data=synthetic", *overrides])["data"]

@@ -77,7 +77,7 @@ LAUNCHER = Path(__file__).resolve().parent / "timm_train_launcher.py"
 
 def bn_x5(*overrides: str) -> dict:
     """train.py's config of ``python train.py experiment=bn_x5 <overrides>``: every row runs BN-x5 as
-    train.py composes it (configs/), so no benchmark can drift from what train.py runs."""
+    train.py composes it (bn_inception/configs/), so no benchmark can drift from what train.py runs."""
     return compose("train", ["experiment=bn_x5", *overrides])
 
 

@@ -29,7 +29,7 @@ from bn_inception.config import SCHEMAS, ConfigError, did_you_mean, field_of, re
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # inside the package: a wheel carries them
 
 #: Exit status of a command refused for its configuration (as argparse's usage errors); 1 is a run error.
 EXIT_CONFIG = 2
@@ -316,31 +316,6 @@ def sweep_summary(sweep: Path, run_dirs: Sequence[Path] = ()) -> int:
     return sum(1 for r in rows if r[1] != "completed" and not r[1].startswith("diverged"))
 
 
-# -------------------------------------------------------------------------------- console scripts
-
-
-def train_command() -> None:
-    """``bn-train``: ``python train.py`` of the checkout the package is installed from (pip install -e)."""
-    _run_script("train.py")
-
-
-def evaluate_command() -> None:
-    """``bn-evaluate``: ``python evaluate.py`` of the checkout this package is installed from."""
-    _run_script("evaluate.py")
-
-
-def _run_script(name: str) -> None:
-    import runpy
-
-    script = CONFIG_DIR.parent / name
-    if not script.is_file() or not CONFIG_DIR.is_dir():
-        print(f"error: {name} and configs/ are not next to the package; install the checkout with "
-              f"`pip install -e <checkout>` or run `python {name}` there", file=sys.stderr)  # fmt: skip
-        sys.exit(1)
-    sys.argv[0] = str(script)
-    runpy.run_path(str(script), run_name="__main__")
-
-
 # ------------------------------------------------------------------------------------ job helpers
 
 
@@ -417,7 +392,10 @@ def override(key: str, value: object) -> str:
 
 
 def command(script: str, *words: str) -> str:
-    """A pasteable command line: ``python <script> <words...>`` (words already shell-quoted)."""
+    """A pasteable command line: ``python <script> <words...>`` (words already shell-quoted), or
+    ``bn-train``/``bn-evaluate`` when this process is that installed command (no checkout to run it in)."""
+    if Path(sys.argv[0]).name in ("bn-train", "bn-evaluate") and script in ("train.py", "evaluate.py"):
+        return " ".join([f"bn-{script[:-3]}", *words])
     return " ".join(["python", script, *words])
 
 

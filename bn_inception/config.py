@@ -354,6 +354,9 @@ class TrainConfig:
     model: Any = MISSING
     # configs/data/<name>.yaml
     data: DataConfig = MISSING
+    # where the scalars go besides TensorBoard (always written): wandb mirrors them, with the HParams and
+    # the config, to Weights & Biases (pip install 'bn-inception[tracking]'; bn_inception/engine/wandb_log.py)
+    logger: str = one_of("tensorboard", "wandb")
     # the sections below are declared by their own classes above
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -65,7 +65,7 @@ class SummarySweeper(BasicSweeper):
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    """One SLURM job per sweep job, through submitit (``configs/hydra/launcher/slurm.yaml``)."""
+    """One SLURM job per sweep job, through submitit (``bn_inception/configs/hydra/launcher/slurm.yaml``)."""
 
     def __call__(self, *args: Any) -> JobReturn:
         """The job, on the cluster: Hydra's job runner keeps a run's error in the JobReturn; raising it

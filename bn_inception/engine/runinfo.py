@@ -34,6 +34,7 @@ RUN_LENGTH_KEYS = frozenset(
         "trainer.finite_check",
         "data.decode",
         "data.index",
+        "logger",
     }
 )
 

@@ -48,7 +48,7 @@ from bn_inception.data import (
     build_train_loader,
     to_model_input,
 )
-from bn_inception.engine import tblog
+from bn_inception.engine import tblog, wandb_log
 from bn_inception.engine.checkpoint import (
     CheckpointError,
     all_finite,
@@ -606,6 +606,8 @@ def open_logs(
     # purge_step = step + 1: events a killed segment wrote after the checkpoint are hidden, the resumed
     # step's own evaluation stays visible.
     run.writer = tblog.open_writer(str(run.dir), purge_step=state.step + 1 if resumed_from else None)
+    if config.get("logger") == "wandb":  # the same scalars, the HParams and the config, to W&B too
+        run.writer = wandb_log.mirror(run.writer, run.dir, config, tblog.run_hparams(config, run.info))
     resources.callback(run.writer.close)
     if not resumed_from:
         tblog.write_hparams(run.writer, tblog.run_hparams(config, run.info))

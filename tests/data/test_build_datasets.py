@@ -15,14 +15,14 @@ from bn_inception.data.transforms import TrainAugment
 
 
 def _composed(repo, name: str):
-    """configs/data/<name>.yaml as train.py composes it (on its schema, bn_inception/config.py)."""
+    """bn_inception/configs/data/<name>.yaml as train.py composes it (on its schema, config.py)."""
     register_configs()
-    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(repo / "bn_inception" / "configs"), version_base="1.3"):
         return compose(config_name="train", overrides=[f"data={name}"]).data
 
 
 def test_every_value_a_data_config_sets_says_why(repo):
-    for path in sorted((repo / "configs" / "data").glob("*.yaml")):
+    for path in sorted((repo / "bn_inception" / "configs" / "data").glob("*.yaml")):
         for line in path.read_text().splitlines():
             if line and not line.startswith((" ", "#", "name:", "defaults:")):
                 assert "#" in line, f"{path.name}: {line}"

@@ -24,7 +24,7 @@ PAPER = {
 
 
 def _compose(repo, overrides):
-    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(repo / "bn_inception" / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=False)
     return OmegaConf.to_container(cfg, resolve=True)
 
@@ -90,7 +90,7 @@ def test_typos_fail_at_compose_time(repo, overrides, message):
     "launcher, target", [("local_parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher")]
 )
 def test_shipped_launchers_compose(repo, launcher, target):
-    with initialize_config_dir(config_dir=str(repo / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(repo / "bn_inception" / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher == "slurm":  # one process per GPU, and requeue only because runs auto-resume

@@ -195,7 +195,7 @@ def test_a_non_finite_val_loss_or_bn_statistic_is_divergence(tmp_path, monkeypat
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_run_that_diverges_before_any_checkpoint_names_none(tmp_path):
-    import train
+    from bn_inception import train
 
     res = train_from_config(
         train_config("experiment=inception", "optim.lr=1e6", "trainer.eval_every=12"), tmp_path

@@ -1,0 +1,105 @@
+"""Evaluate checkpoints alone and as an ensemble, with 1, 10 or 144 crops (Sec. 4.2.3).
+
+    python evaluate.py checkpoints=runs/bn_x30/seed0                  # the data recorded in the checkpoint
+    python evaluate.py checkpoints='[runs/a/checkpoints/best.pt,runs/b/checkpoints/best.pt]' crops=144 \
+        data=imagenet data.root=/data/imagenet output=eval/ensemble.json
+    python evaluate.py checkpoints=sweeps/2025-01-01_00-00-00 images=1000   # every */checkpoints/best.pt
+    python evaluate.py checkpoints=sweeps/x crops=144 images=5000:10000       # test images 5000..9999 only
+
+Options and their units: ``bn_inception/config.py`` (EvalConfig; ``python evaluate.py --help``). A bad
+option value ends with one line and exit 2 before anything is loaded; known bad input (missing or refused
+checkpoints, mismatched members, bad data, an output path that is not ours to overwrite) with one line
+``error: ...`` and exit 1, before any table is printed or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from bn_inception import cli
+from bn_inception.config import EvalConfig, register_configs
+
+log = logging.getLogger("evaluate")
+register_configs()
+
+
+def run(cfg: DictConfig) -> None:
+    from bn_inception.evaluation.errortable import (
+        caption,
+        format_markdown,
+        format_text,
+        write_json,
+        write_tensorboard,
+    )
+    from bn_inception.evaluation.evaluator import EvaluationError, find_checkpoints
+    from bn_inception.evaluation.outputs import MARK, MARKDOWN_MARK, check_outputs, markdown_path, write_text
+    from bn_inception.evaluation.pipeline import evaluate_checkpoints
+
+    if OmegaConf.is_missing(cfg, "checkpoints"):
+        raise EvaluationError(
+            "no checkpoints given; pass checkpoints=PATH (a .pt file, [a.pt,b.pt], a glob or a dir)"
+        )
+    specs = cfg.checkpoints
+    checkpoints = [str(s) for s in specs] if OmegaConf.is_list(specs) else str(specs)
+    md_path = cfg.markdown or (markdown_path(cfg.output) if cfg.output else None)
+    check_outputs([cfg.output, md_path and str(md_path)], find_checkpoints(checkpoints), cfg.tb_dir)
+
+    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
+    # `data=<name>` picks configs/data/<name>.yaml; without it the first checkpoint's recorded data config is
+    # used, with any data.* given here (data.root=..., +data.key=...) on top.
+    selected = data if HydraConfig.get().runtime.choices.get("data") not in (None, "null") else None
+    values = OmegaConf.to_container(cfg, resolve=True)
+    options = EvalConfig(**{f.name: values[f.name] for f in dataclasses.fields(EvalConfig)})
+
+    report = evaluate_checkpoints(checkpoints, options, data_kwargs=selected, data_overrides=data)
+    report.meta["command"] = shlex.join(["python", "evaluate.py", *HydraConfig.get().overrides.task])
+    report.meta["written_by"] = MARK
+
+    title = caption(report.rows, report.meta["data"]["name"], options.bootstrap)
+    skipped = report.meta["data"]["skipped_images"]
+    if skipped:
+        title += f"; {skipped} unreadable images skipped"
+    print(format_text(report.rows, title, report.gains), flush=True)
+    markdown = format_markdown(report.rows, title, command=report.meta["command"], gains=report.gains)
+    if cfg.output:
+        try:
+            write_json(cfg.output, report.rows, report.meta)
+        except OSError as e:
+            raise EvaluationError(f"could not write {cfg.output}: {e.strerror or e}") from e
+        log.info("wrote %s", cfg.output)
+    if md_path:
+        write_text(Path(md_path), f"{markdown}\n{MARKDOWN_MARK}\n")
+        log.info("wrote %s", md_path)
+    if cfg.tb_dir:
+        write_tensorboard(cfg.tb_dir, report.rows, markdown)
+        log.info("wrote TensorBoard events to %s", cfg.tb_dir)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Known bad input (EvaluationError, CheckpointError) ends as one line ``error: ...`` and exit 1, before
+    any table is printed or written."""
+    import torch
+
+    from bn_inception.engine.checkpoint import CheckpointError
+    from bn_inception.evaluation.evaluator import EvaluationError
+
+    # Hydra's job logging is off (configs/evaluate.yaml): log lines go to stderr, the table to stdout.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[%(asctime)s][%(name)s] %(message)s")
+    torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels once
+    with cli.one_line_errors((EvaluationError, CheckpointError), multirun=False):
+        run(cfg)
+
+
+def command() -> None:
+    """``bn-evaluate`` and ``python evaluate.py`` (the checkout's shim)."""
+    cli.preflight("evaluate")  # every option checked before anything loads: one line, exit 2
+    main()
