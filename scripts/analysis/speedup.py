@@ -1,6 +1,6 @@
 """How the BN speed-up depends on the baseline's training length (scripts/reproduce_speedup.sh, issue 21).
 
-Every speed-up here is Table 2's paired one (`bn_inception.evaluation.table2.paired_speedup`): per seed,
+Every speed-up here is Table 2's paired one (`bn_inception.report.table2.paired_speedup`): per seed,
 the target at budget B is that seed's Inception run's best top-1 within its first B steps, reached at its
 first evaluation at that value; a variant's steps to it are interpolated between the evaluations around its
 crossing, a crossing before its first evaluation or never reached is a bound; over seeds the geometric mean
@@ -25,9 +25,9 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from bn_inception.evaluation import paper
-from bn_inception.evaluation.figures import save_figure
-from bn_inception.evaluation.table2 import (
+from bn_inception.report import paper
+from bn_inception.report.figures import save_figure
+from bn_inception.report.table2 import (
     PAIRED_DEFINITION,
     budget_target,
     format_seed,

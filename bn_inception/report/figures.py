@@ -14,7 +14,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bn_inception.evaluation.runlogs import (
+from bn_inception.report.runlogs import (
     PERCENTILE_TAGS,
     ReportError,
     RunLog,
@@ -24,7 +24,7 @@ from bn_inception.evaluation.runlogs import (
     last_hidden_probe,
     uses_batch_norm,
 )
-from bn_inception.evaluation.table2 import network_name, variant_order
+from bn_inception.report.table2 import network_name, variant_order
 
 # Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
 _SVG_RC = {"svg.hashsalt": "bn-inception-report"}

@@ -28,7 +28,7 @@ of docs/results.md uses, issue 21):
   resampling the seeds (`SEED_RESAMPLES`). Bounds enter at their bound value and make the mean a bound.
 - Known bias: the target is the baseline's best of noisy evaluations, which the variant reaches a little
   late; with 1 point of evaluation noise on a curve rising 7 points per doubling a true 4x reads 3.7-3.9x,
-  the same at every budget (tests/evaluation/test_paired_speedup.py). The paper's 72.2% is such a best too.
+  the same at every budget (tests/report/test_paired_speedup.py). The paper's 72.2% is such a best too.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bn_inception.evaluation import paper
-from bn_inception.evaluation.runlogs import RunLog, is_mnist_run
+from bn_inception.report import paper
+from bn_inception.report.runlogs import RunLog, is_mnist_run
 
 TARGET_TOLERANCE = 1e-9  # percentage points
 SEED_RESAMPLES = 10_000  # bootstrap resamples of the seeds for a paired speed-up's interval

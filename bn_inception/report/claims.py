@@ -3,7 +3,7 @@
 `write_report(sweep_dir)` reads every results.json under the sweep (and the runs' TensorBoard scalars for
 Figure 1) and writes `table2.md`, `table2.json`, `report.md`, `figure2.png|svg` (when there are
 ImageNet-variant runs) and `figure1.png|svg` (when there are `mnist_figure1` runs). Every output is a
-deterministic function of the logs. Table 2's definition: `bn_inception.evaluation.table2`.
+deterministic function of the logs. Table 2's definition: `bn_inception.report.table2`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bn_inception.evaluation import paper
-from bn_inception.evaluation.figures import (
+from bn_inception.report import paper
+from bn_inception.report.figures import (
     WITH_BN,
     WITHOUT_BN,
     Figure1Data,
@@ -22,8 +22,8 @@ from bn_inception.evaluation.figures import (
     plot_figure1,
     plot_figure2,
 )
-from bn_inception.evaluation.runlogs import RunLog, is_mnist_run, load_runs
-from bn_inception.evaluation.table2 import (
+from bn_inception.report.runlogs import RunLog, is_mnist_run, load_runs
+from bn_inception.report.table2 import (
     Row,
     Table2,
     build_table2,
