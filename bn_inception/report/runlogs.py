@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,71 @@ class RunLog:
         return tuple(e for e in self.evals if math.isfinite(e.top1))
 
 
-def find_results(sweep_dir: str | Path) -> list[Path]:
-    """Every results.json under `sweep_dir` (recursively), sorted; one-line error if there is none."""
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def load_run(path: Path, sweep_dir: Path) -> RunLog:
+    """Parse one results.json; any missing or mistyped field the report needs is a one-line error."""
+
+    def malformed(what: str) -> ReportError:
+        return ReportError(f"malformed {path}: {what} (see the results.json format in docs/design.md)")
+
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise malformed(f"not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise malformed("the top level must be a JSON object")
+    experiment, status = data.get("experiment"), data.get("status")
+    if not isinstance(experiment, str) or not experiment:
+        raise malformed(f"'experiment' must be a non-empty string, got {experiment!r}")
+    if not isinstance(status, str):
+        raise malformed(f"'status' must be a string (completed|diverged|running), got {status!r}")
+    for key in ("seed", "diverged_at_step", "steps"):
+        if data.get(key) is not None and not _is_int(data[key]):
+            raise malformed(f"'{key}' must be an integer or null, got {data[key]!r}")
+    if "evals" not in data:
+        raise malformed("missing 'evals' (the evaluation history)")
+    evals = _evals(data["evals"], malformed)
+    diverged_at = data.get("diverged_at_step") if status == "diverged" else None
+    if status == "diverged" and diverged_at is None:  # older or interrupted writers: the last step done
+        diverged_at = data.get("steps") or (evals[-1].step if evals else 0)
+    name = data.get("name")
+    return RunLog(
+        path=path.parent.relative_to(sweep_dir).as_posix(),
+        run_dir=path.parent,
+        name=name if isinstance(name, str) and name else experiment,
+        experiment=experiment,
+        seed=data.get("seed"),
+        status=status,
+        diverged_at_step=diverged_at,
+        evals=evals,
+    )
+
+
+def _evals(raw: object, malformed: Callable[[str], ReportError]) -> tuple[Eval, ...]:
+    if not isinstance(raw, list):
+        raise malformed(f"'evals' must be a list of {{'step', 'top1', ...}} objects, got {raw!r:.60}")
+    by_step: dict[int, float] = {}
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or "step" not in entry or "top1" not in entry:
+            raise malformed(f"evals[{i}] must be an object with 'step' and 'top1', got {entry!r:.60}")
+        # JSON has no NaN; a trainer may write null (or Python's NaN extension) for a non-finite eval.
+        step, top1 = entry["step"], math.nan if entry["top1"] is None else entry["top1"]
+        if not _is_int(step):
+            raise malformed(f"evals[{i}].step must be an integer, got {step!r}")
+        if isinstance(top1, bool) or not isinstance(top1, int | float):
+            raise malformed(f"evals[{i}].top1 must be a number (percent), got {top1!r}")
+        by_step[step] = float(top1)
+    return tuple(Eval(step, by_step[step]) for step in sorted(by_step))
+
+
+def load_runs(sweep_dir: str | Path) -> list[RunLog]:
+    """All runs under `sweep_dir` (every results.json, recursively), in a fixed order (experiment, seed,
+    path) so reports are reproducible; a one-line error if there is none."""
     sweep = Path(sweep_dir)
     if not sweep.exists():
         raise ReportError(
@@ -54,90 +118,11 @@ def find_results(sweep_dir: str | Path) -> list[Path]:
         )
     if not sweep.is_dir():
         raise ReportError(f"{sweep} is not a directory: pass the sweep directory that holds the runs")
-    found = sorted(sweep.rglob(RESULTS_FILE))
-    if not found:
+    if not (found := sorted(sweep.rglob(RESULTS_FILE))):
         raise ReportError(
             f"no {RESULTS_FILE} found under {sweep}: pass a sweep or run directory written by train.py"
         )
-    return found
-
-
-def _malformed(path: Path, what: str) -> ReportError:
-    return ReportError(f"malformed {path}: {what} (see the results.json format in docs/design.md)")
-
-
-def _optional_int(data: dict, key: str, path: Path) -> int | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _malformed(path, f"'{key}' must be an integer or null, got {value!r}")
-    return value
-
-
-def _parse_evals(raw: object, path: Path) -> tuple[Eval, ...]:
-    if not isinstance(raw, list):
-        raise _malformed(path, f"'evals' must be a list of {{'step', 'top1', ...}} objects, got {raw!r:.60}")
-    by_step: dict[int, float] = {}
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, dict) or "step" not in entry or "top1" not in entry:
-            raise _malformed(path, f"evals[{i}] must be an object with 'step' and 'top1', got {entry!r:.60}")
-        step, top1 = entry["step"], entry["top1"]
-        if isinstance(step, bool) or not isinstance(step, int):
-            raise _malformed(path, f"evals[{i}].step must be an integer, got {step!r}")
-        # JSON has no NaN; a trainer may write null (or Python's NaN extension) for a non-finite eval.
-        if top1 is None:
-            top1 = math.nan
-        if isinstance(top1, bool) or not isinstance(top1, int | float):
-            raise _malformed(path, f"evals[{i}].top1 must be a number (percent), got {top1!r}")
-        by_step[step] = float(top1)
-    return tuple(Eval(step, by_step[step]) for step in sorted(by_step))
-
-
-def load_run(results_path: Path, sweep_dir: Path) -> RunLog:
-    """Parse one results.json; any missing or mistyped field the report needs is a one-line error."""
-    try:
-        data = json.loads(results_path.read_text())
-    except json.JSONDecodeError as err:
-        raise _malformed(results_path, f"not valid JSON ({err.msg} at line {err.lineno})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ReportError(f"cannot read {results_path}: {err}") from None
-    if not isinstance(data, dict):
-        raise _malformed(results_path, "the top level must be a JSON object")
-    experiment = data.get("experiment")
-    if not isinstance(experiment, str) or not experiment:
-        raise _malformed(results_path, f"'experiment' must be a non-empty string, got {experiment!r}")
-    status = data.get("status")
-    if not isinstance(status, str):
-        raise _malformed(
-            results_path, f"'status' must be a string (completed|diverged|running), got {status!r}"
-        )
-    if "evals" not in data:
-        raise _malformed(results_path, "missing 'evals' (the evaluation history)")
-    evals = _parse_evals(data["evals"], results_path)
-    name = data.get("name")
-    name = name if isinstance(name, str) and name else experiment
-    diverged_at = _optional_int(data, "diverged_at_step", results_path)
-    if status == "diverged" and diverged_at is None:
-        # Older or interrupted writers may leave it null: the last step done is the best we know.
-        diverged_at = _optional_int(data, "steps", results_path) or (evals[-1].step if evals else 0)
-    run_dir = results_path.parent
-    return RunLog(
-        path=run_dir.relative_to(sweep_dir).as_posix(),
-        run_dir=run_dir,
-        name=name,
-        experiment=experiment,
-        seed=_optional_int(data, "seed", results_path),
-        status=status,
-        diverged_at_step=diverged_at if status == "diverged" else None,
-        evals=evals,
-    )
-
-
-def load_runs(sweep_dir: str | Path) -> list[RunLog]:
-    """All runs under `sweep_dir`, in a fixed order (experiment, seed, path) so reports are reproducible."""
-    sweep = Path(sweep_dir)
-    runs = [load_run(path, sweep) for path in find_results(sweep)]
+    runs = [load_run(path, sweep) for path in found]
     return sorted(runs, key=lambda r: (r.experiment, r.seed is None, r.seed or 0, r.path))
 
 
@@ -160,13 +145,6 @@ def hydra_value(run_dir: Path, key: str) -> object:
         raise ReportError(f"cannot read {config}: {type(err).__name__}: {err}".splitlines()[0]) from None
 
 
-def _hydra_model_norm(run_dir: Path) -> str | None:
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
-        return None
-    norm = hydra_value(run_dir, "model.norm")
-    return "none" if norm is None or norm is False else str(norm)
-
-
 _NO_BN = re.compile(r"(?:^|[^a-z0-9])(?:no|without)[_-]?bn(?:$|[^a-z0-9])|(?:^|[_-])none$")
 _WITH_BN = re.compile(r"(?:^|[^a-z0-9])(?:with[_-]?)?bn(?:$|[^a-z0-9])|(?:^|[_-])(?:batch|paper|ghost)$")
 
@@ -179,48 +157,34 @@ def uses_batch_norm(run: RunLog) -> bool:
     `_none` (configs/experiment/mnist_figure1.yaml names runs `mnist_figure1_${model.norm}`) -> without BN;
     a `bn` token or a trailing `_batch`/`_paper`/`_ghost` -> with BN.
     """
-    norm = _hydra_model_norm(run.run_dir)
-    if norm is not None:
-        return norm.lower() != "none"
+    if (run.run_dir / ".hydra" / "config.yaml").is_file():
+        norm = hydra_value(run.run_dir, "model.norm")
+        return norm not in (None, False) and str(norm).lower() != "none"
     name = run.name.lower()
-    if _NO_BN.search(name):
-        return False
-    if _WITH_BN.search(name):
-        return True
+    if _NO_BN.search(name) or _WITH_BN.search(name):
+        return not _NO_BN.search(name)
     raise ReportError(
         f"cannot tell whether {MNIST_EXPERIMENT} run {run.path} uses BN: it has no .hydra/config.yaml with "
         f"model.norm and its name {run.name!r} ends in neither _none nor _batch (nor has a bn/nobn token)"
     )
 
 
-def read_scalars(run_dir: Path, prefix: str = "") -> dict[str, list[tuple[int, float]]]:
-    """TensorBoard scalars of one run directory whose tag starts with `prefix`: {tag: [(step, value)]}.
-
-    Steps are sorted and unique (the last value logged at a step wins, as after a resume).
-    """
+def act_percentiles(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{probe: {"p15"|"p50"|"p85": [(step, value)]}} from the run's TensorBoard ``act/<probe>/<stat>``
+    scalars, for the probes with all three; steps sorted and unique (the last value logged at a step wins,
+    as after a resume)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not any(run_dir.glob("events.out.tfevents.*")):
         return {}
-    # size_guidance 0 keeps every point (the default samples 10,000 per tag).
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: keep every point
     accumulator.Reload()
-    series: dict[str, list[tuple[int, float]]] = {}
-    for tag in sorted(accumulator.Tags().get("scalars", [])):
-        if tag.startswith(prefix):
-            by_step = {event.step: float(event.value) for event in accumulator.Scalars(tag)}
-            series[tag] = sorted(by_step.items())
-    return series
-
-
-def act_percentiles(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{probe: {"p15"|"p50"|"p85": [(step, value)]}} for the probes with all three percentile tags."""
-    scalars = read_scalars(run_dir, "act/")
     probes: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for tag, points in scalars.items():
+    for tag in sorted(t for t in accumulator.Tags().get("scalars", []) if t.startswith("act/")):
         probe, _, stat = tag[len("act/") :].rpartition("/")
         if probe and stat in PERCENTILE_TAGS:
-            probes.setdefault(probe, {})[stat] = points
+            by_step = {event.step: float(event.value) for event in accumulator.Scalars(tag)}
+            probes.setdefault(probe, {})[stat] = sorted(by_step.items())
     return {probe: stats for probe, stats in probes.items() if set(stats) == set(PERCENTILE_TAGS)}
 
 

@@ -25,11 +25,11 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from bn_inception.report import paper
 from bn_inception.report.figures import save_figure
 from bn_inception.report.table2 import (
     PAIRED_DEFINITION,
     budget_target,
+    figure3_speedup,
     format_seed,
     geo_mean,
     network_name,
@@ -226,7 +226,7 @@ def speedup_figure(study: BudgetStudy) -> Figure:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v in (0.5, 2, 3, 5, 20) else ""))
     ax.set_xlabel("Inception's budget B (steps of 32 images)")
     ax.set_ylabel("Speed-up (steps to Inception's best within B)")
-    p5, p30 = (paper.figure3_speedup(v) for v in VARIANTS)
+    p5, p30 = (figure3_speedup(v) for v in VARIANTS)
     ax.set_title(
         "Speed-up paired by seed against the baseline's budget\n(thick: geometric mean, 95% seed-bootstrap "
         f"interval; the paper, at 31 x 10^6 steps:\nBN-x5 {p5:.1f}x, BN-x30 {p30:.1f}x, "
