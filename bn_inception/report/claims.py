@@ -17,10 +17,11 @@ from bn_inception.report.figures import (
     WITH_BN,
     WITHOUT_BN,
     Figure1Data,
+    figure1,
     figure1_data,
+    figure2,
     mean_curve,
-    plot_figure1,
-    plot_figure2,
+    save_figure,
 )
 from bn_inception.report.runlogs import is_mnist_run, load_runs
 from bn_inception.report.table2 import (
@@ -251,8 +252,8 @@ def write_report(
     (out / "table2.json").write_text(json.dumps(table2_json(table), indent=2, allow_nan=False) + "\n")
     written = [out / "table2.md", out / "table2.json"]
     if table.rows:
-        written += plot_figure2(runs, table.target_top1, out / "figure2", log_x=log_x, title=title)
+        written += save_figure(figure2(runs, table.target_top1, log_x, title), out / "figure2")
     if mnist is not None:
-        written += plot_figure1(mnist, out / "figure1")
+        written += save_figure(figure1(mnist), out / "figure1")
     (out / "report.md").write_text(report_markdown(sweep.resolve().name, runs, table, table_md, mnist))
     return ReportOutputs(table, table_md, (*written, out / "report.md"))
