@@ -26,6 +26,7 @@ from bn_inception.report.figures import (
 from bn_inception.report.runlogs import is_mnist_run, load_runs
 from bn_inception.report.table2 import (
     VARIANTS,
+    Row,
     Table2,
     build_table2,
     network_name,
@@ -59,25 +60,14 @@ def _steps(table: Table2, *variants: str) -> list[float] | str:
     return out
 
 
-def _speedup_claim(table: Table2) -> str:
-    if isinstance(steps := _steps(table, "inception", "bn_x5"), str):
-        return steps
-    base, ours = steps
-    return f"{base / ours:.2f}x ({base:.0f}/{ours:.0f} steps)"
+def _ratio_claim(a: str, b: str, text: Callable[[float, float], str]) -> Callable[[Table2], str]:
+    """A claim about the mean steps to target of variants `a` and `b`: `text(a's, b's)`."""
 
+    def claim(table: Table2) -> str:
+        steps = _steps(table, a, b)
+        return steps if isinstance(steps, str) else text(*steps)
 
-def _fraction_claim(table: Table2) -> str:
-    if isinstance(steps := _steps(table, "inception", "bn_baseline"), str):
-        return steps
-    base, ours = steps
-    return f"{ours / base:.2f} of Inception's steps ({ours:.0f}/{base:.0f}), i.e. {base / ours:.2f}x fewer"
-
-
-def _slower_start_claim(table: Table2) -> str:
-    if isinstance(steps := _steps(table, "bn_x5", "bn_x30"), str):
-        return steps
-    x5, x30 = steps
-    return f"{x30 / x5:.2f}x BN-x5's steps ({x30:.0f}/{x5:.0f})"
+    return claim
 
 
 def _best_5x_claim(table: Table2) -> str:
@@ -100,26 +90,30 @@ def _order_claim(table: Table2) -> str:
     return " > ".join(f"{network_name(r.variant)} {r.best_top1.mean:.2f}" for r in rows)
 
 
-def _sigmoid_never_claim(table: Table2) -> str:
-    if (row := table.row("bn_x5_sigmoid")) is None:
-        return "not computed: no `bn_x5_sigmoid` runs in this sweep"
+def _about(variant: str, text: Callable[[Row, Table2], str]) -> Callable[[Table2], str]:
+    """A claim about `variant`'s row: `text(row, table)`, or why it cannot be computed."""
+
+    def claim(table: Table2) -> str:
+        row = table.row(variant)
+        return f"not computed: no `{variant}` runs in this sweep" if row is None else text(row, table)
+
+    return claim
+
+
+def _sigmoid_never_claim(row: Row, table: Table2) -> str:
     best = f"best {row.best_top1.mean:.2f}%" if row.best_top1 else "no evaluation"
     if table.target_top1 is None:
         return f"no target (no `inception` runs); {best}"
     return f"reached the target in {row.n_reached}/{row.n_runs} runs; {best}"
 
 
-def _chance_claim(table: Table2) -> str:
-    if (row := table.row("inception_sigmoid")) is None:
-        return "not computed: no `inception_sigmoid` runs in this sweep"
+def _chance_claim(row: Row, table: Table2) -> str:
     if row.best_top1 is None:
         return f"no evaluation ({row.n_runs} runs)"
     return f"best {row.best_top1.mean:.2f}% over {row.best_top1.n} run(s) (chance = 100/number of classes)"
 
 
-def _divergence_claim(table: Table2) -> str:
-    if (row := table.row("inception_x5")) is None:
-        return "not computed: no `inception_x5` runs in this sweep"
+def _divergence_claim(row: Row, table: Table2) -> str:
     diverged = [r.diverged_at_step for r in row.runs if r.diverged_at_step is not None]
     at = f" (at step {', '.join(map(str, diverged))})" if diverged else ""
     best = f"; best {row.best_top1.mean:.2f}%" if row.best_top1 else ""
@@ -129,21 +123,26 @@ def _divergence_claim(table: Table2) -> str:
 # (the paper's claim, the paper's number for it, ours)
 CLAIMS: tuple[tuple[str, str, Callable[[Table2], str]], ...] = (
     ("BN-Baseline matches Inception's accuracy in under half the steps",
-     "0.43 of Inception's steps (13.3/31.0), i.e. 2.3x fewer", _fraction_claim),
+     "0.43 of Inception's steps (13.3/31.0), i.e. 2.3x fewer",
+     _ratio_claim("inception", "bn_baseline",
+                  lambda base, ours: f"{ours / base:.2f} of Inception's steps ({ours:.0f}/{base:.0f}), i.e. "
+                                     f"{base / ours:.2f}x fewer")),
     ("BN-x5 needs 14x fewer steps than Inception to reach Inception's best", "14.8x (31.0/2.1)",
-     _speedup_claim),
+     _ratio_claim("inception", "bn_x5",
+                  lambda base, ours: f"{base / ours:.2f}x ({base:.0f}/{ours:.0f} steps)")),
     ("BN-x30 is a bit slower than BN-x5 to reach Inception's best", "1.29x BN-x5's steps (2.7/2.1)",
-     _slower_start_claim),
+     _ratio_claim("bn_x5", "bn_x30",
+                  lambda x5, x30: f"{x30 / x5:.2f}x BN-x5's steps ({x30:.0f}/{x5:.0f})")),
     ("BN-x30 reaches its best in 5x fewer steps than Inception needs for its best",
      "5.2x (31.0/6.0); BN-x30 best 74.8% vs Inception 72.2%", _best_5x_claim),
     ("Best accuracies, highest first",
      "BN-x30 74.8 > BN-x5 73.0 > BN-Baseline 72.7 > Inception 72.2 > BN-x5-Sigmoid 69.8", _order_claim),
     ("BN-x5-Sigmoid never reaches Inception's best but trains (69.8%)", "never; best 69.8%",
-     _sigmoid_never_claim),
+     _about("bn_x5_sigmoid", _sigmoid_never_claim)),
     ("Inception with sigmoid and no BN never rises above chance", "at most 1/1000 (0.1%) with 1000 classes",
-     _chance_claim),
+     _about("inception_sigmoid", _chance_claim)),
     ("Inception (no BN) at 5x the learning rate diverges", "its parameters reached machine infinity",
-     _divergence_claim),
+     _about("inception_x5", _divergence_claim)),
 )  # fmt: skip
 
 
