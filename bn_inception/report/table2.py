@@ -389,17 +389,9 @@ def _cells(row: Row, has_target: bool) -> list[str]:
 
 
 TABLE2_HEADER = (
-    "network",
-    "runs",
-    "steps to target",
-    "reached",
-    "best top-1 (%)",
-    "speed-up (pooled)",
-    "speed-up, paired by seed: geo-mean [95% CI]",
-    "paper: steps to 72.2% (10^6)",
-    "paper: max accuracy (%)",
-    "paper: speed-up",
-    "notes",
+    "| network | runs | steps to target | reached | best top-1 (%) | speed-up (pooled) | speed-up, paired "
+    "by seed: geo-mean [95% CI] | paper: steps to 72.2% (10^6) | paper: max accuracy (%) | paper: speed-up "
+    "| notes |"
 )
 
 
@@ -422,7 +414,7 @@ def table2_markdown(table: Table2) -> str:
             "**No `inception` runs in this sweep**: there is no target, so steps to target and speed-ups are "
             "not computed; best accuracies are reported."
         )
-    lines += ["", "| " + " | ".join(TABLE2_HEADER) + " |", "|" + "---|" * len(TABLE2_HEADER)]
+    lines += ["", TABLE2_HEADER, "|" + "---|" * TABLE2_HEADER.count(" | ") + "---|"]
     for row in table.rows:
         cells = [f"{network_name(row.variant)} (`{row.variant}`)", str(row.n_runs), *_cells(row, has_target)]
         lines.append("| " + " | ".join(cells) + " |")
