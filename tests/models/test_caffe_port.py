@@ -21,7 +21,7 @@ from torch import nn
 
 import bn_inception  # noqa: F401
 from bn_inception.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from bn_inception.evaluation.checkpoints import load_member
+from bn_inception.evaluation.evaluator import load_member
 from bn_inception.models.caffe_port import MEAN, PORT_MEAN_BGR, STD, ConversionError, port_checkpoint
 
 # The port's inception modules: (name, input channels, 1x1, 3x3 reduce, 3x3, double 3x3 reduce, double 3x3,
