@@ -1,6 +1,6 @@
 """Evaluator throughput: images/s for 1 model and an ensemble of 6, and what one decode per image saves.
 
-The evaluator decodes each image once for all members (bn_inception.evaluation.pipeline). The claim
+The evaluator decodes each image once for all members (bn_inception.evaluation.evaluator). The claim
 checked here: the 6-model pass costs no more than six models' compute plus one decode,
 
     ratio = t(ensemble of 6) / (6 * t(one model's forward passes) + t(decode and crop)) <= 1 (+ noise),
@@ -39,11 +39,8 @@ from bn_inception.cli import compose  # noqa: E402
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet  # noqa: E402
 from bn_inception.engine.checkpoint import model_state_dict, save_checkpoint  # noqa: E402
 from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device  # noqa: E402
-from bn_inception.evaluation.evaluator import (  # noqa: E402
-    load_member,
-    predict,
-)
-from bn_inception.evaluation.pipeline import MultiCropImages  # noqa: E402
+from bn_inception.evaluation.checkpoints import load_member  # noqa: E402
+from bn_inception.evaluation.evaluator import MultiCropImages, predict  # noqa: E402
 
 CLASSES = 10
 

@@ -302,7 +302,7 @@ def sweep_summary(sweep: Path, run_dirs: Sequence[Path] = ()) -> int:
     sweep, printed and written to ``<sweep dir>/sweep_summary.md``, and where the report and TensorBoard
     are. ``run_dirs`` are the sweep's jobs: those without ``results.json`` get a row too. Returns the number
     of runs that did not complete (or diverge: a result)."""
-    from bn_inception.evaluation.sweep_table import sweep_markdown, sweep_rows, sweep_text
+    from bn_inception.report.sweep_table import sweep_markdown, sweep_rows, sweep_text
 
     if not sweep.is_dir():
         return len(run_dirs)

@@ -32,16 +32,20 @@ register_configs()
 
 
 def run(cfg: DictConfig) -> None:
-    from bn_inception.evaluation.errortable import (
+    from bn_inception.evaluation.checkpoints import EvaluationError, find_checkpoints
+    from bn_inception.evaluation.evaluator import evaluate_checkpoints
+    from bn_inception.evaluation.table import (
+        MARK,
+        MARKDOWN_MARK,
         caption,
+        check_outputs,
         format_markdown,
         format_text,
+        markdown_path,
         write_json,
         write_tensorboard,
+        write_text,
     )
-    from bn_inception.evaluation.evaluator import EvaluationError, find_checkpoints
-    from bn_inception.evaluation.outputs import MARK, MARKDOWN_MARK, check_outputs, markdown_path, write_text
-    from bn_inception.evaluation.pipeline import evaluate_checkpoints
 
     if OmegaConf.is_missing(cfg, "checkpoints"):
         raise EvaluationError(
@@ -90,7 +94,7 @@ def main(cfg: DictConfig) -> None:
     import torch
 
     from bn_inception.engine.checkpoint import CheckpointError
-    from bn_inception.evaluation.evaluator import EvaluationError
+    from bn_inception.evaluation.checkpoints import EvaluationError
 
     # Hydra's job logging is off (configs/evaluate.yaml): log lines go to stderr, the table to stdout.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[%(asctime)s][%(name)s] %(message)s")

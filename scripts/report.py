@@ -5,7 +5,7 @@
     python scripts/report.py sweeps/<sweep> --log-x --title "..."  # Figure 2's steps on a log axis, retitled
 
 Reads every results.json under the sweep (recursively) and the runs' TensorBoard scalars; prints Table 2
-and the files written. Table 2's definition: bn_inception/evaluation/table2.py.
+and the files written. Table 2's definition: bn_inception/report/table2.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bn_inception.evaluation.report import write_report  # noqa: E402
-from bn_inception.evaluation.runlogs import ReportError  # noqa: E402
+from bn_inception.report.claims import write_report  # noqa: E402
+from bn_inception.report.runlogs import ReportError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bn_inception.evaluation.runlogs import ReportError  # noqa: E402
+from bn_inception.report.runlogs import ReportError  # noqa: E402
 from scripts.analysis.ensemble_report import write_report  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bn_inception.evaluation.runlogs import ReportError, load_runs  # noqa: E402
+from bn_inception.report.runlogs import ReportError, load_runs  # noqa: E402
 from scripts.analysis.ladder import build_ladder, ladder_markdown, summary_lines  # noqa: E402
 
 

@@ -4,14 +4,10 @@ The paper (Sec. 4.2.3) follows GoogLeNet's 144-crop protocol: resize the shorter
 352; from each take the left, centre and right squares (top, centre and bottom for portrait images); from
 each square the 4 corner and the centre 224x224 crops plus the whole square resized to 224x224 (6 crops),
 and the mirror of each: 4 x 3 x 6 x 2 = 144. Every size is given for 224-pixel inputs; a network with
-another input size gets every size scaled by ``input_size / 224`` (see :func:`scaled_size`), so a 64-pixel
-model sees the same fraction of the image as a 224-pixel one.
-
-The crop boxes are plain functions of the image size (:func:`square_boxes`, :func:`corner_and_centre_boxes`)
-so the geometry is testable without images; :func:`make_crops` applies them and returns one uint8 tensor
-``[n_crops, C, S, S]``. Resizing uses torchvision's bilinear resize with antialiasing on the decoded
-image tensor (a PIL image is converted first), as the data pipeline's validation transform does;
-cropping and mirroring are tensor slices.
+another input size gets every size scaled by ``input_size / 224``, so a 64-pixel model sees the same
+fraction of the image as a 224-pixel one. The boxes are plain functions of the image size (testable without
+images); resizing is torchvision's bilinear, antialiased resize on the decoded tensor, as the data
+pipeline's validation transform does; cropping and mirroring are tensor slices.
 """
 
 from __future__ import annotations
@@ -29,28 +25,22 @@ Box = tuple[int, int, int]  # (top, left, side) of a square
 
 
 def scaled_size(size: int, input_size: int) -> int:
-    """``size`` (given for 224-pixel inputs) for a network with ``input_size`` pixels, rounded.
-
-    Rounded as the data pipeline's single-crop evaluation (``bn_inception.data.transforms.eval_sizes``:
-    28 -> resize 32), so ``crops=1`` here and training-time validation see the same pixels; exact at 224.
-    """
+    """``size`` (given for 224-pixel inputs) for a network with ``input_size`` pixels, rounded as the data
+    pipeline's single-crop evaluation (28 -> resize 32), so ``crops=1`` sees validation's pixels."""
     return int(round(size * input_size / REFERENCE_INPUT))
 
 
 def crop_resize_sizes(crops: int, input_size: int) -> tuple[int, ...]:
     """Shorter-side sizes the image is resized to for a protocol: one for 1 and 10 crops, four for 144."""
-    if crops in (1, 10):
-        return (scaled_size(SINGLE_CROP_RESIZE, input_size),)
-    if crops == 144:
-        return tuple(scaled_size(s, input_size) for s in MULTI_CROP_SCALES)
-    raise ValueError(f"crops={crops} is not a protocol; use one of {', '.join(map(str, CROP_COUNTS))}")
+    if crops not in CROP_COUNTS:
+        raise ValueError(f"crops={crops} is not valid; use one of {', '.join(map(str, CROP_COUNTS))}")
+    return tuple(scaled_size(s, input_size) for s in (MULTI_CROP_SCALES if crops == 144 else (256,)))
 
 
 def square_boxes(height: int, width: int) -> list[Box]:
     """The left, centre and right squares of a landscape image (top, centre, bottom for a portrait one).
 
-    The side is the shorter side; for a square image the three coincide (GoogLeNet still takes all three,
-    which keeps the count at 144 and the weight of every scale equal).
+    For a square image the three coincide (GoogLeNet still takes all three: 144 crops, every scale equal).
     """
     side = min(height, width)
     if width >= height:
@@ -59,24 +49,12 @@ def square_boxes(height: int, width: int) -> list[Box]:
 
 
 def corner_and_centre_boxes(side: int, size: int) -> list[Box]:
-    """Top-left, top-right, bottom-left, bottom-right and centre ``size`` squares of a ``side`` square.
-
-    The centre offset rounds as torchvision's ``center_crop`` does.
-    """
+    """Top-left, top-right, bottom-left, bottom-right and centre ``size`` squares of a ``side`` square
+    (the centre offset rounds as torchvision's ``center_crop``)."""
     if size > side:
         raise ValueError(f"a {size}-pixel crop does not fit in a {side}-pixel square")
     far, mid = side - size, int(round((side - size) / 2.0))
     return [(0, 0, size), (0, far, size), (far, 0, size), (far, far, size), (mid, mid, size)]
-
-
-def _resize_shorter(image: Image.Image | torch.Tensor, size: int) -> torch.Tensor:
-    """Resize so the shorter side is ``size`` (bilinear, antialiased); returns a uint8 ``[C, H, W]`` tensor.
-
-    PIL images are converted first, so every resize is torch's, as in the data pipeline's transforms.
-    """
-    if isinstance(image, Image.Image):
-        image = F.pil_to_tensor(image)
-    return F.resize(image, [size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
 
 
 def _slice(image: torch.Tensor, box: Box) -> torch.Tensor:
@@ -84,55 +62,25 @@ def _slice(image: torch.Tensor, box: Box) -> torch.Tensor:
     return image[..., top : top + side, left : left + side]
 
 
-def single_crop(
-    image: Image.Image | torch.Tensor, input_size: int, resize_size: int | None = None
-) -> torch.Tensor:
-    """Resize the shorter side to 256 (scaled) and take the centre ``input_size`` crop: ``[1, C, S, S]``."""
-    resized = _resize_shorter(image, resize_size or scaled_size(SINGLE_CROP_RESIZE, input_size))
-    return F.center_crop(resized, [input_size]).unsqueeze(0)
+def make_crops(image: Image.Image | torch.Tensor, crops: int, input_size: int) -> torch.Tensor:
+    """The ``crops`` test-time crops of one decoded image (PIL, or uint8 ``[C, H, W]``): ``[crops, C, S, S]``.
 
-
-def ten_crops(
-    image: Image.Image | torch.Tensor, input_size: int, resize_size: int | None = None
-) -> torch.Tensor:
-    """4 corners and the centre of the 256-resized image (scaled), and their mirrors: ``[10, C, S, S]``.
-
-    Order as torchvision's ``ten_crop``: tl, tr, bl, br, centre, then the same of the mirrored image.
+    1: the centre of the 256-resized image (scaled). 10: its 4 corners and centre, then the same of the
+    mirror (torchvision's ``ten_crop`` order). 144: by scale, square (left/top, centre, right/bottom), then
+    the 6 crops (tl, tr, bl, br, centre, whole square resized) followed by their 6 mirrors.
     """
-    resized = _resize_shorter(image, resize_size or scaled_size(SINGLE_CROP_RESIZE, input_size))
-    return torch.stack(F.ten_crop(resized, [input_size]))
-
-
-def googlenet_144_crops(image: Image.Image | torch.Tensor, input_size: int) -> torch.Tensor:
-    """GoogLeNet's 144 crops (sizes scaled for ``input_size``): ``[144, C, S, S]``.
-
-    Order: scale (256, 288, 320, 352), square (left/top, centre, right/bottom), then the 6 crops
-    (tl, tr, bl, br, centre, whole square resized) followed by their 6 mirrors.
-    """
-    crops = []
-    for scale in crop_resize_sizes(144, input_size):
-        resized = _resize_shorter(image, scale)
-        for square in square_boxes(resized.shape[-2], resized.shape[-1]):
-            patch = _slice(resized, square)
-            six = [_slice(patch, box) for box in corner_and_centre_boxes(square[2], input_size)]
-            six.append(F.resize(patch, [input_size, input_size], antialias=True))
-            six = torch.stack(six)
-            crops += [six, F.horizontal_flip(six)]
-    return torch.cat(crops)
-
-
-def make_crops(
-    image: Image.Image | torch.Tensor, crops: int, input_size: int, resize_size: int | None = None
-) -> torch.Tensor:
-    """The ``crops`` test-time crops of one decoded image as a uint8 tensor ``[crops, C, S, S]``.
-
-    ``image`` is a PIL image or a uint8 ``[C, H, W]`` tensor. ``resize_size`` overrides the single-crop
-    and 10-crop resize (so 1-crop evaluation matches the data pipeline's validation transform exactly).
-    """
+    if isinstance(image, Image.Image):
+        image = F.pil_to_tensor(image)
+    resized = [F.resize(image, [s], antialias=True) for s in crop_resize_sizes(crops, input_size)]
     if crops == 1:
-        return single_crop(image, input_size, resize_size)
+        return F.center_crop(resized[0], [input_size]).unsqueeze(0)
     if crops == 10:
-        return ten_crops(image, input_size, resize_size)
-    if crops == 144:
-        return googlenet_144_crops(image, input_size)
-    raise ValueError(f"crops={crops} is not a protocol; use one of {', '.join(map(str, CROP_COUNTS))}")
+        return torch.stack(F.ten_crop(resized[0], [input_size]))
+    out = []
+    for scaled in resized:
+        for square in square_boxes(scaled.shape[-2], scaled.shape[-1]):
+            patch = _slice(scaled, square)
+            six = [_slice(patch, box) for box in corner_and_centre_boxes(square[2], input_size)]
+            six = torch.stack([*six, F.resize(patch, [input_size, input_size], antialias=True)])
+            out += [six, F.horizontal_flip(six)]
+    return torch.cat(out)

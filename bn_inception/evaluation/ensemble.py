@@ -1,9 +1,5 @@
-"""Probability averaging (over crops, over ensemble members), top-k correctness, bootstrap intervals.
-
-The paper (Sec. 4.2.3): softmax probabilities are averaged over a model's crops, and the ensemble
-prediction is the arithmetic mean of the members' class probabilities. Errors are in percent, as in the
-paper's Table 3 (docs/design.md).
-"""
+"""Probabilities averaged over crops, then over ensemble members (Sec. 4.2.3: arithmetic means of softmax
+probabilities), top-k hits, errors in percent (the paper's tables) and paired bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -18,12 +14,8 @@ TOPK = (1, 5)  # the paper reports top-1 and top-5 error
 def crop_averaged_probs(
     logits: torch.Tensor, n_crops: int, counts: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Softmax probabilities ``[B, K]`` averaged over the ``n_crops`` consecutive crops of each image.
-
-    ``logits`` is ``[B * n_crops, K]`` with an image's crops adjacent. ``counts`` (``[n_crops]``): how many
-    of the protocol's crops each one stands for (see ``distinct_crops``); the average is weighted by them.
-    Softmax in float32 (the logits may come from bf16 autocast).
-    """
+    """Softmax probabilities ``[B, K]`` (float32) averaged over the ``n_crops`` adjacent crops of each
+    image in ``logits`` ``[B * n_crops, K]``, weighted by ``counts`` (the crops each stands for)."""
     probs = logits.float().softmax(dim=-1).view(-1, n_crops, logits.shape[-1])
     if counts is None:
         return probs.mean(dim=1)
@@ -61,11 +53,8 @@ def ensemble_probs(member_probs: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def topk_correct(probs: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
-    """Boolean ``[B, len(ks)]``: whether the label is among the ``k`` most probable classes.
-
-    One sorted ``topk`` serves every k, so a top-1 hit is always a top-5 hit (top-5 error <= top-1 error);
-    k is capped at the number of classes.
-    """
+    """Boolean ``[B, len(ks)]``: whether the label is among the ``k`` (capped at K) most probable classes.
+    One sorted ``topk`` serves every k, so a top-1 hit is always a top-5 hit."""
     maxk = min(max(ks), probs.shape[-1])
     top = probs.topk(maxk, dim=-1, largest=True, sorted=True).indices
     hit = top == labels.view(-1, 1).to(top.device)
@@ -80,13 +69,8 @@ def error_percent(correct: np.ndarray) -> np.ndarray:
 def bootstrap_error_ci(
     correct: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> np.ndarray:
-    """Percentile-bootstrap confidence intervals ``[..., 2]`` (low, high) of the error (%) per column.
-
-    ``correct`` is boolean ``[N]`` or ``[N, R]`` (one column per row/metric). Every column is resampled with
-    the same image indices (a paired bootstrap), and the draws depend only on ``seed`` and ``N`` (the chunk
-    size is a function of N alone), so a model's interval is the same whether it is evaluated alone or with
-    others.
-    """
+    """Percentile-bootstrap intervals ``[..., 2]`` of the error (%) per column of ``correct`` (bool ``[N]``
+    or ``[N, R]``): see :func:`bootstrap_mean_ci`."""
     return bootstrap_mean_ci(1.0 - np.asarray(correct, dtype=np.float64), n_resamples, seed, level)
 
 
@@ -94,11 +78,9 @@ def bootstrap_mean_ci(
     values: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> np.ndarray:
     """Percentile-bootstrap intervals ``[..., 2]`` of ``100 * mean`` per column of ``values`` (``[N]`` or
-    ``[N, R]``), all columns resampled with the same image indices.
-
-    With ``values`` = a member's errors minus the ensemble's on the same images (each -1, 0 or 1), this is
-    the paired interval of the ensemble's gain in percentage points. Resample counts per image are built
-    with ``bincount`` and applied as a matrix product, which keeps the memory at O(chunk x N).
+    ``[N, R]``), every column resampled with the same images (paired: with a member's errors minus the
+    ensemble's, the interval of the gain). The draws depend only on ``seed`` and N, so a model's interval
+    is the same alone or with others; counts per image (``bincount``) x values keeps memory O(chunk x N).
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
@@ -124,10 +106,8 @@ def bootstrap_mean_ci(
 def per_class_error(
     correct: np.ndarray, labels: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Error (%) per class (NaN for a class with no images) and the image count per class.
-
-    ``correct`` is boolean ``[N]`` or ``[N, R]``; the error is ``[num_classes]`` or ``[num_classes, R]``.
-    """
+    """Error (%) per class (NaN for a class with no images), ``[num_classes]`` or ``[num_classes, R]`` for
+    ``correct`` ``[N]`` or ``[N, R]``, and the image count per class."""
     counts = np.bincount(labels, minlength=num_classes)
     flat = np.asarray(correct, dtype=np.float64).reshape(len(labels), -1)
     hits = np.stack(

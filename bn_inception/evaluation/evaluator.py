@@ -1,238 +1,72 @@
 """Evaluate checkpoints alone and as an ensemble, with 1, 10 or 144 crops (Sec. 4.2.3, Figure 4's table).
 
-One pass over the data: each validation image is read and decoded once, cut into the crops every member
-needs (one crop set per distinct input size), and every member runs on the same batch. Members may differ
-in input size and normalisation (each gets the crops of its own size, normalised with its own mean/std on
-the device by ``to_model_input``); members with different class lists are refused. With device decoding
-(``data.decode=gpu``) the loader sends JPEG bytes (:class:`EncodedViews`): the batch is decoded on the GPU
-in one call and cut there, single crops with the data pipeline's batched resampler, 10 and 144 crops with
-:func:`bn_inception.evaluation.crops.make_crops` on each decoded image.
+One pass over the data: each validation image is read and decoded once (the data package's decode, at the
+smallest JPEG scale that keeps the largest resize any member needs), cut into the crops every member needs
+(one crop set per input size), and every member runs on the same batch. Members may differ in input size
+and normalisation (each gets the crops of its size, normalised with its own mean/std on the device); members
+with different class lists are refused. With ``data.decode=gpu`` the loader sends the JPEG bytes
+(:class:`EncodedViews`), decoded on the GPU in one call and cut there.
 
-Library code: plain arguments only; ``evaluate.py`` turns the Hydra config into these.
+Decisions where the paper is silent:
+- Data: the first checkpoint's recorded data config (its training config's ``data``), with the non-null
+  ``data.*`` given on top, unless ``data=<name>`` selects a configs/data file. A recorded ``decode=gpu`` is
+  evaluated with ``auto`` on a machine without a GPU. With one input size and ``crops=1`` the pixels are
+  training-time validation's.
+- Population statistics (Algorithm 2, ``population_stats=N``): N training mini-batches of m images (m = the
+  first checkpoint's training batch size, else the paper's 32), a seeded random subset of the training set
+  with the *evaluation* geometry (the test images are centre crops; the training distortions shift
+  per-layer statistics away from them). Every member gets the same batches.
+- Bootstrap: percentile intervals over the evaluated images, paired across rows (``ensemble.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import glob
+import functools
 import logging
-import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from bn_inception.data.device import EncodedBatch, decode_images, eval_geometry, resample, to_model_input
-from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from bn_inception.engine.precision import autocast_context
-from bn_inception.evaluation.crops import make_crops
-from bn_inception.evaluation.ensemble import (
-    TOPK,
-    bootstrap_error_ci,
-    bootstrap_mean_ci,
-    crop_averaged_probs,
-    distinct_crops,
-    ensemble_probs,
-    error_percent,
-    per_class_error,
-    topk_correct,
+from bn_inception.config import EvalConfig, index_range_of
+from bn_inception.data import (
+    BadImageError,
+    build_datasets,
+    build_eval_loader,
+    decode_image_file,
+    to_model_input,
 )
+from bn_inception.data.device import (
+    EncodedBatch,
+    decode_images,
+    encoded_batch,
+    eval_geometry,
+    read_for_device,
+    resample,
+)
+from bn_inception.engine.precision import autocast_context, resolve_amp, resolve_channels_last, resolve_device
+from bn_inception.engine.runinfo import environment
+from bn_inception.evaluation.checkpoints import (
+    EvaluationError,
+    Member,
+    check_members,
+    find_checkpoints,
+    load_member,
+    member_names,
+)
+from bn_inception.evaluation.crops import REFERENCE_INPUT, crop_resize_sizes, make_crops
+from bn_inception.evaluation.ensemble import crop_averaged_probs, distinct_crops, ensemble_probs, topk_correct
+from bn_inception.evaluation.table import Gain, Row, build_rows, ensemble_gains, per_image
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "best.pt"  # what a run or sweep directory is searched for (docs/design.md run dir)
-
-
-class EvaluationError(RuntimeError):
-    """A known bad input (checkpoints, data, options); the message is one line that says what to do."""
-
-
-# ----------------------------------------------------------------------------------------- checkpoints
-
-
-def _checkpoints_under(directory: Path) -> list[Path]:
-    """Every ``*/checkpoints/best.pt`` below ``directory``, broken links included (named when loaded, not
-    dropped); links to run directories are followed (a folder of links to runs is an ensemble), each
-    real directory once."""
-    found, seen = [], set()
-    for folder, subfolders, _ in os.walk(directory, followlinks=True):
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:  # a link loop, or a run linked twice
-            subfolders.clear()
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        candidate = Path(folder) / CHECKPOINT_NAME
-        if candidate.parent.name == "checkpoints" and os.path.lexists(candidate):
-            found.append(candidate)
-    return sorted(found)
-
-
-def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
-    """Expand checkpoint files, globs and run/sweep directories (searched for ``*/checkpoints/best.pt``).
-
-    Files named explicitly are kept in the order given (a file given twice is evaluated twice); a glob or a
-    directory contributes its matches in sorted order. A path that exists is taken as it is, even when it
-    has glob characters (a sweep directory named after a list-valued key has brackets). Existence of
-    explicit files is checked on loading.
-    """
-    specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
-    if not [s for s in specs if str(s).strip()]:
-        raise EvaluationError(
-            "no checkpoints given; pass checkpoints=PATH, a list [a.pt,b.pt], a glob or a sweep dir"
-        )
-    found: list[Path] = []
-    for spec in map(str, specs):
-        if glob.has_magic(spec) and not Path(spec).exists():
-            matches = sorted(glob.glob(spec, recursive=True))
-            if not matches:
-                raise EvaluationError(
-                    f"checkpoints={spec} matches no file; check the pattern (quote it for the shell)"
-                )
-            expanded = [p for m in map(Path, matches) for p in (_checkpoints_under(m) if m.is_dir() else [m])]
-            if not expanded:
-                raise EvaluationError(
-                    f"checkpoints={spec} matches only directories without */checkpoints/{CHECKPOINT_NAME}"
-                )
-            found += expanded
-        elif Path(spec).is_dir():
-            under = _checkpoints_under(Path(spec))
-            if not under:
-                raise EvaluationError(
-                    f"checkpoints={spec} is a directory without */checkpoints/{CHECKPOINT_NAME}; pass a run "
-                    f"or sweep directory written by train.py, or the .pt files themselves"
-                )
-            found += under
-        else:
-            found.append(Path(spec))
-    return found
-
-
-def member_names(paths: Sequence[Path]) -> list[str]:
-    """Short unique row names: run directories (or bare files, without ``.pt``) relative to their common
-    parent, e.g. ``bn_x30/seed0``; a run alone keeps its experiment, ``bn_x30/seed0``, not ``seed0``.
-
-    A checkpoint in a run's ``checkpoints/`` other than ``best.pt`` keeps its stem (``seed0:last``);
-    repeats get ``#2``, ``#3``.
-    """
-    labels, suffixes = [], []
-    for p in paths:
-        in_run = p.parent.name == "checkpoints"
-        labels.append((p.parent.parent if in_run else p.with_suffix("")).resolve())
-        suffixes.append(f":{p.stem}" if in_run and p.name != CHECKPOINT_NAME else "")
-    if len(set(labels)) > 1:
-        common = Path(os.path.commonpath(labels))
-    elif any(p.parent.name == "checkpoints" for p in paths):
-        common = _run_root(labels[0])  # one run: named as in its sweep, or <experiment>/seed<k>
-    else:
-        common = labels[0].parent
-    names, seen = [], {}
-    for label, suffix in zip(labels, suffixes, strict=True):
-        name = label.relative_to(common).as_posix() + suffix
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return names
-
-
-def _run_root(run_dir: Path) -> Path:
-    """The folder a run's name is relative to: its sweep (the folder with Hydra's ``multirun.yaml``), else
-    the folder above ``<experiment>/seed<k>``."""
-    for parent in run_dir.parents:
-        if (parent / "multirun.yaml").exists():
-            return parent
-    return run_dir.parent.parent
-
-
-@dataclass
-class Member:
-    """One network to evaluate, with what its checkpoint says about its inputs."""
-
-    name: str
-    path: Path
-    model: nn.Module
-    input_size: int  # pixels (square)
-    mean: tuple[float, ...]  # per channel, for inputs scaled to [0, 1]
-    std: tuple[float, ...]
-    in_chans: int
-    classes: tuple[str, ...]
-    step: int | None = None  # training step of the checkpoint
-    train_config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config
-    bn_stats: str = "running"  # "running": as trained; "recomputed": Algorithm 2 population statistics
-
-
-def load_member(path: Path, name: str, device: torch.device, channels_last: bool = False) -> Member:
-    """Load a checkpoint (``weights_only``) and rebuild its network in eval mode on ``device``."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    data = ckpt.get("data")
-    if not isinstance(data, dict) or not {"input_size", "mean", "std", "classes"} <= set(data):
-        raise CheckpointError(
-            f"checkpoint {path} has no data entry (input_size, mean, std, classes); "
-            "it was not written by train.py"
-        )
-    model = model_from_checkpoint(ckpt, path).eval().to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    mean, std = tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"])
-    return Member(
-        name=name,
-        path=Path(path),
-        model=model,
-        input_size=int(data["input_size"]),
-        mean=mean,
-        std=std,
-        in_chans=int(data.get("in_chans", len(mean))),
-        classes=tuple(str(c) for c in data["classes"]),
-        step=int(ckpt["step"]) if ckpt.get("step") is not None else None,
-        train_config=dict(ckpt.get("config") or {}),
-    )
-
-
-def check_members(members: Sequence[Member]) -> None:
-    """Refuse an ensemble whose members predict different class lists (their probabilities do not align)."""
-    first = members[0]
-    for m in members[1:]:
-        if m.classes != first.classes:
-            raise EvaluationError(
-                f"{m.path}: {_class_difference(m.classes, first.classes, str(first.path))}; "
-                f"an ensemble needs members trained on the same class list"
-            )
-
-
-def check_data(members: Sequence[Member], classes: Sequence[str], in_chans: int, data_name: str) -> None:
-    """Refuse members the data cannot feed: another class list, or another number of image channels."""
-    classes = tuple(str(c) for c in classes)
-    for m in members:
-        if m.classes != classes:
-            raise EvaluationError(
-                f"{m.path}: {_class_difference(m.classes, classes, f'data {data_name}')}; "
-                f"evaluate it on the dataset it was trained on (data=<name> data.root=...)"
-            )
-        if m.in_chans != in_chans:
-            raise EvaluationError(
-                f"{m.path}: the model takes {m.in_chans}-channel images but data {data_name} "
-                f"gives {in_chans}-channel ones; evaluate it on the dataset it was trained on"
-            )
-
-
-def _class_difference(a: Sequence[str], b: Sequence[str], other: str) -> str:
-    if len(a) != len(b):
-        return f"it has {len(a)} classes, {other} has {len(b)}"
-    i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-    return f"its class {i} is {a[i]!r}, {other}'s is {b[i]!r}"
-
-
-# ------------------------------------------------------------------------------------------- devices
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-# --------------------------------------------------------------------------------------- evaluation
+DEFAULT_POPULATION_BATCH = 32  # Algorithm 2's m when a checkpoint records none: the paper's mini-batch
 
 
 @dataclass
@@ -253,7 +87,7 @@ class EncodedViews:
 
 def device_views(views: EncodedViews, device: torch.device) -> dict[int, torch.Tensor]:
     """Decode ``views`` on ``device`` once and cut every size's crops: {size: [B, crops, C, S, S]} in
-    0-255 (float for single crops, from the batched resampler; uint8 from make_crops otherwise)."""
+    0-255 (float for single crops, from the data pipeline's batched resampler; uint8 otherwise)."""
     images = decode_images(views.batch, device)
     out = {}
     for size in views.sizes:
@@ -265,34 +99,60 @@ def device_views(views: EncodedViews, device: torch.device) -> dict[int, torch.T
     return out
 
 
-def single_crops(
-    views: dict[int, torch.Tensor] | EncodedViews, size: int, device: torch.device
-) -> torch.Tensor:
-    """The first crop of every image at ``size``: [B, C, S, S] (uint8 on the CPU, or on ``device``)."""
-    chosen = device_views(views, device) if isinstance(views, EncodedViews) else views
-    return chosen[size][:, 0]
+class MultiCropImages(Dataset):
+    """A ``bn_inception.data`` dataset's images, decoded once each and cut into every member's crops.
 
+    Speaks the data package's batched protocol (``load_batch(keys, on_bad)`` -> (batch, labels, info)), so
+    its loader drops and counts unreadable images as training-time validation does. A batch is
+    ``{input_size: uint8 [B, crops, C, S, S]}``, or with device decoding an :class:`EncodedViews`.
+    """
 
-def normalise(
-    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool
-) -> torch.Tensor:
-    """``[N, C, S, S]`` on the device, uint8 or float in 0-255 -> float32 ``(x / 255 - mean) / std``: the
-    data pipeline's ``to_model_input`` (the loader ships uint8 crops, 4x fewer bytes)."""
-    return to_model_input(images, mean, std, images.device, channels_last)
+    def __init__(
+        self, source: Dataset, crops: int, sizes: Sequence[int], indices: Sequence[int] | None = None
+    ):
+        self.source, self.crops, self.sizes = source, crops, sorted(set(sizes))
+        self.indices = list(indices) if indices is not None else range(len(source))
+        side = max(max(crop_resize_sizes(crops, s)) for s in self.sizes)  # the largest shorter side needed
+        self.min_size = (side, side)
+        self.on_device = bool(getattr(source, "decode_on_device", False))
 
+    def __len__(self) -> int:
+        return len(self.indices)
 
-@dataclass
-class Predictions:
-    """Per-image results of one pass: top-1/top-5 hits per row, the labels, and the throughput."""
+    def _read(self, index: int) -> Any:
+        if getattr(self.source, "images", None) is not None:  # in memory, resized as its validation does
+            return self.source.images[index]
+        if self.on_device:
+            return read_for_device(self.source.paths[index])
+        return decode_image_file(self.source.paths[index], self.min_size)
 
-    labels: np.ndarray  # [N] int
-    correct: dict[str, np.ndarray]  # row key -> bool [N, 2] (top-1, top-5)
-    seconds: float
-    distinct_crops: tuple[int, ...] = ()  # the distinct crops per image seen in the batches (distinct_crops)
+    def load_batch(self, keys: Sequence[Any], on_bad: str = "raise") -> tuple[Any, torch.Tensor, dict]:
+        images, labels, bad = [], [], []
+        for index in (self.indices[int(k)] for k in keys):
+            try:
+                images.append(self._read(index))
+            except BadImageError:
+                bad.append(self.source.paths[index])
+                if on_bad != "skip":
+                    raise
+                continue
+            labels.append(int(self.source.labels[index]))
+        info = {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
+        labels = torch.tensor(labels, dtype=torch.int64)
+        if self.on_device:
+            return EncodedViews(encoded_batch(images, None, None, 0), self.crops, self.sizes), labels, info
+        empty = (0, self.crops, self.source.in_chans)
+        batch = {
+            s: torch.stack([make_crops(im, self.crops, s) for im in images])
+            if images
+            else torch.empty((*empty, s, s), dtype=torch.uint8)
+            for s in self.sizes
+        }
+        return batch, labels, info
 
-    @property
-    def images(self) -> int:
-        return len(self.labels)
+    def __getitem__(self, key: int) -> tuple[dict[int, torch.Tensor], int]:
+        batch, labels, _ = self.load_batch([key])
+        return {s: v[0] for s, v in batch.items()}, int(labels[0])
 
 
 def member_probs(
@@ -308,39 +168,50 @@ def member_probs(
 
     ``views`` maps an input size to uint8 (or float, 0-255) crops ``[B, crops, C, S, S]``, or is an
     :class:`EncodedViews` decoded and cut on the device first. Crops that coincide for every image of the
-    batch are evaluated once and weighted by how many they stand for (``distinct_crops``). The crops go to
-    the device in chunks of ``forward_batch``; a chunk is moved once per input size and normalised once
-    per (size, mean, std), then shared by every member that takes it.
+    batch are evaluated once and weighted by their count (``distinct``: ``distinct_crops`` of each size,
+    found here unless given). The crops go to the device in
+    chunks of ``forward_batch``, normalised once per (size, mean, std) and shared by the members that take it.
     """
     if isinstance(views, EncodedViews):
         views = device_views(views, device)
-    if distinct is None:  # coinciding crops are evaluated once
-        distinct = {s: distinct_crops(v) for s, v in views.items()}
     logits: list[list[torch.Tensor]] = [[] for _ in members]
+    distinct = distinct or {s: distinct_crops(v) for s, v in views.items()}
     for size, v in views.items():
-        positions, _ = distinct[size]
-        flat = v[:, positions].flatten(0, 1)  # [B * distinct crops, C, S, S], an image's crops adjacent
+        flat = v[:, distinct[size][0]].flatten(0, 1)  # [B * distinct crops, C, S, S], an image's adjacent
         for lo in range(0, flat.shape[0], forward_batch):
             chunk = flat[lo : lo + forward_batch].to(device, non_blocking=True)
             inputs: dict[tuple, torch.Tensor] = {}
             for i, m in enumerate(members):
-                if m.input_size != size:
-                    continue
-                key = (m.mean, m.std)
-                if key not in inputs:
-                    inputs[key] = normalise(chunk, m.mean, m.std, channels_last)
-                with autocast_context(device, amp_dtype):
-                    logits[i].append(m.model(inputs[key]).float())
+                if m.input_size == size:
+                    key = (m.mean, m.std)
+                    if key not in inputs:
+                        inputs[key] = to_model_input(chunk, m.mean, m.std, device, channels_last)
+                    with autocast_context(device, amp_dtype):
+                        logits[i].append(m.model(inputs[key]).float())
     return [
         crop_averaged_probs(torch.cat(chunks), len(distinct[m.input_size][0]), distinct[m.input_size][1])
         for m, chunks in zip(members, logits, strict=True)
     ]
 
 
+@dataclass
+class Predictions:
+    """Per-image results of one pass: top-1/top-5 hits per row, the labels, and the throughput."""
+
+    labels: np.ndarray  # [N] int
+    correct: dict[str, np.ndarray]  # row key -> bool [N, 2] (top-1, top-5)
+    seconds: float
+    distinct_crops: tuple[int, ...] = ()  # the distinct crops per image seen in the batches
+
+    @property
+    def images(self) -> int:
+        return len(self.labels)
+
+
 @torch.no_grad()
 def predict(
     members: Sequence[Member],
-    batches: Iterable[tuple[dict[int, torch.Tensor], torch.Tensor]],
+    batches: Iterable[tuple[Any, torch.Tensor]],
     ensembles: dict[str, Sequence[int]],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
@@ -351,21 +222,14 @@ def predict(
 ) -> Predictions:
     """Run every member on every batch of crops; record each member's and each ensemble's top-k hits.
 
-    ``ensembles`` maps a row key to member indices; their class probabilities (each averaged over the
-    crops) are averaged arithmetically (Sec. 4.2.3). ``forward_batch`` bounds the crops in one forward
-    pass (144 crops x a batch of images would not fit on a GPU at once).
+    ``ensembles`` maps a row key to member indices; their class probabilities are averaged (Sec. 4.2.3).
+    ``forward_batch`` bounds the crops in one forward pass (144 crops x a batch would not fit on a GPU).
     """
     hits: dict[str, list[torch.Tensor]] = {m.name: [] for m in members} | {k: [] for k in ensembles}
-    labels_seen: list[torch.Tensor] = []
-    bar = tqdm(
-        total=total,
-        unit="img",
-        dynamic_ncols=True,
-        mininterval=1.0,
-        desc="eval",
-        disable=None if progress else True,  # None: no bar off a terminal (a log file gets no \r lines)
-    )
-    start, n_distinct = time.perf_counter(), set()
+    labels_seen, n_distinct = [], set()
+    # disable=None: no bar off a terminal (a log file gets no \r lines)
+    bar = tqdm(total=total, unit="img", desc="eval", mininterval=1.0, disable=None if progress else True)
+    start = time.perf_counter()
     for views, labels in batches:
         if labels.shape[0] == 0:  # every image of the batch was unreadable (the loader counts them)
             continue
@@ -382,18 +246,14 @@ def predict(
         labels_seen.append(labels.cpu())
         bar.update(labels.shape[0])
     bar.close()
-    seconds = time.perf_counter() - start
     if not labels_seen:
         raise EvaluationError("the validation split yielded no images; check data.root and images")
     return Predictions(
         labels=torch.cat(labels_seen).numpy().astype(np.int64),
         correct={k: torch.cat(v).numpy() for k, v in hits.items()},
-        seconds=seconds,
+        seconds=time.perf_counter() - start,
         distinct_crops=tuple(sorted(n_distinct)),
     )
-
-
-# ------------------------------------------------------------------------------- population statistics
 
 
 def with_population_stats(
@@ -406,165 +266,195 @@ def with_population_stats(
     """A copy of ``member`` whose BN statistics are recomputed over ``num_batches`` training batches.
 
     Algorithm 2 (steps 8-12): the inference network's BN uses the population mean E[x] = E_B[mu_B] and the
-    unbiased variance m/(m-1) E_B[sigma_B^2] over training mini-batches, instead of the moving averages
-    kept during training. ``batches`` yields ``[m, C, S, S]`` single crops of training images (uint8, or
-    0-255 floats on the device); they are normalised here with the member's mean/std, so
-    ``recompute_population_stats`` gets the model's inputs. Computed in float32 (no autocast).
+    unbiased variance m/(m-1) E_B[sigma_B^2] over training mini-batches instead of the moving averages.
+    ``batches`` yields ``[m, C, S, S]`` single crops (uint8, or 0-255 floats on the device), normalised here
+    with the member's mean/std. Computed in float32 (no autocast).
     """
     from bn_inception import recompute_population_stats
 
     model = copy.deepcopy(member.model)
-
-    def normalised() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in batches:
-            yield to_model_input(images, member.mean, member.std, device, channels_last), labels.to(device)
-
-    recompute_population_stats(model, normalised(), num_batches)
-    model.eval()
+    inputs = (
+        (to_model_input(x, member.mean, member.std, device, channels_last), y.to(device)) for x, y in batches
+    )
+    recompute_population_stats(model, inputs, num_batches)
     return Member(
-        **{**member.__dict__, "model": model, "name": f"{member.name} [pop]", "bn_stats": "recomputed"}
+        **{**member.__dict__, "model": model.eval(), "name": f"{member.name} [pop]", "bn_stats": "recomputed"}
     )
 
 
-# ------------------------------------------------------------------------------------------- results
-
-
 @dataclass
-class Row:
-    """One line of the table (Figure 4's columns) with its intervals and provenance."""
+class EvalReport:
+    """The rows of the table plus what produced them (the JSON's other keys)."""
 
-    name: str
-    models: int
-    crops: int
-    resolution: int | str  # input pixels, or "mixed" for an ensemble of different input sizes
-    top1_err: float  # percent
-    top5_err: float
-    top1_err_ci: tuple[float, float]  # 95% percentile-bootstrap interval, percent
-    top5_err_ci: tuple[float, float]
-    images: int
-    bn_stats: str
-    checkpoints: list[str]
-    steps: list[int | None]
-    per_class: list[dict[str, Any]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["top1_err_ci"], out["top5_err_ci"] = list(self.top1_err_ci), list(self.top5_err_ci)
-        if out["per_class"] is None:
-            del out["per_class"]
-        return out
+    rows: list[Row]
+    meta: dict[str, Any]
+    gains: list[Gain] = field(default_factory=list)  # each ensemble against its best member
 
 
-def build_rows(
-    members: Sequence[Member],
-    ensembles: dict[str, Sequence[int]],
-    predictions: Predictions,
-    crops: int,
-    classes: Sequence[str],
-    bootstrap: int = 1000,
-    seed: int = 0,
-    per_class: bool = False,
-) -> list[Row]:
-    """Errors (%), bootstrap intervals and (optionally) per-class errors for every member and ensemble."""
-    # Each ensemble's row follows its last member's: members, ensemble, [pop] members, ensemble [pop].
-    order = [(i, 0, m.name, [i]) for i, m in enumerate(members)]
-    order += [(max(idx), 1, key, list(idx)) for key, idx in ensembles.items()]
-    groups = [(key, [members[i] for i in idx]) for _, _, key, idx in sorted(order, key=lambda o: o[:2])]
-    keys = [key for key, _ in groups]
-    stacked = np.concatenate(
-        [predictions.correct[k] for k in keys], axis=1
-    )  # [N, 2 * rows], paired resampling
-    errors = error_percent(stacked).reshape(len(keys), len(TOPK))
-    cis = bootstrap_error_ci(stacked, bootstrap, seed).reshape(len(keys), len(TOPK), 2) if bootstrap else None
-    rows = []
-    for r, (key, group) in enumerate(groups):
-        sizes = {m.input_size for m in group}
-        table = None
-        if per_class:
-            err, counts = per_class_error(predictions.correct[key], predictions.labels, len(classes))
-            table = [
-                {"class": str(c), "images": int(n), "top1_err": _finite(e[0]), "top5_err": _finite(e[1])}
-                for c, n, e in zip(classes, counts, err, strict=True)
-            ]
-        rows.append(
-            Row(
-                name=key,
-                models=len(group),
-                crops=crops,
-                resolution=sizes.pop() if len(sizes) == 1 else "mixed",
-                top1_err=float(errors[r, 0]),
-                top5_err=float(errors[r, 1]),
-                top1_err_ci=tuple(map(float, cis[r, 0])) if cis is not None else (float("nan"),) * 2,
-                top5_err_ci=tuple(map(float, cis[r, 1])) if cis is not None else (float("nan"),) * 2,
-                images=predictions.images,
-                bn_stats=group[0].bn_stats,
-                checkpoints=[str(m.path) for m in group],
-                steps=[m.step for m in group],
-                per_class=table,
-            )
+def _read(loader: Iterable, what: str) -> Iterator:
+    """Iterate ``loader``; an error while reading a batch (too many unreadable files, a vanished root)
+    becomes a one-line :class:`EvaluationError`, so no partial table is reported."""
+    batches = iter(loader)
+    while True:
+        try:
+            yield next(batches)
+        except StopIteration:
+            return
+        except (RuntimeError, OSError, ValueError) as e:
+            raise EvaluationError(f"reading the {what} images failed: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def resolve_data_kwargs(
+    selected: dict[str, Any] | None, overrides: dict[str, Any], recorded: dict[str, Any] | None, source: str
+) -> dict[str, Any]:
+    """The data config to build: ``selected`` (``data=<name>``) as it is, or else the ``recorded`` one of
+    the first checkpoint with the non-null ``overrides`` on top."""
+    if selected is not None:
+        return dict(selected)
+    if not recorded or "name" not in recorded:
+        raise EvaluationError(
+            f"{source} records no data config; pass data=<name> (a configs/data/ file) and data.root=..."
         )
-    return rows
+    return {**recorded, **{k: v for k, v in overrides.items() if v is not None}}
 
 
-@dataclass(frozen=True)
-class Gain:
-    """How much an ensemble beats its best member: error points (member minus ensemble, > 0: the ensemble
-    is better), each with its paired 95% bootstrap interval over the same images."""
-
-    ensemble: str
-    best_member: str  # the member with the lowest top-1 error (point estimate; first of ties)
-    top1_gain: float  # percentage points
-    top5_gain: float
-    top1_gain_ci: tuple[float, float]
-    top5_gain_ci: tuple[float, float]
-    images: int
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["top1_gain_ci"], out["top5_gain_ci"] = list(self.top1_gain_ci), list(self.top5_gain_ci)
-        return out
-
-
-def ensemble_gains(
-    members: Sequence[Member],
-    ensembles: dict[str, Sequence[int]],
-    predictions: Predictions,
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> list[Gain]:
-    """Each ensemble's gain over its best member. The interval is a paired bootstrap: every resample draws
-    the same images for both, so the spread is that of the per-image difference, far narrower than the
-    two errors' own intervals suggest (they share most of their hard images)."""
-    gains = []
-    for key, idx in ensembles.items():
-        errs = {members[i].name: 1.0 - predictions.correct[members[i].name] for i in idx}
-        best = min(errs, key=lambda name: errs[name][:, 0].mean())
-        diff = errs[best] - (1.0 - predictions.correct[key])  # [N, 2]: per image, member wrong - ens wrong
-        gain = 100.0 * diff.mean(axis=0)
-        ci = bootstrap_mean_ci(diff, bootstrap, seed) if bootstrap else np.full((2, 2), np.nan)
-        gains.append(
-            Gain(
-                ensemble=key,
-                best_member=best,
-                top1_gain=float(gain[0]),
-                top5_gain=float(gain[1]),
-                top1_gain_ci=tuple(map(float, ci[0])),
-                top5_gain_ci=tuple(map(float, ci[1])),
-                images=predictions.images,
-            )
+def evaluate_checkpoints(
+    checkpoints: str | Sequence[str],
+    options: EvalConfig,
+    data_kwargs: dict[str, Any] | None = None,
+    data_overrides: dict[str, Any] | None = None,
+) -> EvalReport:
+    """Evaluate every checkpoint alone and all of them as an ensemble; see the module docstring."""
+    try:
+        crop_resize_sizes(
+            options.crops, REFERENCE_INPUT
+        )  # also checked by the schema: here for library callers
+        device = resolve_device(options.device)
+        amp_dtype = resolve_amp(options.amp, device)
+        channels_last = resolve_channels_last(options.channels_last, device)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from e
+    paths = find_checkpoints(checkpoints)
+    members = [
+        load_member(p, n, device, channels_last) for p, n in zip(paths, member_names(paths), strict=True)
+    ]
+    check_members(members)
+    recorded = members[0].train_config.get("data")
+    kwargs = resolve_data_kwargs(data_kwargs, data_overrides or {}, recorded, str(paths[0]))
+    if data_kwargs is None and kwargs.get("decode") == "gpu" and device.type != "cuda":
+        kwargs["decode"] = "auto"  # the training run's GPU decoding; decode on the CPU here
+    data_name = str(kwargs.get("name", "data"))
+    try:
+        splits = build_datasets(**kwargs, seed=options.seed, device=device)
+    except (ValueError, OSError) as e:  # a wrong root, layout or key: the data package's one-line messages
+        raise EvaluationError(f"data {data_name}: {_first_line(e)}") from e
+    try:
+        chosen = index_range_of(options.images, len(splits.val))
+    except ValueError as e:
+        raise EvaluationError(str(e)) from e
+    check_members(members, splits, data_name)
+    loader = functools.partial(
+        build_eval_loader,
+        workers=options.workers if options.workers is not None else splits.loader["workers"],
+        max_bad_fraction=splits.loader["max_bad_fraction"],
+        pin_memory=device.type == "cuda",
+    )
+    m = None
+    if options.population_stats:
+        m = options.population_batch_size or int(
+            (members[0].train_config.get("trainer") or {}).get("batch_size") or DEFAULT_POPULATION_BATCH
         )
-    return gains
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
-def ensemble_groups(members: Sequence[Member]) -> dict[str, list[int]]:
-    """The ensembles to report: the as-trained members, and the recomputed-statistics ones (>= 2 each)."""
-    groups: dict[str, list[int]] = {}
+        members += _population_members(members, splits.train, m, options, loader, device, channels_last)
+    ensembles = {}  # the as-trained members, and the recomputed-statistics ones (>= 2 each)
     for stats, key in (("running", "ensemble"), ("recomputed", "ensemble [pop]")):
-        idx = [i for i, m in enumerate(members) if m.bn_stats == stats]
-        if len(idx) >= 2:
-            groups[key] = idx
-    return groups
+        if len(idx := [i for i, member in enumerate(members) if member.bn_stats == stats]) >= 2:
+            ensembles[key] = idx
+
+    dataset = MultiCropImages(splits.val, options.crops, [m.input_size for m in members], chosen)
+    images = loader(dataset, batch_size=options.batch_size or max(1, 256 // options.crops))
+    log.info(
+        "evaluating %d model(s) x %d crop(s) on %d %s validation images (%s, amp %s)",
+        sum(m.bn_stats == "running" for m in members),
+        options.crops,
+        images.num_images,
+        data_name,
+        device,
+        amp_dtype,
+    )
+    batches = _read(images, f"{data_name} validation")
+    predictions = predict(
+        members, batches, ensembles, device, amp_dtype, channels_last, options.forward_batch,
+        total=images.num_images, progress=options.progress,
+    )  # fmt: skip
+    if predictions.distinct_crops and max(predictions.distinct_crops) < options.crops:
+        log.info(
+            "%d crops per image: %s distinct (equal crops evaluated once, weighted by their count: the same "
+            "average)",
+            options.crops,
+            "/".join(map(str, predictions.distinct_crops)),
+        )
+    rows = build_rows(
+        members, ensembles, predictions, options.crops, splits.classes, options.bootstrap, options.seed,
+        options.per_class,
+    )  # fmt: skip
+    gains = ensemble_gains(members, ensembles, predictions, options.bootstrap, options.seed)
+    meta = {
+        "data": {
+            "name": data_name,
+            "root": kwargs.get("root"),
+            "split": "val",
+            "images": predictions.images,
+            "skipped_images": images.skipped_images,
+            "bad_files": images.bad_files[:20],
+        },
+        "crops": options.crops,
+        # crops that coincide for every image of a batch are evaluated once, weighted by their count
+        "distinct_crops": list(predictions.distinct_crops),
+        "image_range": [chosen.start, chosen.stop],  # validation indices evaluated: start to stop - 1
+        "population_stats": options.population_stats,
+        "population_batch_size": m,
+        "bootstrap": {
+            "resamples": options.bootstrap,
+            "seed": options.seed,
+            "level": 0.95,
+            "method": "percentile",
+        },
+        "img_per_s": predictions.images / predictions.seconds if predictions.seconds else None,
+        "seconds": predictions.seconds,
+        "environment": environment(device, 1),
+        "ensemble_gains": [g.to_dict() for g in gains],
+    }
+    if options.per_image:
+        meta["per_image"] = per_image(predictions)
+    return EvalReport(rows=rows, meta=meta, gains=gains)
+
+
+def _population_members(
+    members: list[Member], train: Dataset, m: int, options: EvalConfig, loader: Callable,
+    device: torch.device, channels_last: bool,
+) -> list[Member]:  # fmt: skip
+    """Every member again, with Algorithm 2's population statistics from the same ``m``-image batches."""
+    wanted = options.population_stats * m
+    if wanted > len(train):
+        raise EvaluationError(
+            f"population_stats={options.population_stats} batches of {m} need {wanted} training images; "
+            f"the training split has {len(train)}"
+        )
+    chosen = np.random.default_rng(options.seed).choice(len(train), size=wanted, replace=False)
+    subset = MultiCropImages(train, 1, [x.input_size for x in members], chosen.tolist())
+    out = []
+    for member in members:
+        log.info("recomputing BN population statistics of %s from %d batches of %d training images",
+                 member.name, options.population_stats, m)  # fmt: skip
+        batches = (
+            ((device_views(v, device) if isinstance(v, EncodedViews) else v)[member.input_size][:, 0], y)
+            for v, y in _read(loader(subset, batch_size=m), "training")
+            if len(y) >= 2
+        )
+        out.append(with_population_stats(member, batches, options.population_stats, device, channels_last))
+    return out

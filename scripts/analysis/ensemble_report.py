@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from bn_inception.evaluation import paper
 from bn_inception.evaluation.ensemble import bootstrap_mean_ci
-from bn_inception.evaluation.runlogs import ReportError
+from bn_inception.evaluation.table import FIGURE4
+from bn_inception.report.runlogs import ReportError
 
 ENSEMBLE = "ensemble"  # evaluate.py's row name for the as-trained ensemble
 SELECT, HELDOUT = "select", "heldout"  # file-name prefixes of the two halves
@@ -160,7 +160,7 @@ def _err(row: dict[str, Any] | None, key: str = "top1_err") -> str:
 def ours_vs_paper(study: Study) -> str:
     """The paper's BN-Inception rows of Figure 4 and ours (held-out half) side by side (error, %)."""
     single, multi = study.setting(1), study.setting(144)
-    published = {r.model: r for r in paper.FIGURE4}
+    published = {r[0]: r for r in FIGURE4}  # (model, resolution, crops, models, top-1, top-5 error)
     lines = [
         "| row | paper: crops | paper: models | paper: top-1 / top-5 error (%) | ours: crops | "
         "ours: models | ours: images | ours: top-1 error (%) | ours: top-5 error (%) |",
@@ -171,14 +171,14 @@ def ours_vs_paper(study: Study) -> str:
         ("BN-Inception multicrop", multi, study.best),
         ("BN-Inception ensemble", multi, ENSEMBLE),
     ):
-        p = published[label]
+        _, _, crops, models, top1, top5 = published[label]
         row = setting.rows.get(name) if setting else None
         ours = ["–"] * 5
         if row:
             ours = [str(setting.crops), str(len(row["checkpoints"])), f"{setting.images:,}", _err(row)]
             ours.append(_err(row, "top5_err"))
-        theirs = f"{p.top1_err if p.top1_err is not None else '–'} / {p.top5_err}"
-        lines.append(f"| {label} | {p.crops} | {p.models} | {theirs} | {' | '.join(ours)} |")
+        theirs = f"{top1 if top1 is not None else '–'} / {top5}"
+        lines.append(f"| {label} | {crops} | {models} | {theirs} | {' | '.join(ours)} |")
     return "\n".join(lines)
 
 

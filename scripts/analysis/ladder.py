@@ -18,8 +18,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from bn_inception.evaluation.runlogs import ReportError, RunLog, hydra_value
-from bn_inception.evaluation.table2 import network_name, variant_order
+from bn_inception.report.runlogs import ReportError, RunLog, hydra_value
+from bn_inception.report.table2 import network_name, variant_order
 
 CHANCE_FACTOR = 1.5  # "stayed at chance": final top-1 below 1.5 x chance (15% on 10 classes)
 

@@ -1,6 +1,6 @@
 """How the BN speed-up depends on the baseline's training length (scripts/reproduce_speedup.sh, issue 21).
 
-Every speed-up here is Table 2's paired one (`bn_inception.evaluation.table2.paired_speedup`): per seed,
+Every speed-up here is Table 2's paired one (`bn_inception.report.table2.paired_speedup`): per seed,
 the target at budget B is that seed's Inception run's best top-1 within its first B steps, reached at its
 first evaluation at that value; a variant's steps to it are interpolated between the evaluations around its
 crossing, a crossing before its first evaluation or never reached is a bound; over seeds the geometric mean
@@ -25,11 +25,11 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from bn_inception.evaluation import paper
-from bn_inception.evaluation.figures import save_figure
-from bn_inception.evaluation.table2 import (
+from bn_inception.report.figures import save_figure
+from bn_inception.report.table2 import (
     PAIRED_DEFINITION,
     budget_target,
+    figure3_speedup,
     format_seed,
     geo_mean,
     network_name,
@@ -226,7 +226,7 @@ def speedup_figure(study: BudgetStudy) -> Figure:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v in (0.5, 2, 3, 5, 20) else ""))
     ax.set_xlabel("Inception's budget B (steps of 32 images)")
     ax.set_ylabel("Speed-up (steps to Inception's best within B)")
-    p5, p30 = (paper.figure3_speedup(v) for v in VARIANTS)
+    p5, p30 = (figure3_speedup(v) for v in VARIANTS)
     ax.set_title(
         "Speed-up paired by seed against the baseline's budget\n(thick: geometric mean, 95% seed-bootstrap "
         f"interval; the paper, at 31 x 10^6 steps:\nBN-x5 {p5:.1f}x, BN-x30 {p30:.1f}x, "

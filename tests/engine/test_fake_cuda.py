@@ -30,9 +30,10 @@ from bn_inception.engine.distributed import DistInfo
 from bn_inception.engine.schedule import build_lr_schedule
 from bn_inception.engine.step import NonFiniteGuard, TrainStep
 from bn_inception.engine.trainer import Meter, RunState, build_optimizer, train_loop
+from bn_inception.evaluation.checkpoints import Member
 from bn_inception.evaluation.crops import make_crops
 from bn_inception.evaluation.ensemble import distinct_crops, ensemble_probs, topk_correct
-from bn_inception.evaluation.evaluator import EncodedViews, Member, member_probs
+from bn_inception.evaluation.evaluator import EncodedViews, member_probs
 
 CUDA = torch.device("cuda", 0)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

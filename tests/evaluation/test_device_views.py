@@ -9,8 +9,7 @@ import torch
 
 import bn_inception  # noqa: F401  (registers the models)
 from bn_inception.data import build_datasets, make_synthetic_imagenet
-from bn_inception.evaluation.evaluator import EncodedViews, device_views, member_probs, single_crops
-from bn_inception.evaluation.pipeline import MultiCropImages
+from bn_inception.evaluation.evaluator import EncodedViews, MultiCropImages, device_views, member_probs
 
 CPU = torch.device("cpu")
 SIZES = [16, 24]
@@ -45,7 +44,7 @@ def test_device_views_equal_the_cpu_crops(splits, crops):
             assert diff.mean() < 0.5 and diff.max() <= 1.0
         else:  # make_crops itself, on the same decoded pixels
             assert diff.max() == 0
-    single = single_crops(encoded, 16, CPU)
+    single = device_views(encoded, CPU)[16][:, 0]
     assert single.shape == (len(labels), 3, 16, 16)
 
 

@@ -112,7 +112,9 @@ def _hits(wrong_top1: int, n: int = 200) -> np.ndarray:
 def test_ensemble_gain_is_over_the_best_member_with_a_paired_interval():
     from pathlib import Path
 
-    from bn_inception.evaluation.evaluator import Member, Predictions, ensemble_gains
+    from bn_inception.evaluation.checkpoints import Member
+    from bn_inception.evaluation.evaluator import Predictions
+    from bn_inception.evaluation.table import ensemble_gains
 
     members = [Member(name, Path(f"{name}.pt"), None, 8, (0.5,), (0.5,), 1, ("a", "b")) for name in "xy"]
     # x wrong on 40 images, y on 20 (the best), the ensemble on 10 of the same: 5 points better than y.

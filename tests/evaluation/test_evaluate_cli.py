@@ -23,24 +23,23 @@ from bn_inception.config import EvalConfig
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet, to_model_input
 from bn_inception.engine.checkpoint import CheckpointError, save_checkpoint
 from bn_inception.engine.validate import validate
-from bn_inception.evaluation.crops import make_crops
-from bn_inception.evaluation.ensemble import crop_averaged_probs, ensemble_probs, error_percent, topk_correct
-from bn_inception.evaluation.evaluator import (
+from bn_inception.evaluation.checkpoints import (
     EvaluationError,
     Member,
     check_members,
     find_checkpoints,
     load_member,
     member_names,
-    member_probs,
-    normalise,
-    predict,
-    with_population_stats,
 )
-from bn_inception.evaluation.pipeline import (
+from bn_inception.evaluation.crops import make_crops
+from bn_inception.evaluation.ensemble import crop_averaged_probs, ensemble_probs, error_percent, topk_correct
+from bn_inception.evaluation.evaluator import (
     MultiCropImages,
     evaluate_checkpoints,
+    member_probs,
+    predict,
     resolve_data_kwargs,
+    with_population_stats,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -228,7 +227,7 @@ def test_coinciding_crops_are_evaluated_once_with_the_protocols_weights(world):
     probs = member_probs([member], {INPUT: views}, torch.device("cpu"), None, False, 1000)[0]
     assert calls == [3 * 48]
     with torch.no_grad():
-        logits = member.model(normalise(views.flatten(0, 1), member.mean, member.std, False))
+        logits = member.model(to_model_input(views.flatten(0, 1), member.mean, member.std, "cpu"))
     assert torch.allclose(probs, crop_averaged_probs(logits, 144), atol=1e-6)
 
 
@@ -350,7 +349,7 @@ def test_a_folder_of_links_to_runs_is_an_ensemble_and_a_broken_member_is_named(w
 
 
 def test_an_output_folder_that_cannot_be_created_in_is_refused_before_any_work(world, tmp_path):
-    from bn_inception.evaluation.outputs import check_outputs
+    from bn_inception.evaluation.table import check_outputs
 
     (tmp_path / "results").symlink_to(tmp_path / "unmounted")  # a dangling link: mkdir would fail at the end
     with pytest.raises(EvaluationError, match="results is a broken symbolic link"):
@@ -394,7 +393,7 @@ def test_population_stats_follow_algorithm_2_on_a_copy(world):
     layer = member.model.hidden[0]
     with torch.no_grad():
         means = [
-            layer.fc(normalise(x, member.mean, member.std, False).flatten(1)).mean(0) for x, _ in batches
+            layer.fc(to_model_input(x, member.mean, member.std, "cpu").flatten(1)).mean(0) for x, _ in batches
         ]
     expected = torch.stack(means).mean(0)
     assert torch.allclose(pop.model.hidden[0].bn.running_mean, expected, atol=1e-5)

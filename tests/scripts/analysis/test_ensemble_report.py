@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bn_inception.evaluation.runlogs import ReportError
+from bn_inception.report.runlogs import ReportError
 from scripts.analysis.ensemble_report import load_study, write_report
 
 REPO = Path(__file__).resolve().parents[3]

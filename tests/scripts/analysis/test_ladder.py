@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from bn_inception.evaluation.runlogs import load_runs
+from bn_inception.report.runlogs import load_runs
 from scripts.analysis.ladder import best_rate, build_ladder, divergence_threshold, ladder_markdown
-from tests.evaluation.sweep_fixtures import write_run
+from tests.report.sweep_fixtures import write_run
 
 
 def write_rung(root: Path, experiment: str, mult: float, seed: int, top1: list[float], **kw) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bn_inception.evaluation.runlogs import load_runs
+from bn_inception.report.runlogs import load_runs
 from scripts.analysis.speedup import SAME_RATE, build_study
-from tests.evaluation.sweep_fixtures import write_run
+from tests.report.sweep_fixtures import write_run
 
 REPO = Path(__file__).resolve().parents[3]
 BASE_GRID = tuple(range(250, 8001, 250))

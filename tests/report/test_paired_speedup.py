@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from bn_inception.evaluation.runlogs import load_runs
-from bn_inception.evaluation.table2 import build_table2, format_seed, paired_speedup, table2_markdown
-from tests.evaluation.sweep_fixtures import write_run
+from bn_inception.report.runlogs import load_runs
+from bn_inception.report.table2 import build_table2, format_seed, paired_speedup, table2_markdown
+from tests.report.sweep_fixtures import write_run
 
 BUDGETS = (2000, 4000, 8000, 16000)
 BASE_GRID = tuple(range(250, 16001, 250))

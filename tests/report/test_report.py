@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bn_inception.evaluation.figures import WITH_BN, WITHOUT_BN, figure1_data
-from bn_inception.evaluation.report import write_report
-from bn_inception.evaluation.runlogs import ReportError, last_hidden_probe, load_runs, uses_batch_norm
-from tests.evaluation.sweep_fixtures import write_mnist, write_run, write_sweep
+from bn_inception.report.claims import write_report
+from bn_inception.report.figures import WITH_BN, WITHOUT_BN, figure1_data
+from bn_inception.report.runlogs import ReportError, last_hidden_probe, load_runs, uses_batch_norm
+from tests.report.sweep_fixtures import write_mnist, write_run, write_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -279,7 +279,7 @@ def _texts(figure) -> list[str]:
 
 
 def test_figure2_is_publication_ready(tmp_path):
-    from bn_inception.evaluation.figures import BAND_LABEL, figure2
+    from bn_inception.report.figures import BAND_LABEL, figure2
 
     for seed in (0, 1):
         run = write_run(tmp_path, f"inception/seed{seed}", "inception", [50, 60, 70], seed=seed)
@@ -311,7 +311,7 @@ def test_figure2_is_publication_ready(tmp_path):
 
 
 def test_figure1_panels_share_their_y_axis_and_use_the_papers_words(sweep):
-    from bn_inception.evaluation.figures import figure1
+    from bn_inception.report.figures import figure1
 
     figure = figure1(figure1_data(load_runs(sweep)))
     ax_a, ax_b, ax_c = figure.axes

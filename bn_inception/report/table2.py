@@ -1,49 +1,55 @@
 """Table 2 (the paper's Figure 3 table): steps to reach Inception's best accuracy, best accuracies, speed-ups.
 
-Definition (stated again under the rendered table, `DEFINITION`):
-- Runs are grouped by the `experiment` field of their results.json; Figure 1's `mnist_figure1` runs are
-  left out. Rows follow the paper's order (`paper.VARIANTS`), then other experiments alphabetically.
-- A run's best top-1 is the maximum finite `top1` of its `evals`. A run reaches a target at the first
-  evaluated step (in step order) whose top-1 is >= target - 1e-9 (the tolerance absorbs float rounding of
-  the mean, so a single Inception run always reaches its own best).
-- The target is the mean, over the `inception` runs with at least one evaluation, of their best top-1
-  (the paper's 72.2%: Inception's own best). Without `inception` runs there is no target.
-- Per variant: steps to target = mean and sample standard deviation over the runs that reached the target,
-  shown with "k/N reached"; best top-1 = mean and sample standard deviation over the runs with at least one
-  evaluation. Diverged runs count in N; one that reached the target before diverging counts as reached.
-- Speed-up = Inception's mean steps to target / the variant's mean steps to target (means over reached
-  runs). With one Inception run this is the paper's: Inception's steps to its own best / the variant's steps
-  to reach it.
+Two definitions, both stated under the rendered table: the pooled one (`DEFINITION`, the paper's) and the
+one paired by seed (`PAIRED_DEFINITION`, every speed-up of docs/results.md, issue 21). Runs are grouped by
+the `experiment` of their results.json (Figure 1's `mnist_figure1` runs left out), in the paper's order,
+then others alphabetically. A run reaches a target at its first evaluation with top-1 >= target - 1e-9 (the
+tolerance absorbs the float rounding of a mean, so a single Inception run reaches its own best). Diverged
+runs count in N; one that reached the target before diverging counts as reached.
 
-Paired by seed (`paired_speedup`, shown next to the pooled speed-up, and the one definition every speed-up
-of docs/results.md uses, issue 21):
-- Each seed has its own target: its `inception` run's best top-1 within the budget (all of it by default),
-  reached at that run's first evaluation at that value.
-- A variant's steps to that target is its crossing interpolated linearly between the last evaluation below
-  the target and the first at or above it; the grid bounds it to (previous evaluation, that evaluation].
-  A run at or above the target at its first evaluation has only the bound "at most that step" (the speed-up
-  is at least the ratio to it); one that never reaches it, "more than its last step" (at most the ratio).
-- Speed-up of seed s = the baseline's steps / the variant's. Over seeds: the geometric mean (so the factors
-  of a chain of baselines multiply: Inception -> Inception-x5 -> BN-x5), with a 95% percentile interval from
-  resampling the seeds (`SEED_RESAMPLES`). Bounds enter at their bound value and make the mean a bound.
-- Known bias: the target is the baseline's best of noisy evaluations, which the variant reaches a little
-  late; with 1 point of evaluation noise on a curve rising 7 points per doubling a true 4x reads 3.7-3.9x,
-  the same at every budget (tests/evaluation/test_paired_speedup.py). The paper's 72.2% is such a best too.
+Paired: a variant's crossing of its seed's target is interpolated linearly between the last evaluation
+below and the first at or above it; the grid bounds it to (previous, that evaluation]. Bounds ("at most
+the first evaluation", "more than the last") enter the geometric mean at their value and make it a bound.
+Known bias: the target is the baseline's best of noisy evaluations, which the variant reaches a little
+late; with 1 point of noise on a curve rising 7 points per doubling a true 4x reads 3.7-3.9x, at every
+budget (tests/report/test_paired_speedup.py). The paper's 72.2% is such a best too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
 
 import numpy as np
 
-from bn_inception.evaluation import paper
-from bn_inception.evaluation.runlogs import RunLog, is_mnist_run
+from bn_inception.report.runlogs import RunLog, is_mnist_run
 
 TARGET_TOLERANCE = 1e-9  # percentage points
 SEED_RESAMPLES = 10_000  # bootstrap resamples of the seeds for a paired speed-up's interval
+
+# The paper's Figure 3 (Sec. 4.2.2), in its order, under our names: (steps to reach Inception's best, 72.2%,
+# in 10^6 32-image steps (None: never), the network's best single-crop top-1 (%) on ILSVRC-2012 val).
+FIGURE3: dict[str, tuple[float | None, float]] = {
+    "inception": (31.0, 72.2),
+    "bn_baseline": (13.3, 72.7),
+    "bn_x5": (2.1, 73.0),
+    "bn_x30": (2.7, 74.8),
+    "bn_x5_sigmoid": (None, 69.8),
+}
+FIGURE3_TARGET_TOP1 = 72.2
+VARIANTS = tuple(FIGURE3)
+#: The paper's names, and the text's two non-BN controls (Sec. 4.2.2) as it describes them.
+NAMES = {
+    "inception": "Inception",
+    "bn_baseline": "BN-Baseline",
+    "bn_x5": "BN-x5",
+    "bn_x30": "BN-x30",
+    "bn_x5_sigmoid": "BN-x5-Sigmoid",
+    "inception_sigmoid": "Inception, sigmoid (no BN)",
+    "inception_x5": "Inception, 5x lr (no BN)",
+}
 
 DEFINITION = (
     "Target = mean over the `inception` runs of each run's best validation top-1 (max over its evaluations); "
@@ -62,6 +68,22 @@ PAIRED_DEFINITION = (
 )
 
 
+def figure3_speedup(variant: str) -> float | None:
+    """The paper's speed-up: Inception's steps to 72.2% over the variant's; None where never reached."""
+    steps = FIGURE3[variant][0]
+    return FIGURE3["inception"][0] / steps if steps is not None else None
+
+
+def network_name(variant: str) -> str:
+    """The paper's name for a variant (figures and tables never mix paper and config names)."""
+    return NAMES.get(variant, variant)
+
+
+def variant_order(variants: set[str]) -> list[str]:
+    """The paper's five first, in its order, then the rest alphabetically."""
+    return [v for v in VARIANTS if v in variants] + sorted(variants - set(VARIANTS))
+
+
 @dataclass(frozen=True)
 class Stats:
     """Mean, sample standard deviation (None for n < 2), range and count of a few per-seed values."""
@@ -73,7 +95,8 @@ class Stats:
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> Stats | None:
+    def of(cls, values: list) -> Stats | None:
+        values = [float(v) for v in values if v is not None]
         if not values:
             return None
         std = statistics.stdev(values) if len(values) > 1 else None
@@ -95,7 +118,7 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Row:
-    """One variant: its runs, their aggregates and the paper's numbers for it (if it is a paper variant)."""
+    """One variant: its runs and their aggregates."""
 
     variant: str
     runs: tuple[RunResult, ...]
@@ -112,10 +135,6 @@ class Row:
     @property
     def n_reached(self) -> int:
         return sum(r.steps_to_target is not None for r in self.runs)
-
-    @property
-    def published(self) -> paper.Figure3Row | None:
-        return paper.FIGURE3_BY_VARIANT.get(self.variant)
 
 
 @dataclass(frozen=True)
@@ -138,64 +157,40 @@ def best_top1(run: RunLog, budget: int | None = None) -> tuple[float, int] | Non
     return best, next(e.step for e in evals if e.top1 == best)
 
 
-def steps_to_reach(run: RunLog, target: float) -> int | None:
-    """First evaluated step whose top-1 reaches `target` (within TARGET_TOLERANCE); None if never."""
-    return next((e.step for e in run.finite_evals() if e.top1 >= target - TARGET_TOLERANCE), None)
-
-
-def variant_order(variants: set[str]) -> list[str]:
-    """The paper's five first, in its order, then the rest alphabetically."""
-    known = [v for v in paper.VARIANTS if v in variants]
-    return known + sorted(variants - set(paper.VARIANTS))
-
-
-def inception_target(runs: list[RunLog]) -> float | None:
-    """Mean of the best top-1 of the `inception` runs that have an evaluation; None if there are none."""
-    bests = [b[0] for run in runs if run.experiment == "inception" and (b := best_top1(run)) is not None]
-    return statistics.fmean(bests) if bests else None
-
-
-def _run_result(run: RunLog, target: float | None) -> RunResult:
-    best = best_top1(run)
-    return RunResult(
-        path=run.path,
-        seed=run.seed,
-        status=run.status,
-        best_top1=best[0] if best else None,
-        best_step=best[1] if best else None,
-        steps_to_target=steps_to_reach(run, target) if target is not None else None,
-        diverged_at_step=run.diverged_at_step,
-    )
-
-
 def build_table2(runs: list[RunLog]) -> Table2:
     """Compute Table 2 from every non-Figure-1 run (see the module docstring for the definition)."""
     runs = [run for run in runs if not is_mnist_run(run)]
-    target = inception_target(runs)
+    # The target: the mean best top-1 of the `inception` runs with an evaluation (the paper's 72.2%).
+    bests = [b[0] for run in runs if run.experiment == "inception" and (b := best_top1(run)) is not None]
+    target = statistics.fmean(bests) if bests else None
     results: dict[str, list[RunResult]] = {}
     for run in runs:
-        results.setdefault(run.experiment, []).append(_run_result(run, target))
-    inception_steps = Stats.of(
-        [float(r.steps_to_target) for r in results.get("inception", []) if r.steps_to_target is not None]
-    )
+        best = best_top1(run) or (None, None)
+        reached = None
+        if target is not None:
+            reached = next((e.step for e in run.finite_evals() if e.top1 >= target - TARGET_TOLERANCE), None)
+        result = RunResult(run.path, run.seed, run.status, *best, reached, run.diverged_at_step)
+        results.setdefault(run.experiment, []).append(result)
+    inception = Stats.of([r.steps_to_target for r in results.get("inception", [])])
     rows = []
     for variant in variant_order(set(results)):
-        variant_runs = results[variant]
-        steps = Stats.of([float(r.steps_to_target) for r in variant_runs if r.steps_to_target is not None])
-        speedup = inception_steps.mean / steps.mean if inception_steps and steps and steps.mean > 0 else None
+        group = results[variant]
+        steps = Stats.of([r.steps_to_target for r in group])
         rows.append(
             Row(
                 variant=variant,
-                runs=tuple(variant_runs),
+                runs=tuple(group),
                 steps_to_target=steps,
-                best_top1=Stats.of([r.best_top1 for r in variant_runs if r.best_top1 is not None]),
-                best_step=Stats.of([float(r.best_step) for r in variant_runs if r.best_step is not None]),
-                speedup=speedup,
+                best_top1=Stats.of([r.best_top1 for r in group]),
+                best_step=Stats.of([r.best_step for r in group]),
+                speedup=inception.mean / steps.mean if inception and steps and steps.mean > 0 else None,
                 paired=paired_speedup(runs, "inception", variant) if variant != "inception" else None,
             )
         )
-    n_inception = len(results.get("inception", []))
-    return Table2(target_top1=target, n_inception_runs=n_inception, rows=tuple(rows))
+    return Table2(target, len(results.get("inception", [])), tuple(rows))
+
+
+# ---- paired by seed ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -224,8 +219,9 @@ def crossing(run: RunLog, target: float) -> Crossing | None:
                 return Crossing("by_first", float(e.step), 0.0, float(e.step))
             prev = evals[i - 1]
             frac = min(1.0, max(0.0, (target - prev.top1) / (e.top1 - prev.top1)))
-            steps = prev.step + frac * (e.step - prev.step)
-            return Crossing("crossed", steps, float(prev.step), float(e.step))
+            return Crossing(
+                "crossed", prev.step + frac * (e.step - prev.step), float(prev.step), float(e.step)
+            )
     if run.status == "running":
         return None
     return Crossing("never", float(evals[-1].step), float(evals[-1].step), math.inf)
@@ -309,7 +305,8 @@ def seed_interval(values: list[float], resamples: int = SEED_RESAMPLES) -> tuple
 def paired_speedup(
     runs: list[RunLog], baseline: str, variant: str, budget: int | None = None
 ) -> PairedSpeedup:
-    """`variant`'s speed-up over `baseline` at `budget`, seed by seed (seeds with both runs)."""
+    """`variant`'s speed-up over `baseline` at `budget`, seed by seed (seeds with both runs): each seed's
+    target is its baseline run's best within the budget, reached at that run's first evaluation at it."""
     bases = {r.seed: r for r in runs if r.experiment == baseline}
     seeds = []
     for run in sorted((r for r in runs if r.experiment == variant), key=lambda r: (r.seed is None, r.seed)):
@@ -347,95 +344,59 @@ def format_seed(s: SeedSpeedup) -> str:
     return f"{c.steps:,.0f} ({c.low:,.0f}-{c.high:,.0f}]: {s.value:.2f}x [{lo:.2f}, {hi:.2f})"
 
 
-# ---- rendering ----------------------------------------------------------------------------------------
+# ---- rendering -----------------------------------------------------------------------------------------
 
 
-#: The text's two non-BN controls (Sec. 4.2.2), named as the paper describes them; other experiments keep
-#: their config names.
-CONTROL_NAMES = {
-    "inception_sigmoid": "Inception, sigmoid (no BN)",
-    "inception_x5": "Inception, 5x lr (no BN)",
-}
-
-
-def network_name(variant: str) -> str:
-    """The paper's name for a variant (figures and tables never mix paper and config names)."""
-    return paper.NETWORK_NAMES.get(variant) or CONTROL_NAMES.get(variant, variant)
-
-
-def _format_stats(stats: Stats | None, digits: int, n_all: int | None = None) -> str:
+def _stats(stats: Stats | None, digits: int, n_all: int | None = None) -> str:
     if stats is None:
         return "–"
-    text = f"{stats.mean:.{digits}f}"
-    if stats.std is not None:
-        text += f" ± {stats.std:.{digits}f}"
-    if n_all is not None and stats.n != n_all:
-        text += f" (n={stats.n})"
-    return text
+    text = f"{stats.mean:.{digits}f}" + (f" ± {stats.std:.{digits}f}" if stats.std is not None else "")
+    return text + (f" (n={stats.n})" if n_all is not None and stats.n != n_all else "")
 
 
-def _run_label(run: RunResult) -> str:
-    return f"seed {run.seed}" if run.seed is not None else run.path
-
-
-def _steps_cell(row: Row, has_target: bool) -> str:
-    if not has_target:
-        return "no target (no inception runs)"
-    if row.steps_to_target is not None:
-        return _format_stats(row.steps_to_target, 0)
+def _cells(row: Row, has_target: bool) -> list[str]:
+    """The row's cells after its name and run count: steps, reached, best, speed-ups, paper, notes."""
     diverged = [r.diverged_at_step for r in row.runs if r.diverged_at_step is not None]
-    if len(diverged) == row.n_runs:
-        steps = ", ".join(str(s) for s in diverged)
-        return f"diverged at step{'s' if len(diverged) > 1 else ''} {steps}"
-    return "never"
-
-
-def _best_cell(row: Row) -> str:
-    if row.best_top1 is None:
-        return "no evaluation"
-    return _format_stats(row.best_top1, 2, row.n_runs)
-
-
-def _notes_cell(row: Row) -> str:
-    notes = []
-    for run in row.runs:
-        if run.diverged_at_step is not None:
-            notes.append(f"{_run_label(run)} diverged at step {run.diverged_at_step}")
-        elif run.status != "completed":
-            notes.append(f"{_run_label(run)} {run.status}")
-    return "; ".join(notes)
-
-
-def _paper_cells(row: Row) -> list[str]:
-    published = row.published
-    if published is None:
-        return ["–", "–", "–"]
-    if published.steps_to_target_e6 is None:
-        return ["never", f"{published.max_top1:.1f}", "never"]
-    inception = paper.FIGURE3_BY_VARIANT["inception"].steps_to_target_e6
-    speedup = (
-        f"{paper.figure3_speedup(row.variant):.1f}x ({inception:.1f}/{published.steps_to_target_e6:.1f})"
-    )
-    return [f"{published.steps_to_target_e6:.1f}", f"{published.max_top1:.1f}", speedup]
+    if not has_target:
+        steps = "no target (no inception runs)"
+    elif row.steps_to_target is not None:
+        steps = _stats(row.steps_to_target, 0)
+    elif len(diverged) == row.n_runs:
+        steps = f"diverged at step{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}"
+    else:
+        steps = "never"
+    paper = ["–", "–", "–"]
+    if row.variant in FIGURE3:
+        e6, top1 = FIGURE3[row.variant]
+        inception = FIGURE3["inception"][0]
+        paper = ["never", f"{top1:.1f}", "never"] if e6 is None else [f"{e6:.1f}", f"{top1:.1f}"]
+        paper += [] if e6 is None else [f"{figure3_speedup(row.variant):.1f}x ({inception:.1f}/{e6:.1f})"]
+    notes = [
+        (f"seed {r.seed}" if r.seed is not None else r.path)
+        + (f" diverged at step {r.diverged_at_step}" if r.diverged_at_step is not None else f" {r.status}")
+        for r in row.runs
+        if r.diverged_at_step is not None or r.status != "completed"
+    ]
+    return [
+        steps,
+        f"{row.n_reached}/{row.n_runs}" if has_target else "–",
+        "no evaluation" if row.best_top1 is None else _stats(row.best_top1, 2, row.n_runs),
+        f"{row.speedup:.2f}x" if row.speedup is not None else "–",
+        format_paired(row.paired) if row.paired is not None and row.paired.seeds else "–",
+        *paper,
+        "; ".join(notes),
+    ]
 
 
 TABLE2_HEADER = (
-    "network",
-    "runs",
-    "steps to target",
-    "reached",
-    "best top-1 (%)",
-    "speed-up (pooled)",
-    "speed-up, paired by seed: geo-mean [95% CI]",
-    "paper: steps to 72.2% (10^6)",
-    "paper: max accuracy (%)",
-    "paper: speed-up",
-    "notes",
+    "| network | runs | steps to target | reached | best top-1 (%) | speed-up (pooled) | speed-up, paired "
+    "by seed: geo-mean [95% CI] | paper: steps to 72.2% (10^6) | paper: max accuracy (%) | paper: speed-up "
+    "| notes |"
 )
 
 
 def table2_markdown(table: Table2) -> str:
-    """The table, its target, its definition and its notes as Markdown (deterministic)."""
+    """The table, its target, its definitions and each seed's crossing as Markdown (deterministic)."""
     has_target = table.target_top1 is not None
     lines = ["# Table 2 (the paper's Figure 3): steps to reach Inception's best validation top-1", ""]
     if not table.rows:
@@ -443,93 +404,67 @@ def table2_markdown(table: Table2) -> str:
             "**No runs for Table 2 in this sweep** (only `mnist_figure1` runs, which make Figure 1)."
         )
     elif has_target:
+        n = table.n_inception_runs
         lines.append(
-            f"Target: **{table.target_top1:.2f}%** validation top-1, the mean best of "
-            f"{table.n_inception_runs} `inception` run{'s' if table.n_inception_runs != 1 else ''} "
-            f"(paper: {paper.FIGURE3_TARGET_TOP1}%)."
+            f"Target: **{table.target_top1:.2f}%** validation top-1, the mean best of {n} `inception` "
+            f"run{'s' if n != 1 else ''} (paper: {FIGURE3_TARGET_TOP1}%)."
         )
     else:
         lines.append(
             "**No `inception` runs in this sweep**: there is no target, so steps to target and speed-ups are "
             "not computed; best accuracies are reported."
         )
-    lines += ["", "| " + " | ".join(TABLE2_HEADER) + " |", "|" + "---|" * len(TABLE2_HEADER)]
+    lines += ["", TABLE2_HEADER, "|" + "---|" * TABLE2_HEADER.count(" | ") + "---|"]
     for row in table.rows:
-        reached = f"{row.n_reached}/{row.n_runs}" if has_target else "–"
-        speedup = f"{row.speedup:.2f}x" if row.speedup is not None else "–"
-        cells = [
-            f"{network_name(row.variant)} (`{row.variant}`)",
-            str(row.n_runs),
-            _steps_cell(row, has_target),
-            reached,
-            _best_cell(row),
-            speedup,
-            format_paired(row.paired) if row.paired is not None and row.paired.seeds else "–",
-            *_paper_cells(row),
-            _notes_cell(row),
-        ]
+        cells = [f"{network_name(row.variant)} (`{row.variant}`)", str(row.n_runs), *_cells(row, has_target)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", DEFINITION, "", PAIRED_DEFINITION, "", *per_seed_markdown(table), ""]
-    return "\n".join(lines)
-
-
-def per_seed_markdown(table: Table2) -> list[str]:
-    """Each seed's steps to its own Inception run's best, interpolated, with the grid's range."""
-    rows = [r for r in table.rows if r.paired is not None and r.paired.seeds]
-    if not rows:
-        return []
-    lines = [
-        "Paired by seed: each seed's target (its Inception run's best) and the variant's crossing of it, "
-        "interpolated, with the evaluation grid's range (steps: speed-up [range]):",
-        "",
-        "| network | seed | target (%) | Inception steps | steps to target: speed-up |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        for s in row.paired.seeds:
-            cells = [network_name(row.variant), str(s.seed), f"{s.target:.2f}", f"{s.baseline_steps:,}"]
-            lines.append(f"| {' | '.join(cells)} | {format_seed(s)} |")
-    return lines
-
-
-def _stats_json(stats: Stats | None) -> dict | None:
-    if stats is None:
-        return None
-    return {"mean": stats.mean, "std": stats.std, "min": stats.min, "max": stats.max, "n": stats.n}
-
-
-def _paired_json(p: PairedSpeedup | None) -> dict | None:
-    if p is None or not p.seeds:
-        return None
-    ci = p.interval()
-    return {
-        "geo_mean": p.mean,
-        "ci95": list(ci) if ci else None,
-        "bound": p.bound,
-        "seeds": [
-            {
-                "seed": s.seed,
-                "target": s.target,
-                "baseline_steps": s.baseline_steps,
-                "kind": s.crossing.kind,
-                "steps": s.crossing.steps,
-                "grid": [s.crossing.low, _finite_or_none(s.crossing.high)],
-                "speedup": s.value,
-            }  # fmt: skip
-            for s in p.seeds
-        ],
-    }
+    lines += ["", DEFINITION, "", PAIRED_DEFINITION, ""]
+    paired = [r for r in table.rows if r.paired is not None and r.paired.seeds]
+    if paired:
+        lines += [
+            "Paired by seed: each seed's target (its Inception run's best) and the variant's crossing of it, "
+            "interpolated, with the evaluation grid's range (steps: speed-up [range]):",
+            "",
+            "| network | seed | target (%) | Inception steps | steps to target: speed-up |",
+            "|---|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {network_name(r.variant)} | {s.seed} | {s.target:.2f} | {s.baseline_steps:,} | "
+            f"{format_seed(s)} |"
+            for r in paired
+            for s in r.paired.seeds
+        ]
+    return "\n".join([*lines, ""])
 
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _paired_json(p: PairedSpeedup | None) -> dict | None:
+    if p is None or not p.seeds:
+        return None
+    ci = p.interval()
+    seeds = [
+        {
+            "seed": s.seed,
+            "target": s.target,
+            "baseline_steps": s.baseline_steps,
+            "kind": s.crossing.kind,
+            "steps": s.crossing.steps,
+            "grid": [s.crossing.low, _finite_or_none(s.crossing.high)],
+            "speedup": s.value,
+        }
+        for s in p.seeds
+    ]
+    return {"geo_mean": p.mean, "ci95": list(ci) if ci else None, "bound": p.bound, "seeds": seeds}
+
+
 def table2_json(table: Table2) -> dict:
     """Table 2 as plain JSON-ready data (no NaN), with every run's numbers."""
     rows = []
     for row in table.rows:
-        published = row.published
+        e6, top1 = FIGURE3.get(row.variant, (None, None))
         rows.append(
             {
                 "variant": row.variant,
@@ -537,37 +472,26 @@ def table2_json(table: Table2) -> dict:
                 "n_runs": row.n_runs,
                 "n_reached": row.n_reached if table.target_top1 is not None else None,
                 "n_diverged": sum(r.diverged_at_step is not None for r in row.runs),
-                "steps_to_target": _stats_json(row.steps_to_target),
-                "best_top1": _stats_json(row.best_top1),
-                "steps_to_best": _stats_json(row.best_step),
+                "steps_to_target": _asdict(row.steps_to_target),
+                "best_top1": _asdict(row.best_top1),
+                "steps_to_best": _asdict(row.best_step),
                 "speedup": _finite_or_none(row.speedup),
                 "paired_speedup": _paired_json(row.paired),
-                "runs": [
-                    {
-                        "path": r.path,
-                        "seed": r.seed,
-                        "status": r.status,
-                        "best_top1": r.best_top1,
-                        "best_step": r.best_step,
-                        "steps_to_target": r.steps_to_target,
-                        "diverged_at_step": r.diverged_at_step,
-                    }
-                    for r in row.runs
-                ],
+                "runs": [dataclasses.asdict(r) for r in row.runs],
                 "paper": None
-                if published is None
-                else {
-                    "steps_to_72_2_e6": published.steps_to_target_e6,
-                    "max_top1": published.max_top1,
-                    "speedup": paper.figure3_speedup(row.variant),
-                },
+                if row.variant not in FIGURE3
+                else {"steps_to_72_2_e6": e6, "max_top1": top1, "speedup": figure3_speedup(row.variant)},
             }
         )
     return {
         "target_top1": table.target_top1,
         "target_definition": "mean over inception runs of each run's best validation top-1",
         "n_inception_runs": table.n_inception_runs,
-        "paper_target_top1": paper.FIGURE3_TARGET_TOP1,
+        "paper_target_top1": FIGURE3_TARGET_TOP1,
         "definition": DEFINITION,
         "rows": rows,
     }
+
+
+def _asdict(stats: Stats | None) -> dict | None:
+    return dataclasses.asdict(stats) if stats is not None else None

@@ -14,7 +14,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bn_inception.evaluation.runlogs import (
+from bn_inception.report.runlogs import (
     PERCENTILE_TAGS,
     ReportError,
     RunLog,
@@ -24,7 +24,7 @@ from bn_inception.evaluation.runlogs import (
     last_hidden_probe,
     uses_batch_norm,
 )
-from bn_inception.evaluation.table2 import network_name, variant_order
+from bn_inception.report.table2 import network_name, variant_order
 
 # Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
 _SVG_RC = {"svg.hashsalt": "bn-inception-report"}
@@ -68,6 +68,7 @@ def mean_curve(runs: list[RunLog]) -> Curve:
 
 
 def save_figure(figure: Figure, stem: Path) -> list[Path]:
+    """``stem``.png and ``stem``.svg (a fixed hash salt and no date: the same logs give the same files)."""
     FigureCanvasAgg(figure)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     with matplotlib.rc_context(_SVG_RC):
@@ -87,12 +88,6 @@ def _plot_curve(ax, curve: Curve, label: str, color: str) -> None:
         ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
 
 
-def _divergence_point(run: RunLog) -> tuple[int, float]:
-    """Where to draw a diverged run's x: its divergence step, at its last accuracy before it (0 if none)."""
-    before = [e.top1 for e in run.finite_evals() if e.step <= run.diverged_at_step]
-    return run.diverged_at_step, before[-1] if before else 0.0
-
-
 def dataset_name(runs: list[RunLog]) -> str | None:
     """The runs' dataset as people write it (from the first run's ``data.name``), or None if unrecorded."""
     for run in runs:
@@ -100,13 +95,6 @@ def dataset_name(runs: list[RunLog]) -> str | None:
         if name:
             return DATASET_NAMES.get(str(name), str(name))
     return None
-
-
-def plot_figure2(
-    runs: list[RunLog], target_top1: float | None, stem: Path, log_x: bool = False, title: str | None = None
-) -> list[Path]:
-    """Figure 2 written as PNG and SVG (see `figure2`)."""
-    return save_figure(figure2(runs, target_top1, log_x, title), stem)
 
 
 FIGURE2_BOTTOM = 40.0  # percent: the paper's Figure 2 spans 0.4-0.8 of accuracy
@@ -131,9 +119,10 @@ def _plot_variant(ax, group: list[RunLog], variant: str, color: str) -> tuple[Cu
     if curve.steps and max(curve.high) < FIGURE2_BOTTOM:
         label += f" (below the axis: best {max(curve.mean):.1f}%)"
     _plot_curve(ax, curve, label, color)
-    diverged = [_divergence_point(run) for run in group if run.diverged]
-    for step, top1 in diverged:
-        ax.plot([step], [top1], marker="x", markersize=9, mew=2, color=color, ls="none")
+    diverged = [run for run in group if run.diverged]
+    for run in diverged:  # an x where it stopped, at its last accuracy before it (0 if none)
+        before = [e.top1 for e in run.finite_evals() if e.step <= run.diverged_at_step]
+        ax.plot([run.diverged_at_step], [before[-1] if before else 0.0], "x", ms=9, mew=2, color=color)
     return curve, bool(diverged)
 
 
@@ -237,11 +226,6 @@ def _plot_percentiles(ax, percentiles: Percentiles | None, title: str, color: st
     ax.set_title(f"{title}: input to a typical sigmoid", fontsize="medium")
     ax.set_xlabel("Training steps")
     ax.grid(alpha=0.3)
-
-
-def plot_figure1(data: Figure1Data, stem: Path) -> list[Path]:
-    """Figure 1 written as PNG and SVG (see `figure1`)."""
-    return save_figure(figure1(data), stem)
 
 
 def figure1(data: Figure1Data) -> Figure:
