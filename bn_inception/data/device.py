@@ -1,41 +1,27 @@
-"""The data steps that run on the training device: normalisation, and (``data.decode=gpu``) JPEG decoding
-with the Sec. 4.2.1 geometry and colour distortion, batched.
+"""The data steps that run on the training device: normalisation, and (``data.decode=gpu``, experimental)
+JPEG decoding with the Sec. 4.2.1 geometry and colour distortion, batched.
 
-Every consumer of a loader's batch calls :func:`to_model_input`: the loader yields uint8 images (or, with
-device decoding, an :class:`EncodedBatch`), and ``to_model_input`` turns them into the model's float input
-on the device. Normalisation ``(x / 255 - mean) / std`` is one fused multiply-add there, written straight
-in the model's memory format (channels-last on a GPU), as timm's PrefetchLoader, DALI and FFCV do it: the
-CPU workers never convert to float.
+Every consumer of a loader's batch calls :func:`to_model_input`, which makes the model's float input on the
+device: ``(x / 255 - mean) / std`` as one fused multiply-add written in the model's memory format (as timm's
+PrefetchLoader, DALI and FFCV do it: CPU workers never convert to float). With ``data.decode=gpu`` the
+batch is an :class:`EncodedBatch` (this module's only batch type; the datasets make it, only
+``to_model_input`` and the evaluator open it): workers read the files and draw each sample's crop, flip and
+colour from the same (seed, epoch, index) stream as the CPU path and send the compressed bytes; on the
+device a batch is decoded in one nvJPEG call and cut, resized, mirrored and distorted with batched kernels:
 
-Device decoding (``data.decode=gpu``). Loader workers read the files and parse the JPEG headers (size,
-completeness), draw each sample's crop, flip and colour distortion from the same (seed, epoch, index)
-stream as the CPU path, and send the compressed bytes. On the device a batch is decoded in one call
-(nvJPEG) and cut, resized, mirrored and distorted with a handful of batched kernels:
+- crop + resize + flip: torch's antialiased bilinear resize (``interpolate(antialias=True)``, hence
+  RandomResizedCrop's) is separable, ``Wy @ X @ Wx^T`` per image with weights that follow torch's
+  ``_compute_indices_min_size_weights_aa`` exactly (equal up to float rounding, tests/data/test_device.py);
+  the crop moves the weights, the flip reverses Wx's rows, evaluation keeps the centre rows. Images are
+  zero-padded to one size (fp16 operands on a GPU: pixel levels exact, weights to ~5e-4, fp32 accumulation);
+  those more than twice the batch's median size are resampled on their own.
+- colour: the per-sample affine map of :func:`bn_inception.data.transforms.photometric_terms`.
 
-- crop + resize + flip: the antialiased bilinear resize torch's ``interpolate(antialias=True)`` does (and
-  hence torchvision's RandomResizedCrop) is separable, so for each image it is ``Wy @ X @ Wx^T`` with
-  (S x H) and (S x W) weight matrices; the crop only moves the weights, the flip reverses Wx's rows, and
-  evaluation's resize-then-centre-crop keeps the centre rows of the resize weights. The weights follow
-  torch's ``_compute_indices_min_size_weights_aa`` exactly (triangle filter widened by the scale,
-  truncated window, renormalised), so with identical decoded pixels the result equals ``interpolate`` up
-  to float rounding (tests/data/test_device.py). The batch is zero-padded to one size and resampled with
-  two batched matrix products (fp16 operands on a GPU: pixel levels are exact in fp16, weights to ~5e-4,
-  the product accumulates in fp32); images more than twice the batch's median size in either direction
-  are resampled on their own so one large photo does not pad the whole batch.
-- colour: the per-sample affine map of :func:`bn_inception.data.transforms.photometric_terms`, needing
-  only each image's channel means, then the clip to [0, 255].
-
-Differences from the CPU path, none of them in the augmentation's parameters: nvJPEG's and libjpeg's
-IDCT/upsampling differ by a level or so; the device path keeps the resized pixels in float where the CPU
-path rounds them to uint8 (half a level); the CPU path decodes large images at a reduced JPEG scale
-when the crop allows (a different low-pass filter for those images, docs/benchmarks.md). Files nvJPEG does
-not take (progressive or CMYK JPEGs, PNGs) are decoded by the worker with Pillow and sent as pixels.
-
-Decoder: torchvision 0.29 deprecates its image decoders in favour of TorchCodec (>= 0.16,
-``torchcodec.decoders.decode_jpeg(..., device="cuda")``). TorchCodec is not a dependency of this project
-and its batched CUDA call could not be checked where this was written, so ``decode_jpegs`` uses
-torchvision's batched ``decode_jpeg(list, device="cuda")`` (present in 0.29, its deprecation warning
-silenced); switching is that one function.
+Differences from the CPU path: nvJPEG's and libjpeg's IDCT differ by a level or so; resized pixels stay
+float (the CPU path rounds to uint8); the CPU path may decode large images at a reduced JPEG scale. Files
+nvJPEG does not take (progressive or CMYK JPEGs, PNGs) are decoded by the worker with Pillow. Decoder:
+torchvision's batched ``decode_jpeg(list, device="cuda")`` (0.29 deprecates it for TorchCodec, not a
+dependency here; ``_decode_jpegs`` is the one function to switch).
 """
 
 from __future__ import annotations
@@ -46,16 +32,15 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from bn_inception.data.decode import BadImageError, _read_bytes, decode_image_file, jpeg_layout, to_rgb
+from bn_inception.data.decode import BadImageError, decode_image_file, read_bytes, to_rgb
 from bn_inception.data.transforms import TrainAugment, eval_sizes
 
-DECODES = ("auto", "cpu", "gpu")
 _OUTLIER_FACTOR = 2.0  # images this many times the batch median (either side) are resampled on their own
 
 
@@ -121,24 +106,16 @@ def gpu_decode_available() -> bool:
 
 
 def resolve_decode(decode: str, device: torch.device | str | None, file_based: bool) -> bool:
-    """``data.decode`` -> True where JPEGs are decoded on the device (cpu | gpu | auto).
-
-    ``auto`` is cpu: the GPU path (``gpu``, experimental) has not been measured on a GPU yet, so it is not
-    the default until a measurement shows it correct and faster there (docs/benchmarks.md). In-memory
-    datasets such as Fashion-MNIST are never decoded.
-    """
-    if decode not in DECODES:
-        raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
-    on_cuda = device is not None and torch.device(device).type == "cuda"
-    if decode == "cpu":
-        return False
-    if decode == "auto":
+    """``data.decode`` -> True where JPEGs are decoded on the device. ``auto`` is cpu: the GPU path
+    (``gpu``, experimental) is not the default until a measurement on a GPU shows it correct and faster
+    (docs/benchmarks.md). In-memory datasets such as Fashion-MNIST are never decoded."""
+    if decode != "gpu":
         return False
     if not file_based:
         raise ValueError(
             "data.decode=gpu decodes image files; this dataset is held in memory: use cpu or auto"
         )
-    if not on_cuda:
+    if device is None or torch.device(device).type != "cuda":
         raise ValueError("data.decode=gpu needs training on a CUDA device; use data.decode=cpu or auto")
     if not gpu_decode_available():
         raise ValueError(
@@ -150,8 +127,7 @@ def resolve_decode(decode: str, device: torch.device | str | None, file_based: b
 # -------------------------------------------------------------------------------------- worker side
 
 
-@dataclass
-class EncodedImage:
+class EncodedImage(NamedTuple):
     """One image as a loader worker sends it for device decoding."""
 
     data: torch.Tensor  # 1-D uint8 JPEG bytes, or (3, H, W) uint8 pixels the worker decoded itself
@@ -161,28 +137,19 @@ class EncodedImage:
 
 
 def read_for_device(path: str) -> EncodedImage:
-    """Read ``path`` for device decoding: the JPEG bytes when nvJPEG can take them (complete baseline
-    JPEG, greyscale or colour), else the pixels decoded here with Pillow; BadImageError if unreadable."""
-    data = _read_bytes(path)
-    layout = jpeg_layout(data)
-    if _nvjpeg_takes(layout):
-        bytes_tensor = torch.frombuffer(data, dtype=torch.uint8)  # our own writable buffer: no copy
-        return EncodedImage(bytes_tensor, layout.height, layout.width, path)
+    """Read ``path`` for device decoding: the bytes of a complete sequential greyscale or colour JPEG (what
+    nvJPEG's batched decoder takes), else the pixels decoded here with Pillow; BadImageError if unreadable."""
+    data = read_bytes(path)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            size, takes = img.size, img.format == "JPEG" and img.mode in ("L", "RGB")
+            takes = takes and not img.info.get("progressive") and data.rstrip(b"\0").endswith(b"\xff\xd9")
+    except (OSError, ValueError, SyntaxError):
+        takes = False
+    if takes:
+        return EncodedImage(torch.frombuffer(data, dtype=torch.uint8), size[1], size[0], path)
     pixels = torch.from_numpy(np.array(decode_image_file(path))).permute(2, 0, 1).contiguous()
     return EncodedImage(pixels, pixels.shape[1], pixels.shape[2], path)
-
-
-def _nvjpeg_takes(layout) -> bool:
-    # Baseline/extended sequential, greyscale or YCbCr, complete, with a size in the header (nvJPEG's
-    # batched decoder; progressive and CMYK files go through Pillow).
-    return (
-        layout is not None
-        and layout.sequential
-        and layout.complete
-        and layout.components in (1, 3)
-        and layout.height > 0
-        and layout.width > 0
-    )
 
 
 @dataclass

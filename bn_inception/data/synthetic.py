@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bn_inception.data.matfile import write_mat
-
 QUIRKS = ("cmyk", "png_as_jpeg", "greyscale", "exif", "truncated", "empty", "not_image")
 UNREADABLE_QUIRKS = ("truncated", "empty", "not_image")
 LABEL_FILES = ("devkit", "devkit_text", "kaggle")
@@ -205,29 +203,19 @@ def _write_label_files(
         (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text(
             "".join(f"{ids[w]}\n" for w in val_labels)
         )
-    if "devkit" in kinds:
-        leaves = [
-            {
-                "ILSVRC2012_ID": ids[w],
-                "WNID": w,
-                "words": f"class {w}",
-                "gloss": "synthetic",
-                "num_children": 0,
-            }
-            for w in sorted(wnids, key=ids.get)
+    if "devkit" in kinds:  # real meta.mat also lists 860 inner WordNet nodes (num_children > 0)
+        from scipy.io import savemat
+
+        rows = [(ids[w], w, f"class {w}", "synthetic", 0) for w in sorted(wnids, key=ids.get)]
+        rows += [(len(wnids) + 1 + k, f"n1{k:07d}", "inner node", "synthetic", 2) for k in range(2)]
+        fields = [
+            ("ILSVRC2012_ID", "f8"),
+            ("WNID", "O"),
+            ("words", "O"),
+            ("gloss", "O"),
+            ("num_children", "f8"),
         ]
-        # Real meta.mat also lists 860 inner WordNet nodes (num_children > 0) after the 1000 leaves.
-        inner = [
-            {
-                "ILSVRC2012_ID": len(wnids) + 1 + k,
-                "WNID": f"n1{k:07d}",
-                "words": "inner node",
-                "gloss": "synthetic",
-                "num_children": 2,
-            }
-            for k in range(2)
-        ]
-        write_mat(devkit / "meta.mat", {"synsets": leaves + inner})
+        savemat(devkit / "meta.mat", {"synsets": np.array(rows, dtype=fields)})
     if "devkit_text" in kinds:  # the ILSVRC2014+ devkit's map_clsloc.txt format: wnid, ID, name
         lines = [f"{w} {ids[w]} class_{w}\n" for w in sorted(wnids, key=ids.get)]
         (devkit / "map_clsloc.txt").write_text("".join(lines))

@@ -76,20 +76,12 @@ def eval_sizes(input_size: int) -> tuple[int, int]:
     224 -> (256, 224), the usual single-crop protocol; smaller inputs keep the same 256/224 ratio
     (28 -> (32, 28)).
     """
-    if input_size < 1:
-        raise ValueError(f"input_size must be a positive number of pixels, got {input_size}")
     return int(round(input_size * 256 / 224)), int(input_size)
 
 
 def distortion_strength(distortion: str, reduced_strength: float) -> float:
-    """Multiplier of the full photometric ranges for ``distortion`` in {full, reduced, none}."""
-    if distortion == "full":
-        return 1.0
-    if distortion == "reduced":
-        return float(reduced_strength)
-    if distortion == "none":
-        return 0.0
-    raise ValueError(f"distortion must be one of {', '.join(DISTORTIONS)}; got {distortion!r}")
+    """Multiplier of the full photometric ranges for ``distortion`` in DISTORTIONS."""
+    return {"full": 1.0, "reduced": float(reduced_strength), "none": 0.0}[distortion]
 
 
 def eval_crop_box(height: int, width: int, input_size: int) -> tuple[int, int, int, int]:

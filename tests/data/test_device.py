@@ -169,8 +169,6 @@ def test_decode_setting_resolves_by_device_and_dataset():
         resolve_decode("gpu", "cpu", True)
     with pytest.raises(ValueError, match="held in memory"):
         resolve_decode("gpu", "cuda", False)
-    with pytest.raises(ValueError, match="must be one of auto, cpu, gpu"):
-        resolve_decode("nvjpeg", "cuda", True)
 
 
 def test_gpu_decode_runs_on_a_side_stream_that_the_training_stream_waits_for(photo_tree, cuda_streams):
