@@ -39,12 +39,12 @@ import torch
 from PIL import Image
 
 from bn_inception.data.decode import BadImageError, decode_image_file, read_bytes, to_rgb
-from bn_inception.data.transforms import TrainAugment, eval_sizes
+from bn_inception.data.transforms import TrainAugment, apply_colour, eval_sizes
 
 _OUTLIER_FACTOR = 2.0  # images this many times the batch median (either side) are resampled on their own
 
 
-# --------------------------------------------------------------------------------------- normalisation
+# normalisation
 
 
 @functools.cache
@@ -65,13 +65,9 @@ def to_model_input(
     channels_last: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """A loader's images -> the model's input on ``device``: ``(x / 255 - mean) / std`` per channel.
-
-    ``images`` is a uint8 (B, C, H, W) batch (any memory layout; pinned for an asynchronous copy), a float
-    batch in 0-255 units, or an :class:`EncodedBatch` (decoded and transformed on ``device`` first). The
-    normalisation is a single multiply-add that reads the uint8 pixels and writes the result in the
-    model's memory format (channels-last when ``channels_last``), in ``dtype``.
-    """
+    """A loader's images -> the model's input on ``device``, ``(x / 255 - mean) / std`` in ``dtype`` and
+    the model's memory format: from a uint8 (B, C, H, W) batch (any layout; pinned for an asynchronous
+    copy), a float batch in 0-255, or an :class:`EncodedBatch` (decoded and transformed there first)."""
     device = torch.device(device)
     if isinstance(images, EncodedBatch):
         x = device_images(images, device)
@@ -90,7 +86,7 @@ def to_model_input(
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-# ------------------------------------------------------------------------------------ decode selection
+# decode selection
 
 
 def gpu_decode_available() -> bool:
@@ -124,7 +120,7 @@ def resolve_decode(decode: str, device: torch.device | str | None, file_based: b
     return True
 
 
-# -------------------------------------------------------------------------------------- worker side
+# worker side
 
 
 class EncodedImage(NamedTuple):
@@ -174,17 +170,12 @@ class EncodedBatch:
         return len(self.data)
 
     def pin_memory(self, device: Any = None) -> EncodedBatch:
-        """Called by the DataLoader's pin-memory thread: the small per-image tensors go to page-locked
-        memory so their copies to the GPU are asynchronous (a copy from pageable memory waits for the GPU
-        to drain its queue). The JPEG bytes stay where they are: nvJPEG reads them itself."""
-
-        def pin(t):
-            return None if t is None else t.pin_memory()
-
+        """The DataLoader's pin-memory thread: the per-image parameters go to page-locked memory (their
+        copies to the GPU are then asynchronous); the JPEG bytes stay, nvJPEG reads them itself."""
+        pinned = {k: getattr(self, k) for k in ("rows", "cols", "flip")}
+        pinned = {k: None if t is None else t.pin_memory() for k, t in pinned.items()}
         colour = None if self.colour is None else tuple(t.pin_memory() for t in self.colour)
-        return dataclasses.replace(
-            self, rows=pin(self.rows), cols=pin(self.cols), flip=pin(self.flip), colour=colour
-        )
+        return dataclasses.replace(self, colour=colour, **pinned)
 
 
 def encoded_batch(
@@ -231,22 +222,18 @@ def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[torch.Tensor, t
     return torch.tensor(rows, dtype=torch.float64), torch.tensor(cols, dtype=torch.float64)
 
 
-# -------------------------------------------------------------------------------------- device side
+# device side
 
 
 def decode_jpegs(
     data: Sequence[torch.Tensor], device: torch.device, paths: Sequence[str]
 ) -> list[torch.Tensor]:
-    """Decode JPEG byte tensors to (3, H, W) uint8 on ``device``: one batched nvJPEG call on a GPU.
-
-    On a GPU the decode runs with a side stream current, for memory safety: torchvision 0.29's nvJPEG
-    decoder allocates its outputs on the caller's current stream but writes them from a private stream that
-    does not wait for it, so on the training stream it may be handed a block that queued kernels are still
-    reading and overwrite it (pytorch/vision#9606: 199 of 200 corrupted iterations on an H100; its fix was
-    closed unmerged). The side stream runs nothing else, so a block from its pool is free once the caching
-    allocator hands it out: blocks the training stream used return to it only after that use completed
-    (``record_stream``). The training stream then waits for the decode (``wait_stream``), on the device.
-    """
+    """Decode JPEG byte tensors to (3, H, W) uint8 on ``device``: one batched nvJPEG call on a GPU, with a
+    side stream current. torchvision 0.29's nvJPEG allocates its outputs on the current stream but writes
+    them from a private one that does not wait for it: on the training stream it may overwrite a block queued
+    kernels still read (pytorch/vision#9606, 199 of 200 iterations corrupted on an H100). The side stream
+    runs nothing else, blocks the training stream used return to its pool only after that use
+    (``record_stream``), and the training stream waits for the decode (``wait_stream``)."""
     if not data:
         return []
     if device.type != "cuda":
@@ -320,17 +307,6 @@ def device_images(batch: EncodedBatch, device: torch.device) -> torch.Tensor:
     if batch.colour is not None and len(images):
         out = apply_colour(out, *(t.to(device, non_blocking=True) for t in batch.colour))
     return out
-
-
-def apply_colour(
-    x: torch.Tensor, matrix: torch.Tensor, base: torch.Tensor, from_mean: torch.Tensor
-) -> torch.Tensor:
-    """The colour distortion of :func:`~bn_inception.data.transforms.photometric_terms` on float (B, C, S, S)
-    images in 0-255, clipped to [0, 255]."""
-    b, c, h, w = x.shape
-    offset = base * 255.0 + (from_mean @ x.mean(dim=(2, 3)).unsqueeze(-1)).squeeze(-1)
-    y = torch.baddbmm(offset.unsqueeze(-1), matrix, x.reshape(b, c, h * w))
-    return y.clamp_(0.0, 255.0).view(b, c, h, w)
 
 
 def axis_weights(

@@ -1,27 +1,17 @@
-"""ILSVRC-2012 on disk: class folders, validation labels in the layouts users actually have, subsets.
+"""ILSVRC-2012 on disk: class folders, validation labels in the layouts users have, subsets.
 
-Accepted layouts (``root`` is the folder holding ``train/`` and ``val/``; Kaggle's download, where they sit
-in ``ILSVRC/Data/CLS-LOC/``, is found from its top folder too):
+``root`` holds ``train/`` and ``val/`` (Kaggle's ``ILSVRC/Data/CLS-LOC/`` is found from its top folder).
+``train/<wnid>/*.JPEG``: class index = the wnid's position in sorted order (torchvision/timm). ``val/`` is
+sorted into ``<wnid>/`` folders (``scripts/prepare_imagenet.py``, valprep.sh) or flat, labelled by Kaggle's
+``LOC_val_solution.csv`` or by the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (ILSVRC2012_IDs) with
+an ID -> wnid map: the devkit's ``meta.mat`` (read with scipy) or a text file of wnid and ID per line in
+either order (the ILSVRC2014+ devkit's ``map_clsloc.txt``; ``prepare_imagenet.py --export-synset-map``
+writes one), or one wnid per line in ID order. Label files not given are looked for in root, root/val,
+root's parent and the devkit folders below them.
 
-- ``train/<wnid>/*.JPEG``; class index = position of the WordNet id in sorted order (torchvision/timm).
-- ``val/<wnid>/*.JPEG`` (sorted, e.g. by ``scripts/prepare_imagenet.py`` or soumith's valprep.sh), or
-- ``val/*.JPEG`` flat, labelled by either
-  * Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the first token is the wnid), or
-  * the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (ILSVRC2012_ID 1..1000, one per image in file
-    order) plus the ID -> wnid map: the devkit's ``meta.mat`` (read with scipy), or a
-    text file with one line per class holding the wnid and its ILSVRC2012_ID in either order, extra words
-    ignored (the ILSVRC2014+ devkit's ``map_clsloc.txt`` is such a file), or one wnid per line in ID order.
-    ``scripts/prepare_imagenet.py --export-synset-map`` writes that text file from meta.mat.
-
-Label files are looked for (when not given) in root, root/val, root's parent, and the devkit folders
-``ILSVRC2012_devkit_t12/data`` and ``devkit/data`` below them.
-
-Two steps: :func:`list_imagenet_tree` lists the tree as it is, class folder by class folder, straight into
-packed form (no Python object per file: 1.33M of them would cost ~170 MB per process), with what the tree
-index (``bn_inception.data.index``) needs to notice later changes (each folder's modification time);
-:func:`select_classes` then applies the checks and the class choice of a dataset or subset to a listing,
-fresh or read from the index. Folders that cannot be read (permissions, symbolic-link loops, dangling links)
-stop the listing with one line naming the folder.
+:func:`list_imagenet_tree` lists the tree folder by folder straight into packed paths, stamping each folder
+for the tree index (``bn_inception.data.index``); :func:`select_classes` applies a dataset's checks and class
+choice to a listing. An unreadable folder (permissions, link loops, dangling links) is one line naming it.
 """
 
 from __future__ import annotations
@@ -77,7 +67,6 @@ def _preview(items: Sequence[str], n: int = 5) -> str:
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Listing folders, with one-line errors for what a real tree can hold.
 
 
@@ -155,7 +144,6 @@ def resolve_imagenet_root(root: str | os.PathLike) -> Path:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The listing: the tree as it is, packed, with a stamp of every folder read.
 
 
@@ -438,7 +426,6 @@ def load_flat_val_labels(
     return read_devkit_val_labels(label_path, map_path), [label_path, map_path]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Subsets: N classes x K images per class, from a class list or a seed, without copying images.
 
 

@@ -1,35 +1,21 @@
 """Training and evaluation loaders: shuffling (Sec. 4.2.1 item 6), sharding over ranks, exact resume,
-and accounting of unreadable images.
+unreadable images, and worker processes that leave stop signals to the run (issue 19).
 
-Shuffling (``shuffle``):
+Shuffling: ``global``, a fresh permutation every epoch ("shuffle more thoroughly"); ``shard``, the baseline's
+weaker shuffling as a sharded record reader does it: one fixed random order cut into shards of
+``shard_size`` examples (TF Inception's ``examples_per_shard = 1024``), visited in a new order each epoch
+through a shuffle buffer of ``shuffle_buffer`` examples (128 = 4 batches of 32; the paper gives neither;
+1 reproduces "the same examples always appear in a mini-batch together" exactly).
 
-- ``global``: a fresh permutation of the whole training set every epoch ("shuffle more thoroughly").
-- ``shard``: the baseline's weaker shuffling, modelled on a sharded record reader. The examples are put in
-  one fixed random order (as when the shards were written), cut into shards of ``shard_size`` consecutive
-  examples; each epoch visits the shards in a new order and streams them through a shuffle buffer of
-  ``shuffle_buffer`` examples. With a small buffer an example keeps meeting the same few hundred
-  neighbours, which is what the paper's "so that the same examples do not always appear in a mini-batch
-  together" removes. Defaults: 1024 examples per shard (TF's Inception input pipeline assumes
-  ``examples_per_shard = 1024``), a buffer of 128 examples (4 mini-batches of 32); the paper gives neither,
-  and ``shuffle_buffer=1`` reproduces "always together" exactly.
+Resume: the state is (epoch, batches yielded in it); the order is a pure function of (seed, epoch) and the
+augmentation of (seed, epoch, index), so restarting there reproduces the remaining batches exactly, whatever
+the workers had prefetched. Distributed: every rank computes the same order, drops the tail that does not
+fill a global batch and takes every ``world_size``-th example from ``rank``.
 
-Resume: the loader's state is (epoch, batches already yielded in it). The epoch's order is a pure function
-of (seed, epoch) and the augmentation of (seed, epoch, index), so restarting at that position reproduces
-the remaining batches exactly, whatever the number of workers and whatever they had prefetched.
-
-Distributed: every rank computes the same epoch order, drops the tail that does not fill a global batch,
-and takes every ``world_size``-th example starting at ``rank``.
-
-Unreadable images: counted as distinct files (``skipped_images``; ``skips`` counts every time one was met,
-e.g. once per epoch) and named once in the log; the run stops with a one-line RuntimeError when the
-distinct unreadable files exceed ``max_bad_fraction`` of the distinct images requested so far, checked once
-at least ``min(bad_check_min_images, one epoch)`` of them have been requested (so a few bad files early on
-do not stop a run that is within budget overall). A file that fails again in the next epoch is the same
-bad file, not a second one.
-
-Errors in worker processes: an exception raised while a worker loads a batch comes back as that exception,
-with its own message first and the worker's traceback as its cause (torch's own re-raise puts "Caught X in
-DataLoader worker process N" first, and a one-line error report would show only that).
+Unreadable images: counted as distinct files (``skipped_images``; ``skips`` counts every meeting) and named
+once in the log; the run stops with one line when the distinct bad files exceed ``max_bad_fraction`` of the
+distinct images requested, checked once ``min(bad_check_min_images, one epoch)`` were requested. An
+exception in a worker comes back as itself, its message first and the worker's traceback as its cause.
 """
 
 from __future__ import annotations
@@ -74,21 +60,15 @@ def epoch_order(
 
 
 def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A streaming shuffle buffer (as tf.data's shuffle): emit a random slot, refill it with the next item."""
+    """A streaming shuffle buffer (tf.data's shuffle): emit a random slot, refill it with the next item."""
     if size <= 1 or len(stream) <= 1:
         return stream.copy()
     size = min(size, len(stream))
-    buffer = list(stream[:size])
-    out = np.empty_like(stream)
+    buffer, out = list(stream[:size]), np.empty_like(stream)
     slots = rng.integers(0, size, size=len(stream))
-    n = 0
-    for item in stream[size:]:
-        j = slots[n]
-        out[n] = buffer[j]
-        buffer[j] = item
-        n += 1
-    rest = np.asarray(buffer)[rng.permutation(size)]
-    out[n:] = rest
+    for n, item in enumerate(stream[size:]):
+        out[n], buffer[slots[n]] = buffer[slots[n]], item
+    out[len(stream) - size :] = np.asarray(buffer)[rng.permutation(size)]
     return out
 
 
@@ -100,12 +80,9 @@ STOP_SIGNALS = tuple(
 
 def _ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave the stop signals to the training process: SLURM sends them to every process of
-    the job, and Ctrl-C in a terminal to every process of the foreground group; a worker ended by one would
-    end the run (a batch that never comes) before it can save (bn_inception.engine.signals), and a worker
-    must not run the handler it inherited either (submitit's would requeue the job a second time from
-    inside the worker). The training process stops its workers itself (``close``), and PyTorch's workers
-    exit when their parent is gone. A signal that came while the worker started (held, see
-    :func:`_starting_workers`) is dropped."""
+    the job, Ctrl-C to the whole foreground group; a worker ended by one would end the run before it can
+    save, and must not run the handler it inherited (submitit's would requeue the job again). The training
+    process stops its workers itself (``close``). A signal held while the worker started is dropped."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -194,12 +171,6 @@ class _WorkerFailure:
         raise self.error from _RemoteTraceback(f"\n\nin a data loader worker:\n{self.trace}")
 
 
-def _unwrap(batch: Any) -> Any:
-    if isinstance(batch, _WorkerFailure):
-        batch.reraise()
-    return batch
-
-
 def _next_batch(iterator: Iterator) -> Any:
     """The next batch of a DataLoader iterator. A worker that died (killed by the system, most often the
     out-of-memory killer's SIGKILL) surfaces in torch as a RuntimeError "DataLoader worker (pid N) ..." or,
@@ -217,7 +188,9 @@ def _next_batch(iterator: Iterator) -> Any:
             "relaunch the same command to continue from the last checkpoint, with fewer data.workers if "
             "memory is short"
         ) from e
-    return _unwrap(batch)
+    if isinstance(batch, _WorkerFailure):
+        batch.reraise()
+    return batch
 
 
 class _Loader:
