@@ -9,12 +9,8 @@ batch is an :class:`EncodedBatch` (this module's only batch type; the datasets m
 colour from the same (seed, epoch, index) stream as the CPU path and send the compressed bytes; on the
 device a batch is decoded in one nvJPEG call and cut, resized, mirrored and distorted with batched kernels:
 
-- crop + resize + flip: torch's antialiased bilinear resize (``interpolate(antialias=True)``, hence
-  RandomResizedCrop's) is separable, ``Wy @ X @ Wx^T`` per image with weights that follow torch's
-  ``_compute_indices_min_size_weights_aa`` exactly (equal up to float rounding, tests/data/test_device.py);
-  the crop moves the weights, the flip reverses Wx's rows, evaluation keeps the centre rows. Images are
-  zero-padded to one size (fp16 operands on a GPU: pixel levels exact, weights to ~5e-4, fp32 accumulation);
-  those more than twice the batch's median size are resampled on their own.
+- crop + resize + flip: torch's antialiased bilinear ``interpolate`` (RandomResizedCrop's), per image;
+  evaluation resizes the whole image and keeps the centre.
 - colour: the per-sample affine map of :func:`bn_inception.data.transforms.photometric_terms`.
 
 Differences from the CPU path: nvJPEG's and libjpeg's IDCT differ by a level or so; resized pixels stay
@@ -36,13 +32,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from bn_inception.data.decode import BadImageError, decode_image_file, read_bytes, to_rgb
 from bn_inception.data.transforms import TrainAugment, apply_colour, eval_sizes
-
-_OUTLIER_FACTOR = 2.0  # images this many times the batch median (either side) are resampled on their own
-
 
 # normalisation
 
@@ -161,21 +155,20 @@ class EncodedBatch:
     sizes: torch.Tensor  # (B, 2) int64: full (height, width)
     paths: list[str]
     size: int = 0  # output side S
-    rows: torch.Tensor | None = None  # (B, 4) float64
-    cols: torch.Tensor | None = None  # (B, 4) float64
-    flip: torch.Tensor | None = None  # (B,) bool
+    # numpy, never tensors: read on the host while the step runs, they must not look like a device read
+    rows: np.ndarray | None = None  # (B, 4) float64
+    cols: np.ndarray | None = None  # (B, 4) float64
+    flip: np.ndarray | None = None  # (B,) bool
     colour: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # photometric_terms, float32
 
     def __len__(self) -> int:
         return len(self.data)
 
     def pin_memory(self, device: Any = None) -> EncodedBatch:
-        """The DataLoader's pin-memory thread: the per-image parameters go to page-locked memory (their
-        copies to the GPU are then asynchronous); the JPEG bytes stay, nvJPEG reads them itself."""
-        pinned = {k: getattr(self, k) for k in ("rows", "cols", "flip")}
-        pinned = {k: None if t is None else t.pin_memory() for k, t in pinned.items()}
+        """The DataLoader's pin-memory thread: the colour terms go to page-locked memory (their copies to
+        the GPU are then asynchronous); the JPEG bytes stay, nvJPEG reads them itself."""
         colour = None if self.colour is None else tuple(t.pin_memory() for t in self.colour)
-        return dataclasses.replace(self, colour=colour, **pinned)
+        return dataclasses.replace(self, colour=colour)
 
 
 def encoded_batch(
@@ -183,28 +176,26 @@ def encoded_batch(
 ) -> EncodedBatch:
     """The :class:`EncodedBatch` of a training (``augment`` and draws ``u``) or evaluation batch; with
     ``size=0`` a batch of raw images (no geometry: the evaluator cuts its crops itself)."""
-    sizes = torch.tensor([[it.height, it.width] for it in items], dtype=torch.int64).view(-1, 2)
-    batch = EncodedBatch([it.data for it in items], sizes, [it.path for it in items], size)
+    hw = [[it.height, it.width] for it in items]
+    batch = EncodedBatch([it.data for it in items], torch.tensor(hw, dtype=torch.int64).view(-1, 2),
+                         [it.path for it in items], size)  # fmt: skip
     if size == 0:
         return batch
-    if not items:
-        batch.rows = batch.cols = torch.zeros(0, 4, dtype=torch.float64)
-        return batch
     if augment is None:
-        batch.rows, batch.cols = eval_geometry(sizes, size)
+        batch.rows, batch.cols = eval_geometry(batch.sizes, size)
         return batch
-    boxes = [augment.crop_box(row, h, w) for row, (h, w) in zip(u.tolist(), sizes.tolist(), strict=True)]
-    top, left, h, w = torch.tensor(boxes, dtype=torch.float64).unbind(-1)
-    full = torch.full_like(top, float(size))
-    zero = torch.zeros_like(top)
-    batch.rows = torch.stack([top, h, full, zero], dim=1)
-    batch.cols = torch.stack([left, w, full, zero], dim=1)
-    batch.flip = torch.from_numpy(augment.flips(u))
+    boxes = np.array(
+        [augment.crop_box(r, h, w) for r, (h, w) in zip(u.tolist(), hw, strict=True)], np.float64
+    )
+    top, left, h, w = boxes.reshape(-1, 4).T
+    full, zero = np.full_like(top, size), np.zeros_like(top)
+    batch.rows, batch.cols = np.stack([top, h, full, zero], 1), np.stack([left, w, full, zero], 1)
+    batch.flip = augment.flips(u)
     batch.colour = augment.colour_terms(u, 3)
     return batch
 
 
-def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of single-crop evaluation: shorter side to round(256/224 x input), centre crop.
 
     The output size follows torchvision's ``resize(img, [R])`` (longer side ``int(R * long / short)``) and
@@ -219,7 +210,7 @@ def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[torch.Tensor, t
         new_h, new_w = (new_long, resize) if w <= h else (resize, new_long)
         rows.append([0.0, h, new_h, int(round((new_h - crop) / 2.0))])
         cols.append([0.0, w, new_w, int(round((new_w - crop) / 2.0))])
-    return torch.tensor(rows, dtype=torch.float64), torch.tensor(cols, dtype=torch.float64)
+    return np.array(rows, np.float64).reshape(-1, 4), np.array(cols, np.float64).reshape(-1, 4)
 
 
 # device side
@@ -309,78 +300,21 @@ def device_images(batch: EncodedBatch, device: torch.device) -> torch.Tensor:
     return out
 
 
-def axis_weights(
-    params: torch.Tensor, flip: torch.Tensor | None, size: int, length: int, device: torch.device
-) -> torch.Tensor:
-    """(B, size, length) resampling weights of one axis per image, float64 on ``device``.
-
-    ``params`` rows are (start, length, out_len, keep): antialiased bilinear resize of pixels
-    [start, start + length) to out_len outputs (torch's ``_compute_indices_min_size_weights_aa`` with
-    align_corners=False), outputs [keep, keep + size) kept, in reverse order where ``flip``. Columns of the
-    padded input past an image's own pixels get weight 0.
-    """
-    p = params.to(device=device, dtype=torch.float64, non_blocking=True)
-    start, span, out_len, keep = (p[:, k, None] for k in range(4))  # (B, 1) each
-    scale = span / out_len
-    wide = scale >= 1.0
-    support = torch.where(wide, scale, torch.ones_like(scale))  # interp_size / 2 * scale for bilinear
-    invscale = torch.where(wide, 1.0 / scale, torch.ones_like(scale))
-    index = torch.arange(size, device=device, dtype=torch.float64).view(1, -1)
-    if flip is not None:
-        index = torch.where(flip.to(device, non_blocking=True).view(-1, 1), size - 1 - index, index)
-    center = scale * (keep + index + 0.5)  # (B, size)
-    lo = torch.clamp(torch.trunc(center - support + 0.5), min=0.0)
-    hi = torch.minimum(torch.trunc(center + support + 0.5), span)
-    q = torch.arange(length, device=device, dtype=torch.float64).view(1, 1, -1) - start.unsqueeze(-1)
-    w = (1.0 - ((q - center.unsqueeze(-1) + 0.5) * invscale.unsqueeze(-1)).abs()).clamp_(min=0.0)
-    w = w * ((q >= lo.unsqueeze(-1)) & (q < hi.unsqueeze(-1)))
-    total = w.sum(dim=-1, keepdim=True)
-    return w / torch.where(total != 0, total, torch.ones_like(total))
-
-
-def _groups(sizes: list[list[int]]) -> list[list[int]]:
-    """Images resampled together: those within _OUTLIER_FACTOR of the median size, then each outlier."""
-    heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
-    h_cap, w_cap = _OUTLIER_FACTOR * np.median(heights), _OUTLIER_FACTOR * np.median(widths)
-    main = [i for i, (h, w) in enumerate(sizes) if h <= h_cap and w <= w_cap]
-    return [main] + [[i] for i in range(len(sizes)) if i not in set(main)]
-
-
 def resample(
-    images: Sequence[torch.Tensor],
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    flip: torch.Tensor | None,
-    size: int,
+    images: Sequence[torch.Tensor], rows: np.ndarray, cols: np.ndarray, flip: np.ndarray | None, size: int
 ) -> torch.Tensor:
-    """Crop, resize and mirror (C, H_i, W_i) uint8 images as ``rows``/``cols``/``flip`` say: float
-    (B, C, size, size) in 0-255 on the images' device (see the module docstring)."""
+    """Crop, resize and mirror (C, H_i, W_i) uint8 images as ``rows``/``cols``/``flip`` say, with torch's
+    antialiased bilinear resize (RandomResizedCrop's): float (B, C, size, size) in 0-255 on their device.
+    The parameters are numpy arrays (host data: no device read); one resize per image."""
     if not images:
         return torch.empty(0, 3, size, size)
-    device = images[0].device
-    c = images[0].shape[0]
-    # fp16 operands on a GPU (levels 0-255 are exact, the weights to 5e-4 relative); fp32 on the CPU, which
-    # has no fast fp16 matrix product.
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    sizes = [list(img.shape[-2:]) for img in images]
-    out = torch.empty(len(images), c, size, size, device=device)
-    for group in _groups(sizes):
-        hp = max(sizes[i][0] for i in group)
-        wp = max(sizes[i][1] for i in group)
-        x = torch.zeros(len(group), c, hp, wp, device=device, dtype=dtype)
-        for k, i in enumerate(group):
-            x[k, :, : sizes[i][0], : sizes[i][1]].copy_(images[i])
-        whole = len(group) == len(images)
-        g_rows, g_cols, g_flip = rows, cols, flip
-        if not whole:  # indexed on the CPU, where the per-image parameters are
-            index = torch.tensor(group, dtype=torch.int64)
-            g_rows, g_cols, g_flip = rows[index], cols[index], None if flip is None else flip[index]
-        wy = axis_weights(g_rows, None, size, hp, device).to(dtype)
-        wx = axis_weights(g_cols, g_flip, size, wp, device).to(dtype)
-        y = torch.matmul(torch.matmul(wy.unsqueeze(1), x), wx.unsqueeze(1).transpose(-1, -2))
-        if whole:
-            out.copy_(y)
-        else:  # slot by slot: an index tensor would be a blocking copy to the device
-            for k, i in enumerate(group):
-                out[i].copy_(y[k])
+    out = torch.empty(len(images), images[0].shape[0], size, size, device=images[0].device)
+    flips = [False] * len(images) if flip is None else np.asarray(flip).tolist()
+    rows, cols = np.asarray(rows).tolist(), np.asarray(cols).tolist()
+    for k, (image, row, col) in enumerate(zip(images, rows, cols, strict=True)):
+        (top, height, out_h, keep_r), (left, width, out_w, keep_c) = (map(int, row), map(int, col))
+        x = image[None, :, top : top + height, left : left + width].float()
+        y = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+        y = y[0, :, keep_r : keep_r + size, keep_c : keep_c + size]
+        out[k].copy_(y.flip(-1) if flips[k] else y)
     return out

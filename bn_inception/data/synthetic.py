@@ -73,27 +73,22 @@ def _jpeg_bytes(img: Image.Image, quality: int, **kwargs) -> bytes:
 
 def quirk_bytes(quirk: str, img: Image.Image, quality: int) -> bytes:
     """The file content of one ImageNet quirk made from ``img``."""
-    if quirk == "cmyk":
-        return _jpeg_bytes(img.convert("CMYK"), quality)
     if quirk == "png_as_jpeg":
         buf = io.BytesIO()
         img.save(buf, "PNG")
         return buf.getvalue()
-    if quirk == "greyscale":
-        return _jpeg_bytes(img.convert("L"), quality)
     if quirk == "exif":
         exif = Image.Exif()
         exif[0x0112] = 6  # Orientation: rotate 90 CW to display; ImageNet loaders ignore it
         exif[0x010F] = "bn_inception synthetic camera"
         return _jpeg_bytes(img, quality, exif=exif.tobytes())
-    if quirk == "truncated":
-        data = _jpeg_bytes(img, quality)
-        return data[: len(data) // 2]
-    if quirk == "empty":
-        return b""
-    if quirk == "not_image":
-        return b"<html><body>404 Not Found</body></html>\n"
-    raise ValueError(f"unknown quirk {quirk!r}; valid: {', '.join(QUIRKS)}")
+    made = {"cmyk": lambda: _jpeg_bytes(img.convert("CMYK"), quality), "empty": lambda: b"",
+            "greyscale": lambda: _jpeg_bytes(img.convert("L"), quality),
+            "truncated": lambda: (data := _jpeg_bytes(img, quality))[: len(data) // 2],
+            "not_image": lambda: b"<html><body>404 Not Found</body></html>\n"}  # fmt: skip
+    if quirk not in made:
+        raise ValueError(f"unknown quirk {quirk!r}; valid: {', '.join(QUIRKS)}")
+    return made[quirk]()
 
 
 def _random_wnids(n: int, rng: np.random.Generator) -> list[str]:
