@@ -23,15 +23,9 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from bn_inception.data import fashion_mnist as fmnist
 from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
 from bn_inception.data.device import resolve_decode
-from bn_inception.data.imagenet import (
-    ImageFolderSplit,
-    choose_subset_classes,
-    resolve_imagenet_root,
-    select_classes,
-    take_per_class,
-    write_or_check_manifest,
-)
+from bn_inception.data.imagenet import ImageFolderSplit, resolve_imagenet_root, select_classes
 from bn_inception.data.index import check_ranks_agree, default_index_path, index_key, load_tree_index
+from bn_inception.data.subset import choose_subset_classes, take_per_class, write_or_check_manifest
 from bn_inception.data.synthetic import make_synthetic_imagenet
 from bn_inception.data.transforms import TrainAugment, distortion_strength
 
