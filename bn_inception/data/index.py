@@ -143,7 +143,7 @@ def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], TreeListing]:
     except FileNotFoundError as e:
         raise IndexUnusable("missing") from e
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise IndexUnusable("corrupt (not an index file, or cut short)") from e
+        raise IndexUnusable("corrupt, cut short or from an older version") from e
     if stored.shape != (1,) or _crc(arrays) != int(stored[0]):
         raise IndexUnusable("corrupt (checksum mismatch)")
     base = str(meta["base"])
