@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -101,9 +102,8 @@ class CudaStreamCalls:
 
     def _decode(self, data, mode=None, device=None):
         import torch
+        from PIL import Image
         from torch._subclasses.fake_tensor import unset_fake_temporarily
-
-        from bn_inception.data.decode import jpeg_layout
 
         batched = isinstance(data, list)
         self.calls.append(("decode", self.current.name, len(data) if batched else 1))
@@ -112,8 +112,8 @@ class CudaStreamCalls:
         images = []
         for t in data if batched else [data]:
             with unset_fake_temporarily(), torch._C.DisableTorchFunction():  # the stand-in's own read
-                layout = jpeg_layout(t.numpy().tobytes())
-            images.append(torch.zeros(3, layout.height, layout.width, dtype=torch.uint8, device=self.device))
+                width, height = Image.open(io.BytesIO(t.numpy().tobytes())).size
+            images.append(torch.zeros(3, height, width, dtype=torch.uint8, device=self.device))
         return images if batched else images[0]
 
 

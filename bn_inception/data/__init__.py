@@ -9,7 +9,7 @@ from bn_inception.data.build import DATASETS, DataSplits, build_datasets
 from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
 from bn_inception.data.decode import BadImageError, decode_image_file
 from bn_inception.data.device import EncodedBatch, resolve_decode, to_model_input
-from bn_inception.data.imagenet import DatasetLayoutError, imagenet100_classes
+from bn_inception.data.imagenet import DatasetLayoutError
 from bn_inception.data.loader import (
     EvalLoader,
     TrainLoader,
@@ -17,28 +17,13 @@ from bn_inception.data.loader import (
     build_train_loader,
     epoch_order,
 )
+from bn_inception.data.subset import imagenet100_classes
 from bn_inception.data.synthetic import make_synthetic_imagenet
 from bn_inception.data.transforms import eval_resize_crop, eval_sizes
 
-__all__ = [
-    "DATASETS",
-    "BadImageError",
-    "DataSplits",
-    "DatasetLayoutError",
-    "EncodedBatch",
-    "EvalLoader",
-    "ImageFileDataset",
-    "InMemoryImageDataset",
-    "TrainLoader",
-    "build_datasets",
-    "build_eval_loader",
-    "build_train_loader",
-    "decode_image_file",
-    "epoch_order",
-    "eval_resize_crop",
-    "eval_sizes",
-    "imagenet100_classes",
-    "make_synthetic_imagenet",
-    "resolve_decode",
-    "to_model_input",
-]
+__all__ = [  # noqa: RUF022 (grouped by module)
+    "DATASETS", "DataSplits", "build_datasets", "ImageFileDataset", "InMemoryImageDataset", "BadImageError",
+    "decode_image_file", "EncodedBatch", "resolve_decode", "to_model_input", "DatasetLayoutError",
+    "imagenet100_classes", "EvalLoader", "TrainLoader", "build_eval_loader", "build_train_loader",
+    "epoch_order", "make_synthetic_imagenet", "eval_resize_crop", "eval_sizes",
+]  # fmt: skip

@@ -1,10 +1,8 @@
 """``build_datasets``: from the keys of ``configs/data/<name>.yaml`` to train/val datasets.
 
-Datasets: ``imagenet`` (ILSVRC-2012), ``imagenet_subset`` (N classes x K images of it), ``fashion_mnist``
-(the offline default) and ``synthetic`` (a generated ImageNet-layout tree). The loader keys of the data
-config (shuffle, shard_size, shuffle_buffer, workers, max_bad_fraction) are validated here and returned in
-``DataSplits.loader`` so a typo fails at start-up, not at the first batch. ``decode`` (cpu | gpu | auto)
-says where JPEG files are decoded (see ``bn_inception.data.device``); it needs the training ``device``.
+``imagenet`` (ILSVRC-2012), ``imagenet_subset`` (N classes x K images of it), ``fashion_mnist`` (the offline
+default) and ``synthetic`` (a generated ImageNet-layout tree). Values are checked by the schema
+(``bn_inception/config.py``); the loader keys come back in ``DataSplits.loader``.
 """
 
 from __future__ import annotations
@@ -24,18 +22,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from bn_inception.data import fashion_mnist as fmnist
 from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
-from bn_inception.data.device import DECODES, resolve_decode
-from bn_inception.data.imagenet import (
-    ImageFolderSplit,
-    TreeListing,
-    choose_subset_classes,
-    resolve_imagenet_root,
-    select_classes,
-    take_per_class,
-    write_or_check_manifest,
-)
+from bn_inception.data.device import resolve_decode
+from bn_inception.data.imagenet import ImageFolderSplit, resolve_imagenet_root, select_classes
 from bn_inception.data.index import check_ranks_agree, default_index_path, index_key, load_tree_index
-from bn_inception.data.loader import DEFAULT_SHARD_SIZE, DEFAULT_SHUFFLE_BUFFER, check_shuffle
+from bn_inception.data.subset import choose_subset_classes, take_per_class, write_or_check_manifest
 from bn_inception.data.synthetic import make_synthetic_imagenet
 from bn_inception.data.transforms import TrainAugment, distortion_strength
 
@@ -52,9 +42,7 @@ class DataSplits:
     num_classes: int
     in_chans: int
     input_size: int
-    mean: tuple[
-        float, ...
-    ]  # the model's input normalisation, for pixels in [0, 1]: to_model_input applies it
+    mean: tuple[float, ...]  # the model's input normalisation, for pixels in [0, 1] (to_model_input)
     std: tuple[float, ...]
     classes: list[str]  # class names (wnids for ImageNet) in label order
     name: str = ""
@@ -67,15 +55,6 @@ def cache_dir() -> Path:
     return Path(base) / "bn_inception"
 
 
-def _pair(value: Sequence[float], key: str) -> tuple[float, float]:
-    pair = tuple(float(v) for v in value)
-    if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
-        raise ValueError(
-            f"data.{key} must be two positive numbers [low, high] with low <= high, got {list(value)}"
-        )
-    return pair
-
-
 def build_datasets(
     name: str,
     root: str | os.PathLike | None = None,
@@ -86,8 +65,8 @@ def build_datasets(
     reduced_strength: float = 0.5,
     augment: bool = True,
     shuffle: str = "global",
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    shard_size: int = 1024,
+    shuffle_buffer: int = 128,
     workers: int | None = 2,
     max_bad_fraction: float = 0.001,
     seed: int = 0,
@@ -96,42 +75,21 @@ def build_datasets(
     **dataset_kwargs: Any,
 ) -> DataSplits:
     """Train/val datasets of ``name`` with the Sec. 4.2.1 transforms; other keys go to the dataset's
-    builder (``_build_<name>``), which rejects keys it does not know.
-
-    ``decode`` = cpu | gpu | auto: where image files are decoded (auto: on ``device`` when it is a CUDA
-    device that can decode JPEGs; ``device=None`` means the CPU).
-    ``augment=False`` trains on the images as evaluation sees them (its centre crop; no random crop, flip
-    or distortion), as Sec. 4.1's MNIST network does.
-    """
+    builder (``_build_<name>``). ``decode`` = cpu | gpu | auto: where image files are decoded (gpu needs a
+    CUDA ``device``). ``augment=False`` trains on the images as evaluation sees them (Sec. 4.1's MNIST)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    scale, ratio = _pair(crop_scale, "crop_scale"), _pair(crop_ratio, "crop_ratio")
-    if scale[1] > 1.0:
+    if float(crop_scale[1]) > 1.0:
         raise ValueError(
             f"data.crop_scale is a fraction of the image area, at most 1.0; got {list(crop_scale)}"
         )
-    strength = distortion_strength(distortion, reduced_strength)
-    if not augment:
-        strength = 0.0
-    check_shuffle(shuffle)
-    if decode not in DECODES:  # checked again with the device below; here before any data is touched
-        raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
-    builder = _BUILDERS[name]
-    try:
-        splits = builder(root=root, input_size=int(input_size), **dataset_kwargs)
-    except TypeError as e:
-        if "unexpected keyword" not in str(e):
-            raise
-        raise ValueError(
-            f"data={name} does not take {str(e).split('argument ')[-1]}; see configs/data/{name}.yaml"
-        ) from e
-    splits.train.enable_training(
-        TrainAugment(int(input_size), scale, ratio, strength, int(seed), random=augment)
-    )
+    splits = _BUILDERS[name](root=root, input_size=int(input_size), **dataset_kwargs)
+    strength = distortion_strength(distortion, reduced_strength) if augment else 0.0
+    scale, ratio = tuple(map(float, crop_scale)), tuple(map(float, crop_ratio))
+    splits.train.enable_training(TrainAugment(int(input_size), scale, ratio, strength, int(seed), augment))
     splits.decode_on_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
     for split in (splits.train, splits.val):
-        if isinstance(split, ImageFileDataset):
-            split.decode_on_device = splits.decode_on_device
+        split.decode_on_device = splits.decode_on_device
     splits.name = name
     splits.loader = {
         "shuffle": shuffle,
@@ -144,9 +102,8 @@ def build_datasets(
 
 
 def default_workers() -> int:
-    """``data.workers=null``: what the machine has, min(8, CPU cores per training process - 1), so a 2-core
-    machine does not start 8 decoding processes per loader (torchrun's LOCAL_WORLD_SIZE processes share
-    the cores)."""
+    """``data.workers=null``: min(8, CPU cores per training process - 1), so a 2-core machine does not
+    start 8 decoding processes per loader (torchrun's LOCAL_WORLD_SIZE processes share the cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     return max(0, min(8, per_process - 1))
@@ -154,24 +111,13 @@ def default_workers() -> int:
 
 def _file_splits(train: ImageFolderSplit, val: ImageFolderSplit, input_size: int) -> DataSplits:
     mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
-    return DataSplits(
-        train=ImageFileDataset(train.paths, train.labels, train.classes, input_size, mean, std),
-        val=ImageFileDataset(val.paths, val.labels, val.classes, input_size, mean, std),
-        num_classes=len(train.classes),
-        in_chans=3,
-        input_size=input_size,
-        mean=mean,
-        std=std,
-        classes=list(train.classes),
+    train_ds, val_ds = (
+        ImageFileDataset(s.paths, s.labels, s.classes, input_size, mean, std) for s in (train, val)
     )
+    return DataSplits(train_ds, val_ds, len(train.classes), 3, input_size, mean, std, list(train.classes))
 
 
-def tree_listing(
-    root: str | os.PathLike,
-    val_labels: str | os.PathLike | None = None,
-    synset_map: str | os.PathLike | None = None,
-    index: str | os.PathLike | None = None,
-) -> TreeListing:
+def tree_listing(root, val_labels=None, synset_map=None, index=None):
     """The listing of an ImageNet-layout tree from its index (``data.index``, default: one per tree and
     label settings under ``cache_dir()/index``), built by one process when missing or stale; with
     torch.distributed initialised, checked to be the same on every rank (so every rank must call this)."""
@@ -186,20 +132,13 @@ def tree_listing(
     return listing
 
 
-def _build_imagenet(
-    root: str | os.PathLike | None,
-    input_size: int,
-    val_labels: str | None = None,
-    synset_map: str | None = None,
-    index: str | None = None,
-) -> DataSplits:
+def _build_imagenet(root, input_size: int, val_labels=None, synset_map=None, index=None) -> DataSplits:
     listing = tree_listing(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map, index)
-    train, val = select_classes(listing)
-    return _file_splits(train, val, input_size)
+    return _file_splits(*select_classes(listing), input_size)
 
 
 def _build_imagenet_subset(
-    root: str | os.PathLike | None,
+    root,
     input_size: int,
     classes: str | None = "imagenet100",
     num_classes: int | None = None,
@@ -211,8 +150,7 @@ def _build_imagenet_subset(
     synset_map: str | None = None,
     index: str | None = None,
 ) -> DataSplits:
-    # The subset is drawn from the whole tree's index (shared with data=imagenet): no listing at all once
-    # the tree has been indexed.
+    # Drawn from the whole tree's index (shared with data=imagenet): no listing once the tree is indexed.
     listing = tree_listing(root or DEFAULT_IMAGENET_ROOT, val_labels, synset_map, index)
     chosen = choose_subset_classes(listing.train.classes, classes, num_classes, subset_seed)
     train, val = select_classes(listing, chosen)
@@ -223,25 +161,15 @@ def _build_imagenet_subset(
     return _file_splits(train, val, input_size)
 
 
-def _build_fashion_mnist(
-    root: str | os.PathLike | None, input_size: int, download: bool = True
-) -> DataSplits:
+def _build_fashion_mnist(root, input_size: int, download: bool = True) -> DataSplits:
     data = fmnist.load_fashion_mnist(root, download=download)
-    mean, std = fmnist.MEAN, fmnist.STD
-    return DataSplits(
-        train=InMemoryImageDataset(*data["train"], fmnist.CLASSES, input_size, mean, std),
-        val=InMemoryImageDataset(*data["test"], fmnist.CLASSES, input_size, mean, std),
-        num_classes=len(fmnist.CLASSES),
-        in_chans=1,
-        input_size=input_size,
-        mean=mean,
-        std=std,
-        classes=list(fmnist.CLASSES),
-    )
+    mean, std, classes = fmnist.MEAN, fmnist.STD, fmnist.CLASSES
+    train, val = (InMemoryImageDataset(*data[s], classes, input_size, mean, std) for s in ("train", "test"))
+    return DataSplits(train, val, len(classes), 1, input_size, mean, std, list(classes))
 
 
 def _build_synthetic(
-    root: str | os.PathLike | None,
+    root,
     input_size: int,
     num_classes: int = 10,
     train_per_class: int = 64,
@@ -263,36 +191,25 @@ def _build_synthetic(
         "quirks": [str(q) for q in quirks],
         "seed": int(generator_seed),
     }
-    tree = Path(root).expanduser() if root else _synthetic_cache_path(settings)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    tree = Path(root).expanduser() if root else cache_dir() / "synthetic" / digest
     if root and tree.exists() and not (tree / "train").is_dir() and any(tree.iterdir()):
         raise ValueError(
             f"data.root={root} is a folder but not a synthetic tree (no train/); give a tree made by "
             f"scripts/make_synthetic_imagenet.py, an empty or new folder to generate one in, or null"
         )
-    if not (tree / "train").is_dir():
-        _generate_atomically(tree, settings)
-    train, val = select_classes(tree_listing(tree, index=index))
-    return _file_splits(train, val, input_size)
-
-
-def _synthetic_cache_path(settings: dict[str, Any]) -> Path:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "synthetic" / digest
-
-
-def _generate_atomically(tree: Path, settings: dict[str, Any]) -> None:
-    # Generate next to the target and rename, so concurrent ranks never read a half-written tree.
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=tree.name + ".tmp-", dir=tree.parent))
-    try:
-        make_synthetic_imagenet(tmp, label_files=("devkit", "kaggle"), **settings)
+    if not (tree / "train").is_dir():  # generated next to it and renamed: ranks never read half a tree
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=tree.name + ".tmp-", dir=tree.parent))
         try:
+            make_synthetic_imagenet(tmp, label_files=("devkit", "kaggle"), **settings)
             os.replace(tmp, tree)
         except OSError:
             if not (tree / "train").is_dir():  # not a lost race with another process: a real failure
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _file_splits(*select_classes(tree_listing(tree, index=index)), input_size)
 
 
 _BUILDERS = {

@@ -1,24 +1,16 @@
-"""Map-style datasets returning (uint8 CHW image, label), with the transforms applied.
+"""Map-style datasets of (uint8 CHW image, label), transforms applied; normalisation happens on the device
+(:func:`bn_inception.data.device.to_model_input`, with the ``mean``/``std`` they carry). Batches are
+channels-last (a (B, C, S, S) view of (B, S, S, C) storage): cheapest to fill, what the GPU model wants.
 
-Images stay uint8 (0-255) all the way to the device; the model's input is made there by
-:func:`bn_inception.data.device.to_model_input` (``(x / 255 - mean) / std``, fused with the cast). The
-datasets carry ``mean``/``std`` for it. Batches come out in channels-last memory (a (B, C, S, S) view of
-(B, S, S, C) storage): cheapest to fill and what the GPU model wants.
+- :class:`ImageFileDataset` decodes files one sample at a time (or, with ``data.decode=gpu``, sends the
+  compressed bytes and each sample's augmentation as an :class:`~bn_inception.data.device.EncodedBatch`);
+- :class:`InMemoryImageDataset` holds uint8 tensors (Fashion-MNIST) and transforms whole batches
+  (``torchvision.ops.roi_align`` crops): well under a millisecond for a 28 px batch.
 
-Two kinds share one interface:
-
-- :class:`ImageFileDataset` decodes files (ImageNet, subsets, synthetic) one sample at a time, or with
-  device decoding on (``data.decode=gpu``) sends the compressed bytes and each sample's augmentation as an
-  :class:`~bn_inception.data.device.EncodedBatch`;
-- :class:`InMemoryImageDataset` holds uint8 tensors (Fashion-MNIST) and transforms whole batches at once
-  (crops with ``torchvision.ops.roi_align``), so the data side of a 28 px step costs well under a
-  millisecond.
-
-A sample is addressed by an int or by ``(index, epoch)``; the training loader sends the latter so each
-epoch's augmentation differs while staying a pure function of (seed, epoch, index). ``load_batch`` is what
-the loaders call: it returns a finished batch plus the unreadable files it met. An unreadable training
-image is replaced by another sample chosen from the same (seed, epoch, index) draws, so the batch keeps
-its shape; an unreadable evaluation image is dropped (the batch gets shorter).
+A sample is addressed by an int or by ``(index, epoch)``: the augmentation is a pure function of (seed,
+epoch, index). ``load_batch`` (what the loaders call) returns the batch and the unreadable files it met: an
+unreadable training image is replaced by another sample drawn from the same (seed, epoch, index) stream
+(the batch keeps its shape); ``on_bad="skip"`` drops it (evaluation), ``"raise"`` raises.
 """
 
 from __future__ import annotations
@@ -47,9 +39,6 @@ from bn_inception.data.transforms import (
 
 log = logging.getLogger(__name__)
 
-ON_BAD = ("substitute", "skip", "raise")
-
-
 # (images, labels, info) with info = {"requested": int, "skipped": int, "bad_files": list[str]}; images is a
 # uint8 (B, C, S, S) tensor, or an EncodedBatch with device decoding.
 BatchResult = tuple[torch.Tensor | EncodedBatch, torch.Tensor, dict[str, Any]]
@@ -57,9 +46,7 @@ BatchResult = tuple[torch.Tensor | EncodedBatch, torch.Tensor, dict[str, Any]]
 
 def split_key(key: Any) -> tuple[int, int]:
     """(index, epoch) of a sample key: an int (epoch 0) or an (index, epoch) pair."""
-    if isinstance(key, (tuple, list)):
-        return int(key[0]), int(key[1])
-    return int(key), 0
+    return (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
 
 
 class _BaseImageDataset(Dataset, ABC):
@@ -129,14 +116,12 @@ class ImageFileDataset(_BaseImageDataset):
     ) -> None:
         super().__init__(labels, classes, input_size, mean, std, augment)
         # Packed (see bn_inception.data.packed): no Python object per path for loader workers to copy.
-        self.paths = paths if isinstance(paths, PackedPaths) else PackedPaths(paths)
+        self.paths = paths if isinstance(paths, PackedPaths) else PackedPaths.of(paths)
         self.in_chans = 3
         self.decode_on_device = False  # data.decode=gpu: send JPEG bytes, decode and transform on the device
         self._known_bad: dict[int, str] = {}  # per process: do not re-decode a file known to be broken
 
     def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
-        if on_bad not in ON_BAD:
-            raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
         pairs = [split_key(k) for k in keys]
         draws = self._draws(pairs) if self.augment is not None else None
         items, labels, used, bad = [], [], [], []
@@ -170,56 +155,40 @@ class ImageFileDataset(_BaseImageDataset):
         if on_bad == "substitute" and u is not None:
             picks = np.floor(self.augment.replacement_draws(u)[0] * len(self.paths)).astype(np.int64)
             candidates += [int(p) for p in picks]
-        last_error: BadImageError | None = None
         for candidate in candidates:
             if candidate in self._known_bad:
                 bad.append(self._known_bad[candidate])
                 continue
             cu = u if candidate == index or u is None else self.augment.draws(epoch, [candidate])
             try:
-                image = (
-                    read_for_device(self.paths[candidate])
-                    if self.decode_on_device
-                    else self._decode(candidate, cu)
-                )
-            except BadImageError as e:
+                path = self.paths[candidate]
+                image = read_for_device(path) if self.decode_on_device else self._decode(path, cu)
+                return image, int(self.labels[candidate]), cu
+            except BadImageError:
                 self._known_bad[candidate] = self.paths[candidate]
                 bad.append(self.paths[candidate])
-                last_error = e
-                if on_bad == "raise":
+                if on_bad != "substitute":
+                    if on_bad == "skip":
+                        return None
                     raise
-                if on_bad == "skip":
-                    return None
-                continue
-            return image, int(self.labels[candidate]), cu
-        if on_bad == "raise" and last_error is not None:
-            raise last_error
-        if on_bad == "skip":
+        if on_bad == "skip":  # every replacement was already known to be bad
             return None
         raise RuntimeError(
             f"sample {index} and its {len(candidates) - 1} replacements are all unreadable "
             f"(e.g. {bad[-1] if bad else '?'}); the dataset is mostly broken: check data.root"
         )
 
-    def _decode(self, index: int, u: np.ndarray | None) -> torch.Tensor:
+    def _decode(self, path: str, u: np.ndarray | None) -> torch.Tensor:
         size = self.input_size
-        path = self.paths[index]
         if u is None:  # evaluation: whole image, shorter side to resize, centre crop
-            resize, _ = eval_sizes(size)
+            resize = eval_sizes(size)[0]
             img, _ = load_image_region(
-                path,
-                lambda h, w: (0, 0, h, w),
-                lambda h, w: (resize * w / min(h, w), resize * h / min(h, w)),
+                path, lambda h, w: (0, 0, h, w), lambda h, w: (resize * w / min(h, w), resize * h / min(h, w))
             )
             return eval_resize_crop(img, size)
-
-        row = u[0].tolist()
-
-        def choose(h: int, w: int) -> tuple[int, int, int, int]:
-            return self.augment.crop_box(row, h, w)
-
-        # Flipped and distorted later, while written into the batch (TrainAugment.finish_crops).
-        return resize_square(load_image_crop(path, choose, lambda h, w: (size, size)), size)
+        row = u[0].tolist()  # flipped and distorted later, while written into the batch (finish_crops)
+        crop = load_image_crop(path, lambda h, w: self.augment.crop_box(row, h, w), lambda h, w: (size, size))
+        return resize_square(crop, size)
 
 
 class InMemoryImageDataset(_BaseImageDataset):

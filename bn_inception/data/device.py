@@ -1,41 +1,23 @@
-"""The data steps that run on the training device: normalisation, and (``data.decode=gpu``) JPEG decoding
-with the Sec. 4.2.1 geometry and colour distortion, batched.
+"""The data steps that run on the training device: normalisation, and (``data.decode=gpu``, experimental)
+JPEG decoding with the Sec. 4.2.1 geometry and colour distortion, batched.
 
-Every consumer of a loader's batch calls :func:`to_model_input`: the loader yields uint8 images (or, with
-device decoding, an :class:`EncodedBatch`), and ``to_model_input`` turns them into the model's float input
-on the device. Normalisation ``(x / 255 - mean) / std`` is one fused multiply-add there, written straight
-in the model's memory format (channels-last on a GPU), as timm's PrefetchLoader, DALI and FFCV do it: the
-CPU workers never convert to float.
+Every consumer of a loader's batch calls :func:`to_model_input`, which makes the model's float input on the
+device: ``(x / 255 - mean) / std`` as one fused multiply-add written in the model's memory format (as timm's
+PrefetchLoader, DALI and FFCV do it: CPU workers never convert to float). With ``data.decode=gpu`` the
+batch is an :class:`EncodedBatch` (this module's only batch type; the datasets make it, only
+``to_model_input`` and the evaluator open it): workers read the files and draw each sample's crop, flip and
+colour from the same (seed, epoch, index) stream as the CPU path and send the compressed bytes; on the
+device a batch is decoded in one nvJPEG call and cut, resized, mirrored and distorted with batched kernels:
 
-Device decoding (``data.decode=gpu``). Loader workers read the files and parse the JPEG headers (size,
-completeness), draw each sample's crop, flip and colour distortion from the same (seed, epoch, index)
-stream as the CPU path, and send the compressed bytes. On the device a batch is decoded in one call
-(nvJPEG) and cut, resized, mirrored and distorted with a handful of batched kernels:
+- crop + resize + flip: torch's antialiased bilinear ``interpolate`` (RandomResizedCrop's), per image;
+  evaluation resizes the whole image and keeps the centre.
+- colour: the per-sample affine map of :func:`bn_inception.data.transforms.photometric_terms`.
 
-- crop + resize + flip: the antialiased bilinear resize torch's ``interpolate(antialias=True)`` does (and
-  hence torchvision's RandomResizedCrop) is separable, so for each image it is ``Wy @ X @ Wx^T`` with
-  (S x H) and (S x W) weight matrices; the crop only moves the weights, the flip reverses Wx's rows, and
-  evaluation's resize-then-centre-crop keeps the centre rows of the resize weights. The weights follow
-  torch's ``_compute_indices_min_size_weights_aa`` exactly (triangle filter widened by the scale,
-  truncated window, renormalised), so with identical decoded pixels the result equals ``interpolate`` up
-  to float rounding (tests/data/test_device.py). The batch is zero-padded to one size and resampled with
-  two batched matrix products (fp16 operands on a GPU: pixel levels are exact in fp16, weights to ~5e-4,
-  the product accumulates in fp32); images more than twice the batch's median size in either direction
-  are resampled on their own so one large photo does not pad the whole batch.
-- colour: the per-sample affine map of :func:`bn_inception.data.transforms.photometric_terms`, needing
-  only each image's channel means, then the clip to [0, 255].
-
-Differences from the CPU path, none of them in the augmentation's parameters: nvJPEG's and libjpeg's
-IDCT/upsampling differ by a level or so; the device path keeps the resized pixels in float where the CPU
-path rounds them to uint8 (half a level); the CPU path decodes large images at a reduced JPEG scale
-when the crop allows (a different low-pass filter for those images, docs/benchmarks.md). Files nvJPEG does
-not take (progressive or CMYK JPEGs, PNGs) are decoded by the worker with Pillow and sent as pixels.
-
-Decoder: torchvision 0.29 deprecates its image decoders in favour of TorchCodec (>= 0.16,
-``torchcodec.decoders.decode_jpeg(..., device="cuda")``). TorchCodec is not a dependency of this project
-and its batched CUDA call could not be checked where this was written, so ``decode_jpegs`` uses
-torchvision's batched ``decode_jpeg(list, device="cuda")`` (present in 0.29, its deprecation warning
-silenced); switching is that one function.
+Differences from the CPU path: nvJPEG's and libjpeg's IDCT differ by a level or so; resized pixels stay
+float (the CPU path rounds to uint8); the CPU path may decode large images at a reduced JPEG scale. Files
+nvJPEG does not take (progressive or CMYK JPEGs, PNGs) are decoded by the worker with Pillow. Decoder:
+torchvision's batched ``decode_jpeg(list, device="cuda")`` (0.29 deprecates it for TorchCodec, not a
+dependency here; ``_decode_jpegs`` is the one function to switch).
 """
 
 from __future__ import annotations
@@ -46,20 +28,17 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from bn_inception.data.decode import BadImageError, _read_bytes, decode_image_file, jpeg_layout, to_rgb
-from bn_inception.data.transforms import TrainAugment, eval_sizes
+from bn_inception.data.decode import BadImageError, decode_image_file, read_bytes, to_rgb
+from bn_inception.data.transforms import TrainAugment, apply_colour, eval_sizes
 
-DECODES = ("auto", "cpu", "gpu")
-_OUTLIER_FACTOR = 2.0  # images this many times the batch median (either side) are resampled on their own
-
-
-# --------------------------------------------------------------------------------------- normalisation
+# normalisation
 
 
 @functools.cache
@@ -80,13 +59,9 @@ def to_model_input(
     channels_last: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """A loader's images -> the model's input on ``device``: ``(x / 255 - mean) / std`` per channel.
-
-    ``images`` is a uint8 (B, C, H, W) batch (any memory layout; pinned for an asynchronous copy), a float
-    batch in 0-255 units, or an :class:`EncodedBatch` (decoded and transformed on ``device`` first). The
-    normalisation is a single multiply-add that reads the uint8 pixels and writes the result in the
-    model's memory format (channels-last when ``channels_last``), in ``dtype``.
-    """
+    """A loader's images -> the model's input on ``device``, ``(x / 255 - mean) / std`` in ``dtype`` and
+    the model's memory format: from a uint8 (B, C, H, W) batch (any layout; pinned for an asynchronous
+    copy), a float batch in 0-255, or an :class:`EncodedBatch` (decoded and transformed there first)."""
     device = torch.device(device)
     if isinstance(images, EncodedBatch):
         x = device_images(images, device)
@@ -105,7 +80,7 @@ def to_model_input(
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-# ------------------------------------------------------------------------------------ decode selection
+# decode selection
 
 
 def gpu_decode_available() -> bool:
@@ -121,24 +96,16 @@ def gpu_decode_available() -> bool:
 
 
 def resolve_decode(decode: str, device: torch.device | str | None, file_based: bool) -> bool:
-    """``data.decode`` -> True where JPEGs are decoded on the device (cpu | gpu | auto).
-
-    ``auto`` is cpu: the GPU path (``gpu``, experimental) has not been measured on a GPU yet, so it is not
-    the default until a measurement shows it correct and faster there (docs/benchmarks.md). In-memory
-    datasets such as Fashion-MNIST are never decoded.
-    """
-    if decode not in DECODES:
-        raise ValueError(f"data.decode must be one of {', '.join(DECODES)}; got {decode!r}")
-    on_cuda = device is not None and torch.device(device).type == "cuda"
-    if decode == "cpu":
-        return False
-    if decode == "auto":
+    """``data.decode`` -> True where JPEGs are decoded on the device. ``auto`` is cpu: the GPU path
+    (``gpu``, experimental) is not the default until a measurement on a GPU shows it correct and faster
+    (docs/benchmarks.md). In-memory datasets such as Fashion-MNIST are never decoded."""
+    if decode != "gpu":
         return False
     if not file_based:
         raise ValueError(
             "data.decode=gpu decodes image files; this dataset is held in memory: use cpu or auto"
         )
-    if not on_cuda:
+    if device is None or torch.device(device).type != "cuda":
         raise ValueError("data.decode=gpu needs training on a CUDA device; use data.decode=cpu or auto")
     if not gpu_decode_available():
         raise ValueError(
@@ -147,11 +114,10 @@ def resolve_decode(decode: str, device: torch.device | str | None, file_based: b
     return True
 
 
-# -------------------------------------------------------------------------------------- worker side
+# worker side
 
 
-@dataclass
-class EncodedImage:
+class EncodedImage(NamedTuple):
     """One image as a loader worker sends it for device decoding."""
 
     data: torch.Tensor  # 1-D uint8 JPEG bytes, or (3, H, W) uint8 pixels the worker decoded itself
@@ -161,28 +127,19 @@ class EncodedImage:
 
 
 def read_for_device(path: str) -> EncodedImage:
-    """Read ``path`` for device decoding: the JPEG bytes when nvJPEG can take them (complete baseline
-    JPEG, greyscale or colour), else the pixels decoded here with Pillow; BadImageError if unreadable."""
-    data = _read_bytes(path)
-    layout = jpeg_layout(data)
-    if _nvjpeg_takes(layout):
-        bytes_tensor = torch.frombuffer(data, dtype=torch.uint8)  # our own writable buffer: no copy
-        return EncodedImage(bytes_tensor, layout.height, layout.width, path)
+    """Read ``path`` for device decoding: the bytes of a complete sequential greyscale or colour JPEG (what
+    nvJPEG's batched decoder takes), else the pixels decoded here with Pillow; BadImageError if unreadable."""
+    data = read_bytes(path)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            size, takes = img.size, img.format == "JPEG" and img.mode in ("L", "RGB")
+            takes = takes and not img.info.get("progressive") and data.rstrip(b"\0").endswith(b"\xff\xd9")
+    except (OSError, ValueError, SyntaxError):
+        takes = False
+    if takes:
+        return EncodedImage(torch.frombuffer(data, dtype=torch.uint8), size[1], size[0], path)
     pixels = torch.from_numpy(np.array(decode_image_file(path))).permute(2, 0, 1).contiguous()
     return EncodedImage(pixels, pixels.shape[1], pixels.shape[2], path)
-
-
-def _nvjpeg_takes(layout) -> bool:
-    # Baseline/extended sequential, greyscale or YCbCr, complete, with a size in the header (nvJPEG's
-    # batched decoder; progressive and CMYK files go through Pillow).
-    return (
-        layout is not None
-        and layout.sequential
-        and layout.complete
-        and layout.components in (1, 3)
-        and layout.height > 0
-        and layout.width > 0
-    )
 
 
 @dataclass
@@ -198,26 +155,20 @@ class EncodedBatch:
     sizes: torch.Tensor  # (B, 2) int64: full (height, width)
     paths: list[str]
     size: int = 0  # output side S
-    rows: torch.Tensor | None = None  # (B, 4) float64
-    cols: torch.Tensor | None = None  # (B, 4) float64
-    flip: torch.Tensor | None = None  # (B,) bool
+    # numpy, never tensors: read on the host while the step runs, they must not look like a device read
+    rows: np.ndarray | None = None  # (B, 4) float64
+    cols: np.ndarray | None = None  # (B, 4) float64
+    flip: np.ndarray | None = None  # (B,) bool
     colour: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # photometric_terms, float32
 
     def __len__(self) -> int:
         return len(self.data)
 
     def pin_memory(self, device: Any = None) -> EncodedBatch:
-        """Called by the DataLoader's pin-memory thread: the small per-image tensors go to page-locked
-        memory so their copies to the GPU are asynchronous (a copy from pageable memory waits for the GPU
-        to drain its queue). The JPEG bytes stay where they are: nvJPEG reads them itself."""
-
-        def pin(t):
-            return None if t is None else t.pin_memory()
-
+        """The DataLoader's pin-memory thread: the colour terms go to page-locked memory (their copies to
+        the GPU are then asynchronous); the JPEG bytes stay, nvJPEG reads them itself."""
         colour = None if self.colour is None else tuple(t.pin_memory() for t in self.colour)
-        return dataclasses.replace(
-            self, rows=pin(self.rows), cols=pin(self.cols), flip=pin(self.flip), colour=colour
-        )
+        return dataclasses.replace(self, colour=colour)
 
 
 def encoded_batch(
@@ -225,28 +176,26 @@ def encoded_batch(
 ) -> EncodedBatch:
     """The :class:`EncodedBatch` of a training (``augment`` and draws ``u``) or evaluation batch; with
     ``size=0`` a batch of raw images (no geometry: the evaluator cuts its crops itself)."""
-    sizes = torch.tensor([[it.height, it.width] for it in items], dtype=torch.int64).view(-1, 2)
-    batch = EncodedBatch([it.data for it in items], sizes, [it.path for it in items], size)
+    hw = [[it.height, it.width] for it in items]
+    batch = EncodedBatch([it.data for it in items], torch.tensor(hw, dtype=torch.int64).view(-1, 2),
+                         [it.path for it in items], size)  # fmt: skip
     if size == 0:
         return batch
-    if not items:
-        batch.rows = batch.cols = torch.zeros(0, 4, dtype=torch.float64)
-        return batch
     if augment is None:
-        batch.rows, batch.cols = eval_geometry(sizes, size)
+        batch.rows, batch.cols = eval_geometry(batch.sizes, size)
         return batch
-    boxes = [augment.crop_box(row, h, w) for row, (h, w) in zip(u.tolist(), sizes.tolist(), strict=True)]
-    top, left, h, w = torch.tensor(boxes, dtype=torch.float64).unbind(-1)
-    full = torch.full_like(top, float(size))
-    zero = torch.zeros_like(top)
-    batch.rows = torch.stack([top, h, full, zero], dim=1)
-    batch.cols = torch.stack([left, w, full, zero], dim=1)
-    batch.flip = torch.from_numpy(augment.flips(u))
+    boxes = np.array(
+        [augment.crop_box(r, h, w) for r, (h, w) in zip(u.tolist(), hw, strict=True)], np.float64
+    )
+    top, left, h, w = boxes.reshape(-1, 4).T
+    full, zero = np.full_like(top, size), np.zeros_like(top)
+    batch.rows, batch.cols = np.stack([top, h, full, zero], 1), np.stack([left, w, full, zero], 1)
+    batch.flip = augment.flips(u)
     batch.colour = augment.colour_terms(u, 3)
     return batch
 
 
-def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of single-crop evaluation: shorter side to round(256/224 x input), centre crop.
 
     The output size follows torchvision's ``resize(img, [R])`` (longer side ``int(R * long / short)``) and
@@ -261,25 +210,21 @@ def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[torch.Tensor, t
         new_h, new_w = (new_long, resize) if w <= h else (resize, new_long)
         rows.append([0.0, h, new_h, int(round((new_h - crop) / 2.0))])
         cols.append([0.0, w, new_w, int(round((new_w - crop) / 2.0))])
-    return torch.tensor(rows, dtype=torch.float64), torch.tensor(cols, dtype=torch.float64)
+    return np.array(rows, np.float64).reshape(-1, 4), np.array(cols, np.float64).reshape(-1, 4)
 
 
-# -------------------------------------------------------------------------------------- device side
+# device side
 
 
 def decode_jpegs(
     data: Sequence[torch.Tensor], device: torch.device, paths: Sequence[str]
 ) -> list[torch.Tensor]:
-    """Decode JPEG byte tensors to (3, H, W) uint8 on ``device``: one batched nvJPEG call on a GPU.
-
-    On a GPU the decode runs with a side stream current, for memory safety: torchvision 0.29's nvJPEG
-    decoder allocates its outputs on the caller's current stream but writes them from a private stream that
-    does not wait for it, so on the training stream it may be handed a block that queued kernels are still
-    reading and overwrite it (pytorch/vision#9606: 199 of 200 corrupted iterations on an H100; its fix was
-    closed unmerged). The side stream runs nothing else, so a block from its pool is free once the caching
-    allocator hands it out: blocks the training stream used return to it only after that use completed
-    (``record_stream``). The training stream then waits for the decode (``wait_stream``), on the device.
-    """
+    """Decode JPEG byte tensors to (3, H, W) uint8 on ``device``: one batched nvJPEG call on a GPU, with a
+    side stream current. torchvision 0.29's nvJPEG allocates its outputs on the current stream but writes
+    them from a private one that does not wait for it: on the training stream it may overwrite a block queued
+    kernels still read (pytorch/vision#9606, 199 of 200 iterations corrupted on an H100). The side stream
+    runs nothing else, blocks the training stream used return to its pool only after that use
+    (``record_stream``), and the training stream waits for the decode (``wait_stream``)."""
     if not data:
         return []
     if device.type != "cuda":
@@ -355,89 +300,21 @@ def device_images(batch: EncodedBatch, device: torch.device) -> torch.Tensor:
     return out
 
 
-def apply_colour(
-    x: torch.Tensor, matrix: torch.Tensor, base: torch.Tensor, from_mean: torch.Tensor
-) -> torch.Tensor:
-    """The colour distortion of :func:`~bn_inception.data.transforms.photometric_terms` on float (B, C, S, S)
-    images in 0-255, clipped to [0, 255]."""
-    b, c, h, w = x.shape
-    offset = base * 255.0 + (from_mean @ x.mean(dim=(2, 3)).unsqueeze(-1)).squeeze(-1)
-    y = torch.baddbmm(offset.unsqueeze(-1), matrix, x.reshape(b, c, h * w))
-    return y.clamp_(0.0, 255.0).view(b, c, h, w)
-
-
-def axis_weights(
-    params: torch.Tensor, flip: torch.Tensor | None, size: int, length: int, device: torch.device
-) -> torch.Tensor:
-    """(B, size, length) resampling weights of one axis per image, float64 on ``device``.
-
-    ``params`` rows are (start, length, out_len, keep): antialiased bilinear resize of pixels
-    [start, start + length) to out_len outputs (torch's ``_compute_indices_min_size_weights_aa`` with
-    align_corners=False), outputs [keep, keep + size) kept, in reverse order where ``flip``. Columns of the
-    padded input past an image's own pixels get weight 0.
-    """
-    p = params.to(device=device, dtype=torch.float64, non_blocking=True)
-    start, span, out_len, keep = (p[:, k, None] for k in range(4))  # (B, 1) each
-    scale = span / out_len
-    wide = scale >= 1.0
-    support = torch.where(wide, scale, torch.ones_like(scale))  # interp_size / 2 * scale for bilinear
-    invscale = torch.where(wide, 1.0 / scale, torch.ones_like(scale))
-    index = torch.arange(size, device=device, dtype=torch.float64).view(1, -1)
-    if flip is not None:
-        index = torch.where(flip.to(device, non_blocking=True).view(-1, 1), size - 1 - index, index)
-    center = scale * (keep + index + 0.5)  # (B, size)
-    lo = torch.clamp(torch.trunc(center - support + 0.5), min=0.0)
-    hi = torch.minimum(torch.trunc(center + support + 0.5), span)
-    q = torch.arange(length, device=device, dtype=torch.float64).view(1, 1, -1) - start.unsqueeze(-1)
-    w = (1.0 - ((q - center.unsqueeze(-1) + 0.5) * invscale.unsqueeze(-1)).abs()).clamp_(min=0.0)
-    w = w * ((q >= lo.unsqueeze(-1)) & (q < hi.unsqueeze(-1)))
-    total = w.sum(dim=-1, keepdim=True)
-    return w / torch.where(total != 0, total, torch.ones_like(total))
-
-
-def _groups(sizes: list[list[int]]) -> list[list[int]]:
-    """Images resampled together: those within _OUTLIER_FACTOR of the median size, then each outlier."""
-    heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
-    h_cap, w_cap = _OUTLIER_FACTOR * np.median(heights), _OUTLIER_FACTOR * np.median(widths)
-    main = [i for i, (h, w) in enumerate(sizes) if h <= h_cap and w <= w_cap]
-    return [main] + [[i] for i in range(len(sizes)) if i not in set(main)]
-
-
 def resample(
-    images: Sequence[torch.Tensor],
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    flip: torch.Tensor | None,
-    size: int,
+    images: Sequence[torch.Tensor], rows: np.ndarray, cols: np.ndarray, flip: np.ndarray | None, size: int
 ) -> torch.Tensor:
-    """Crop, resize and mirror (C, H_i, W_i) uint8 images as ``rows``/``cols``/``flip`` say: float
-    (B, C, size, size) in 0-255 on the images' device (see the module docstring)."""
+    """Crop, resize and mirror (C, H_i, W_i) uint8 images as ``rows``/``cols``/``flip`` say, with torch's
+    antialiased bilinear resize (RandomResizedCrop's): float (B, C, size, size) in 0-255 on their device.
+    The parameters are numpy arrays (host data: no device read); one resize per image."""
     if not images:
         return torch.empty(0, 3, size, size)
-    device = images[0].device
-    c = images[0].shape[0]
-    # fp16 operands on a GPU (levels 0-255 are exact, the weights to 5e-4 relative); fp32 on the CPU, which
-    # has no fast fp16 matrix product.
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    sizes = [list(img.shape[-2:]) for img in images]
-    out = torch.empty(len(images), c, size, size, device=device)
-    for group in _groups(sizes):
-        hp = max(sizes[i][0] for i in group)
-        wp = max(sizes[i][1] for i in group)
-        x = torch.zeros(len(group), c, hp, wp, device=device, dtype=dtype)
-        for k, i in enumerate(group):
-            x[k, :, : sizes[i][0], : sizes[i][1]].copy_(images[i])
-        whole = len(group) == len(images)
-        g_rows, g_cols, g_flip = rows, cols, flip
-        if not whole:  # indexed on the CPU, where the per-image parameters are
-            index = torch.tensor(group, dtype=torch.int64)
-            g_rows, g_cols, g_flip = rows[index], cols[index], None if flip is None else flip[index]
-        wy = axis_weights(g_rows, None, size, hp, device).to(dtype)
-        wx = axis_weights(g_cols, g_flip, size, wp, device).to(dtype)
-        y = torch.matmul(torch.matmul(wy.unsqueeze(1), x), wx.unsqueeze(1).transpose(-1, -2))
-        if whole:
-            out.copy_(y)
-        else:  # slot by slot: an index tensor would be a blocking copy to the device
-            for k, i in enumerate(group):
-                out[i].copy_(y[k])
+    out = torch.empty(len(images), images[0].shape[0], size, size, device=images[0].device)
+    flips = [False] * len(images) if flip is None else np.asarray(flip).tolist()
+    rows, cols = np.asarray(rows).tolist(), np.asarray(cols).tolist()
+    for k, (image, row, col) in enumerate(zip(images, rows, cols, strict=True)):
+        (top, height, out_h, keep_r), (left, width, out_w, keep_c) = (map(int, row), map(int, col))
+        x = image[None, :, top : top + height, left : left + width].float()
+        y = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+        y = y[0, :, keep_r : keep_r + size, keep_c : keep_c + size]
+        out[k].copy_(y.flip(-1) if flips[k] else y)
     return out

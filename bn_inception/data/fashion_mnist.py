@@ -45,11 +45,6 @@ class FashionMNISTNotFound(FileNotFoundError):
     """None of the places Fashion-MNIST can come from worked."""
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bn_inception" / "fashion_mnist"
-
-
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """An IDX file (optionally gzipped) as a numpy array of unsigned bytes."""
     path = Path(path)
@@ -77,6 +72,10 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(payload)
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bn_inception" / "fashion_mnist"
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -131,7 +130,7 @@ def load_fashion_mnist(
     if found is not None:
         return found
     tried.append(f"{DEBIAN_PATH} (install Debian's dataset-fashion-mnist)")
-    target = Path(root).expanduser() if root is not None else default_cache_dir()
+    target = Path(root).expanduser() if root is not None else _cache()
     if download:
         try:
             log.info("downloading Fashion-MNIST with torchvision into %s", target)

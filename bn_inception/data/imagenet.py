@@ -1,50 +1,36 @@
-"""ILSVRC-2012 on disk: class folders, validation labels in the layouts users actually have, subsets.
+"""ILSVRC-2012 on disk: class folders, validation labels in the layouts users have, subsets.
 
-Accepted layouts (``root`` is the folder holding ``train/`` and ``val/``; Kaggle's download, where they sit
-in ``ILSVRC/Data/CLS-LOC/``, is found from its top folder too):
+``root`` holds ``train/`` and ``val/`` (Kaggle's ``ILSVRC/Data/CLS-LOC/`` is found from its top folder).
+``train/<wnid>/*.JPEG``: class index = the wnid's position in sorted order (torchvision/timm). ``val/`` is
+sorted into ``<wnid>/`` folders (``scripts/prepare_imagenet.py``, valprep.sh) or flat, labelled by Kaggle's
+``LOC_val_solution.csv`` or by the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (ILSVRC2012_IDs) with
+an ID -> wnid map: the devkit's ``meta.mat`` (read with scipy) or a text file of wnid and ID per line in
+either order (the ILSVRC2014+ devkit's ``map_clsloc.txt``; ``prepare_imagenet.py --export-synset-map``
+writes one), or one wnid per line in ID order. Label files not given are looked for in root, root/val,
+root's parent and the devkit folders below them.
 
-- ``train/<wnid>/*.JPEG``; class index = position of the WordNet id in sorted order (torchvision/timm).
-- ``val/<wnid>/*.JPEG`` (sorted, e.g. by ``scripts/prepare_imagenet.py`` or soumith's valprep.sh), or
-- ``val/*.JPEG`` flat, labelled by either
-  * Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the first token is the wnid), or
-  * the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (ILSVRC2012_ID 1..1000, one per image in file
-    order) plus the ID -> wnid map: the devkit's ``meta.mat`` (read without scipy, see matfile.py), or a
-    text file with one line per class holding the wnid and its ILSVRC2012_ID in either order, extra words
-    ignored (the ILSVRC2014+ devkit's ``map_clsloc.txt`` is such a file), or one wnid per line in ID order.
-    ``scripts/prepare_imagenet.py --export-synset-map`` writes that text file from meta.mat.
-
-Label files are looked for (when not given) in root, root/val, root's parent, and the devkit folders
-``ILSVRC2012_devkit_t12/data`` and ``devkit/data`` below them.
-
-Two steps: :func:`list_imagenet_tree` lists the tree as it is, class folder by class folder, straight into
-packed form (no Python object per file: 1.33M of them would cost ~170 MB per process), with what the tree
-index (``bn_inception.data.index``) needs to notice later changes (each folder's modification time);
-:func:`select_classes` then applies the checks and the class choice of a dataset or subset to a listing,
-fresh or read from the index. Folders that cannot be read (permissions, symbolic-link loops, dangling links)
-stop the listing with one line naming the folder.
+:func:`list_imagenet_tree` lists the tree folder by folder straight into packed paths, stamping each folder
+for the tree index (``bn_inception.data.index``); :func:`select_classes` applies a dataset's checks and class
+choice to a listing. An unreadable folder (permissions, link loops, dangling links) is one line naming it.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import logging
 import os
 import re
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from bn_inception.data.decode import IMAGE_EXTENSIONS
-from bn_inception.data.matfile import read_mat
-from bn_inception.data.packed import PackedPaths, PathPacker
-from bn_inception.files import write_atomically
+from bn_inception.data.packed import PackedPaths, concat, pack
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +39,7 @@ KAGGLE_VAL_CSV = "LOC_val_solution.csv"
 DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 SYNSET_MAP_NAMES = ("meta.mat", "map_clsloc.txt", "synset_map.txt")
 _LABEL_DIRS = ("", "val", "ILSVRC2012_devkit_t12/data", "devkit/data", "ILSVRC2012_devkit_t12", "devkit")
-IMAGENET100_FILE = "imagenet100.txt"
-LISTS_FOLDERS, LISTS_IMAGES = 0, 1  # what a folder of the listing holds (the kinds of FolderStamps)
+LISTS_FOLDERS, LISTS_IMAGES = 0, 1  # what a folder of the listing holds (a stamp's kind)
 
 
 class DatasetLayoutError(ValueError):
@@ -78,7 +63,6 @@ def _preview(items: Sequence[str], n: int = 5) -> str:
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Listing folders, with one-line errors for what a real tree can hold.
 
 
@@ -129,21 +113,9 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def _is_file(entry: os.DirEntry) -> bool:
-    """Like entry.is_file(), but a symbolic link that leads nowhere raises (as in _kind)."""
-    try:
-        if entry.is_file():
-            return True
-        if entry.is_symlink():
-            os.stat(entry.path)
-    except OSError as e:
-        raise _unreadable(entry.path, e) from e
-    return False
-
-
 def list_images(folder: str) -> list[str]:
     """Sorted names of the image files in ``folder`` (by extension; decoding goes by content)."""
-    return sorted(e.name for e in _entries(folder) if is_image_name(e.name) and _is_file(e))
+    return sorted(e.name for e in _entries(folder) if is_image_name(e.name) and _kind(e) == "file")
 
 
 def list_subdirs(folder: str) -> list[str]:
@@ -168,28 +140,7 @@ def resolve_imagenet_root(root: str | os.PathLike) -> Path:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The listing: the tree as it is, packed, with a stamp of every folder read.
-
-
-@dataclass
-class FolderStamps:
-    """Every folder a listing read, relative to the root: what it held (kind), its modification time
-    (taken before reading it: a change during the listing shows as a newer time), the number and a CRC-32
-    of the names listed."""
-
-    names: list[str] = field(default_factory=list)
-    kinds: list[int] = field(default_factory=list)  # LISTS_FOLDERS | LISTS_IMAGES
-    mtime_ns: list[int] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    crcs: list[int] = field(default_factory=list)
-
-    def add(self, name: str, kind: int, mtime_ns: int, listed: Sequence[str]) -> None:
-        self.names.append(name)
-        self.kinds.append(kind)
-        self.mtime_ns.append(mtime_ns)
-        self.counts.append(len(listed))
-        self.crcs.append(names_crc(listed))
 
 
 @dataclass
@@ -197,8 +148,9 @@ class TreeListing:
     """An ImageNet-layout tree as listed: every class folder found, with no dataset's checks applied.
 
     ``train.classes`` are train/'s folder names; ``val.classes`` are val/'s folder names (sorted layout) or
-    the wnids its label file gives the images present (flat layout); each split's labels index its own
-    classes. Paths are relative to ``base`` (``PackedPaths.root``).
+    the wnids its label file gives the images present (flat layout). Paths are relative to ``base``.
+    ``stamps``: every folder read, as [path relative to base, kind (LISTS_FOLDERS | LISTS_IMAGES), its
+    modification time taken before reading it, the number and a CRC-32 of the names listed].
     """
 
     base: Path
@@ -206,75 +158,66 @@ class TreeListing:
     val: ImageFolderSplit
     val_layout: str  # sorted | flat
     val_where: str  # how messages name the val classes' source
-    stamps: FolderStamps
-    label_files: list[tuple[str, int, int]]  # flat val: (path, mtime_ns, size) of each label file read
-    listed_at_ns: int  # wall-clock time the listing began
-    content_crc: int | None = None  # CRC-32 of paths, labels and classes (set when read from an index)
+    stamps: list[list] = field(default_factory=list)
+    label_files: list[list] = field(default_factory=list)  # flat val: [path, mtime_ns, size] of each read
+    listed_at_ns: int = 0  # wall-clock time the listing began
 
 
 def names_crc(names: Sequence[str]) -> int:
-    """CRC-32 of the names, each followed by a newline."""
-    return zlib.crc32(os.fsencode("".join(name + "\n" for name in names))) if names else 0
+    return zlib.crc32(os.fsencode("".join(name + "\n" for name in names)))
 
 
 def list_folder(path: str, kind: int) -> list[str]:
     return list_subdirs(path) if kind == LISTS_FOLDERS else list_images(path)
 
 
-def _stamped_listing(base: Path, rel: str, kind: int, stamps: FolderStamps) -> list[str]:
+def _stamped_listing(base: Path, rel: str, kind: int, stamps: list[list]) -> list[str]:
     path = str(base / rel)
     try:
         mtime = os.stat(path).st_mtime_ns  # before listing: a change made meanwhile makes the stamp stale
     except OSError as e:
         raise _unreadable(path, e) from e
     names = list_folder(path, kind)
-    stamps.add(rel, kind, mtime, names)
+    stamps.append([rel, kind, mtime, len(names), names_crc(names)])
     return names
 
 
-def _list_class_folders(base: Path, split: str, stamps: FolderStamps) -> ImageFolderSplit:
+def _list_class_folders(base: Path, split: str, stamps: list[list]) -> ImageFolderSplit:
     """Every class folder of ``base/split``, one at a time into packed form (paths relative to base)."""
     classes = _stamped_listing(base, split, LISTS_FOLDERS, stamps)
-    packer, labels = PathPacker(), []
-    counts = np.zeros(len(classes), dtype=np.int64)
-    for label, wnid in enumerate(classes):
-        folder = os.path.join(split, wnid)
-        names = _stamped_listing(base, folder, LISTS_IMAGES, stamps)
-        packer.add_folder(folder, names)
-        counts[label] = len(names)
-    blob, offsets = packer.arrays()
+    parts, counts = [], []
+    for wnid in classes:
+        names = _stamped_listing(base, os.path.join(split, wnid), LISTS_IMAGES, stamps)
+        parts.append(pack(os.path.join(split, wnid, name) for name in names))
+        counts.append(len(names))
     labels = np.repeat(np.arange(len(classes), dtype=np.int32), counts)
-    return ImageFolderSplit(PackedPaths.from_arrays(blob, offsets, str(base)), labels, classes)
+    return ImageFolderSplit(PackedPaths(*concat(parts), str(base)), labels, classes)
 
 
-def _list_flat_val(
-    base: Path, search_roots: Sequence[Path], val_labels, synset_map, stamps: FolderStamps
-) -> tuple[ImageFolderSplit, str, list[tuple[str, int, int]]]:
+def _list_flat_val(base: Path, search_roots: Sequence[Path], val_labels, synset_map, stamps: list[list]):
     val_dir = base / "val"
     names = _stamped_listing(base, "val", LISTS_IMAGES, stamps)
     if not names:
         raise DatasetLayoutError(f"{val_dir} holds neither class folders nor images")
     stem_to_wnid, used = load_flat_val_labels(search_roots, val_labels, synset_map)
-    label_path = used[0]
     stems = [os.path.splitext(n)[0] for n in names]
     unlabelled = [n for n, s in zip(names, stems, strict=True) if s not in stem_to_wnid]
     if unlabelled:
         raise DatasetLayoutError(
-            f"{len(unlabelled)} of {len(names)} images in {val_dir} have no label in {label_path}: "
+            f"{len(unlabelled)} of {len(names)} images in {val_dir} have no label in {used[0]}: "
             f"{_preview(unlabelled)}"
         )
     classes = sorted({stem_to_wnid[s] for s in stems})
     index = {c: i for i, c in enumerate(classes)}
     split = ImageFolderSplit(
-        PackedPaths((os.path.join("val", n) for n in names), str(base)),
+        PackedPaths.of((os.path.join("val", n) for n in names), str(base)),
         np.array([index[stem_to_wnid[s]] for s in stems], dtype=np.int32),
         classes,
     )
-    missing = len(stem_to_wnid) - len(names)
-    if missing > 0:
-        log.info("%s labels %d images that are not in %s", label_path, missing, val_dir)
-    files = [(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in used]
-    return split, f"{val_dir} (labels {label_path.name})", files
+    if len(stem_to_wnid) > len(names):
+        log.info("%s labels %d images that are not in %s", used[0], len(stem_to_wnid) - len(names), val_dir)
+    files = [[str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size] for p in used]
+    return split, f"{val_dir} (labels {used[0].name})", files
 
 
 def list_imagenet_tree(
@@ -286,7 +229,7 @@ def list_imagenet_tree(
     started = time.time_ns()
     given_root = Path(root).expanduser()
     base = resolve_imagenet_root(given_root)
-    stamps = FolderStamps()
+    stamps: list[list] = []
     train = _list_class_folders(base, "train", stamps)
     val_dir = base / "val"
     if not val_dir.is_dir():
@@ -406,17 +349,17 @@ def read_kaggle_val_labels(path: Path) -> dict[str, str]:
 def read_synset_map(path: Path) -> dict[int, str]:
     """{ILSVRC2012_ID: wnid} from the devkit's meta.mat or a text map (see the module docstring)."""
     if path.suffix.lower() == ".mat":
-        synsets = read_mat(path).get("synsets")
-        if not isinstance(synsets, list):
+        from scipy.io import loadmat  # the devkit's meta.mat is the one MATLAB file we read
+
+        try:
+            synsets = loadmat(path, squeeze_me=True)["synsets"]
+            fields = zip(synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["num_children"], strict=True)
+        except (KeyError, ValueError, TypeError, NotImplementedError) as e:
             raise DatasetLayoutError(
-                f"{path} has no 'synsets' struct array; is it the ILSVRC2012 devkit's meta.mat?"
-            )
-        mapping = {}
-        for record in synsets:
-            ident = int(np.asarray(record["ILSVRC2012_ID"]).ravel()[0])
-            if int(np.asarray(record["num_children"]).ravel()[0]) == 0:  # leaves are the 1000 classes
-                mapping[ident] = str(record["WNID"]).strip()
-        return mapping
+                f"{path} has no 'synsets' struct array ({e}); is it the ILSVRC2012 devkit's meta.mat? A text "
+                "map (wnid and ILSVRC2012_ID per line) works too"
+            ) from e
+        return {int(i): str(w).strip() for i, w, children in fields if int(children) == 0}  # the leaves
     mapping = {}
     lines = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
     for line_no, tokens in enumerate(lines, start=1):
@@ -477,124 +420,3 @@ def load_flat_val_labels(
             "set data.synset_map"
         )
     return read_devkit_val_labels(label_path, map_path), [label_path, map_path]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Subsets: N classes x K images per class, from a class list or a seed, without copying images.
-
-
-def imagenet100_classes() -> list[str]:
-    """The 100 wnids of ImageNet-100 (Tian et al. 2019, CMC; github.com/HobbitLong/CMC imagenet100.txt)."""
-    return read_class_list(resources.files("bn_inception.data") / IMAGENET100_FILE)
-
-
-def read_class_list(path) -> list[str]:
-    """WordNet ids, one per line (the first token of each line; blank lines and '#' comments skipped)."""
-    wnids = []
-    for line_no, line in enumerate(Path(str(path)).read_text().splitlines(), start=1):
-        token = line.split("#", 1)[0].strip().split()
-        if not token:
-            continue
-        if not WNID_RE.match(token[0]):
-            raise DatasetLayoutError(
-                f"{path} line {line_no}: {token[0]!r} is not a WordNet id like n01440764"
-            )
-        wnids.append(token[0])
-    if len(set(wnids)) != len(wnids):
-        raise DatasetLayoutError(f"{path} lists some WordNet ids twice")
-    if not wnids:
-        raise DatasetLayoutError(f"{path} lists no WordNet ids")
-    return wnids
-
-
-def choose_subset_classes(
-    available: Sequence[str], class_list: str | os.PathLike | None, num_classes: int | None, subset_seed: int
-) -> list[str]:
-    """Sorted wnids of the subset: from ``class_list`` ("imagenet100" or a file), else ``num_classes``
-    drawn from ``available`` with ``subset_seed`` (numpy's PCG64, reproducible across platforms)."""
-    if class_list:
-        chosen = imagenet100_classes() if str(class_list) == "imagenet100" else read_class_list(class_list)
-        if num_classes is not None and num_classes != len(chosen):
-            raise DatasetLayoutError(
-                f"num_classes={num_classes} but the class list {class_list} has {len(chosen)} classes; "
-                "set num_classes to null or match it"
-            )
-        return sorted(chosen)
-    if num_classes is None:
-        raise DatasetLayoutError(
-            "an ImageNet subset needs either data.classes (a class list) or data.num_classes"
-        )
-    if not 1 <= num_classes <= len(available):
-        raise DatasetLayoutError(f"num_classes={num_classes} but {len(available)} classes are available")
-    rng = np.random.default_rng([subset_seed, 0xC1A55])
-    return sorted(
-        np.asarray(sorted(available))[rng.choice(len(available), num_classes, replace=False)].tolist()
-    )
-
-
-def take_per_class(split: ImageFolderSplit, per_class: int | None, subset_seed: int) -> ImageFolderSplit:
-    """At most ``per_class`` images of each class, drawn per class with a seed derived from (subset_seed,
-    wnid), so a class's picks do not change when other classes are added or removed."""
-    if per_class is None:
-        return split
-    if per_class < 1:
-        raise DatasetLayoutError(f"images per class must be >= 1 or null (all), got {per_class}")
-    labels = np.asarray(split.labels)
-    by_class = np.argsort(labels, kind="stable")  # each class's members in their order in the split
-    ends = np.cumsum(np.bincount(labels, minlength=len(split.classes)))
-    keep = []
-    for label, (start, end) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends, strict=True)):
-        members = by_class[start:end]
-        if len(members) > per_class:
-            rng = np.random.default_rng([subset_seed, zlib.crc32(split.classes[label].encode())])
-            members = np.sort(members[rng.choice(len(members), per_class, replace=False)])
-        keep.append(members)
-    rows = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
-    return ImageFolderSplit(split.paths.take(rows), labels[rows], split.classes)
-
-
-_MANIFEST_HEADER = "# bn_inception ImageNet subset manifest: split<TAB>relative path<TAB>label\n"
-
-
-def _manifest_lines(splits: dict[str, ImageFolderSplit], root: Path) -> Iterator[bytes]:
-    yield _MANIFEST_HEADER.encode()
-    for name, split in splits.items():
-        relative = split.paths.root == str(root)  # stored relative to root already (always, from a listing)
-        for i in range(len(split)):
-            path = split.paths.relative(i) if relative else os.path.relpath(split.paths[i], root)
-            yield f"{name}\t{path}\t{int(split.labels[i])}\n".encode(errors="surrogateescape")
-
-
-def _digest_lines(lines: Iterable[bytes]) -> tuple[str, int]:
-    digest, count = hashlib.sha256(), 0
-    for line in lines:
-        digest.update(line)
-        count += line.count(b"\n")
-    return digest.hexdigest(), count
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            yield chunk
-
-
-def write_or_check_manifest(path: str | os.PathLike, splits: dict[str, ImageFolderSplit], root: Path) -> None:
-    """Write the subset's file list (paths relative to root, label) or, if it exists, check it matches.
-
-    A manifest that differs means the tree changed since it was written: the subset is not the same one.
-    Streamed both ways (a digest of the lines, never the whole text in memory).
-    """
-    path = Path(path).expanduser()
-    if path.is_file():
-        new, n_new = _digest_lines(_manifest_lines(splits, root))
-        old, n_old = _digest_lines(_file_chunks(path))
-        if old != new:
-            raise DatasetLayoutError(
-                f"subset manifest {path} does not match the subset chosen now from {root} "
-                f"({n_old - 1} vs {n_new - 1} entries); the tree or the subset settings "
-                "changed: delete the manifest to accept the new subset"
-            )
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda f: f.writelines(_manifest_lines(splits, root)))

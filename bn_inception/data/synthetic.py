@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bn_inception.data.matfile import write_mat
-
 QUIRKS = ("cmyk", "png_as_jpeg", "greyscale", "exif", "truncated", "empty", "not_image")
 UNREADABLE_QUIRKS = ("truncated", "empty", "not_image")
 LABEL_FILES = ("devkit", "devkit_text", "kaggle")
@@ -75,27 +73,22 @@ def _jpeg_bytes(img: Image.Image, quality: int, **kwargs) -> bytes:
 
 def quirk_bytes(quirk: str, img: Image.Image, quality: int) -> bytes:
     """The file content of one ImageNet quirk made from ``img``."""
-    if quirk == "cmyk":
-        return _jpeg_bytes(img.convert("CMYK"), quality)
     if quirk == "png_as_jpeg":
         buf = io.BytesIO()
         img.save(buf, "PNG")
         return buf.getvalue()
-    if quirk == "greyscale":
-        return _jpeg_bytes(img.convert("L"), quality)
     if quirk == "exif":
         exif = Image.Exif()
         exif[0x0112] = 6  # Orientation: rotate 90 CW to display; ImageNet loaders ignore it
         exif[0x010F] = "bn_inception synthetic camera"
         return _jpeg_bytes(img, quality, exif=exif.tobytes())
-    if quirk == "truncated":
-        data = _jpeg_bytes(img, quality)
-        return data[: len(data) // 2]
-    if quirk == "empty":
-        return b""
-    if quirk == "not_image":
-        return b"<html><body>404 Not Found</body></html>\n"
-    raise ValueError(f"unknown quirk {quirk!r}; valid: {', '.join(QUIRKS)}")
+    made = {"cmyk": lambda: _jpeg_bytes(img.convert("CMYK"), quality), "empty": lambda: b"",
+            "greyscale": lambda: _jpeg_bytes(img.convert("L"), quality),
+            "truncated": lambda: (data := _jpeg_bytes(img, quality))[: len(data) // 2],
+            "not_image": lambda: b"<html><body>404 Not Found</body></html>\n"}  # fmt: skip
+    if quirk not in made:
+        raise ValueError(f"unknown quirk {quirk!r}; valid: {', '.join(QUIRKS)}")
+    return made[quirk]()
 
 
 def _random_wnids(n: int, rng: np.random.Generator) -> list[str]:
@@ -205,29 +198,19 @@ def _write_label_files(
         (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text(
             "".join(f"{ids[w]}\n" for w in val_labels)
         )
-    if "devkit" in kinds:
-        leaves = [
-            {
-                "ILSVRC2012_ID": ids[w],
-                "WNID": w,
-                "words": f"class {w}",
-                "gloss": "synthetic",
-                "num_children": 0,
-            }
-            for w in sorted(wnids, key=ids.get)
+    if "devkit" in kinds:  # real meta.mat also lists 860 inner WordNet nodes (num_children > 0)
+        from scipy.io import savemat
+
+        rows = [(ids[w], w, f"class {w}", "synthetic", 0) for w in sorted(wnids, key=ids.get)]
+        rows += [(len(wnids) + 1 + k, f"n1{k:07d}", "inner node", "synthetic", 2) for k in range(2)]
+        fields = [
+            ("ILSVRC2012_ID", "f8"),
+            ("WNID", "O"),
+            ("words", "O"),
+            ("gloss", "O"),
+            ("num_children", "f8"),
         ]
-        # Real meta.mat also lists 860 inner WordNet nodes (num_children > 0) after the 1000 leaves.
-        inner = [
-            {
-                "ILSVRC2012_ID": len(wnids) + 1 + k,
-                "WNID": f"n1{k:07d}",
-                "words": "inner node",
-                "gloss": "synthetic",
-                "num_children": 2,
-            }
-            for k in range(2)
-        ]
-        write_mat(devkit / "meta.mat", {"synsets": leaves + inner})
+        savemat(devkit / "meta.mat", {"synsets": np.array(rows, dtype=fields)})
     if "devkit_text" in kinds:  # the ILSVRC2014+ devkit's map_clsloc.txt format: wnid, ID, name
         lines = [f"{w} {ids[w]} class_{w}\n" for w in sorted(wnids, key=ids.get)]
         (devkit / "map_clsloc.txt").write_text("".join(lines))

@@ -1,37 +1,22 @@
 """Training and evaluation transforms (Sec. 4.2.1 of the paper, GoogLeNet Sec. 6).
 
-Training: a random crop whose area is uniform in ``crop_scale`` of the image and whose aspect ratio is
-log-uniform in ``crop_ratio`` (GoogLeNet: 8%-100%, [3/4, 4/3]), resized to the model's input, a horizontal
-flip with probability 1/2, then photometric distortions of strength ``distortion``. Evaluation: resize the
-shorter side to ``input_size * 256 / 224`` and take the centre ``input_size`` square.
-
-Every random choice is drawn from :func:`bn_inception.data.rng.sample_uniforms`, so it is a pure function
-of (seed, epoch, sample index). The crop follows ``torchvision.transforms.RandomResizedCrop.get_params``
-exactly (ten attempts, then a central crop), only with our counter-based draws; the resampling is the
-antialiased bilinear of torchvision's RandomResizedCrop (the same torch kernel, called directly).
+Training: a random crop of ``crop_scale`` of the area with a log-uniform aspect ratio in ``crop_ratio``
+(GoogLeNet: 8%-100%, [3/4, 4/3]), resized to the input, flipped with probability 1/2, then photometric
+distortion. Evaluation: the shorter side to ``input_size * 256 / 224``, the centre square. Every random
+choice is drawn from :func:`bn_inception.data.rng.sample_uniforms`, a pure function of (seed, epoch, sample
+index); the crop is ``torchvision.transforms.RandomResizedCrop.get_params`` fed with those draws, resampled
+with its antialiased bilinear kernel.
 
 Where the paper is silent:
-- Interpolation: antialiased bilinear only; GoogLeNet mixed four interpolation methods at random, which the
-  BN paper never mentions.
-- Photometric distortions: the paper gives none. We use the colour distortion of TF-slim's Inception
-  preprocessing (``distort_color``, the pipeline of Google's Inception-v2/v3 code, which follows Howard 2013):
-  brightness +-32/255 (additive), saturation x[0.5, 1.5], hue +-0.2 of the colour circle, contrast
-  x[0.5, 1.5], applied in one of four orders chosen per sample, clipped to [0, 1] once at the end.
-  ``reduced`` (BN-x5 and up, Sec. 4.2.1 item 7) scales every range by ``reduced_strength`` (default 0.5).
-- Hue is rotated about the grey axis of RGB (a 3x3 matrix per sample), not through HSV as TF does: the
-  HSV round trip (``torchvision...adjust_hue``) costs ~2 ms per 224 px image on one core, and for moderate
-  angles the rotation moves hue the same way. Saturation is a blend with the luma grey and contrast a
-  blend with the image's mean grey (torchvision's definitions). All four ops are then affine in the
-  colour vector, so a sample's sequence is composed into one 3x3 matrix + offset and applied in a single
-  pass (see apply_photometric). Saturation and hue do not apply to single-channel images, which get
-  brightness and contrast only.
-- ImageNet mean/std: timm's IMAGENET_DEFAULT_MEAN/STD (the paper does not say how inputs are scaled).
-
-Output: uint8 images with the distortions applied, rounded to the nearest level. Normalisation
-``(x / 255 - mean) / std`` is not done here but on the training device, fused with the cast to float
-(:func:`bn_inception.data.device.to_model_input`), as timm's PrefetchLoader, DALI and FFCV do: loader
-workers then write and send a quarter of the bytes. Distortion ranges are in [0, 1] units (TF-slim's) and
-scaled by 255 where they are offsets on uint8 levels.
+- Interpolation: antialiased bilinear only (GoogLeNet mixed four methods; the BN paper never says).
+- Photometric distortions: TF-slim Inception's ``distort_color`` (after Howard 2013): brightness +-32/255,
+  saturation x[0.5, 1.5], hue +-0.2 of the colour circle, contrast x[0.5, 1.5], in one of four orders per
+  sample, clipped once at the end; ``reduced`` (BN-x5 and up, Sec. 4.2.1 item 7) scales every range by
+  ``reduced_strength``. Hue rotates about RGB's grey axis (not HSV: ~2 ms per 224 px image on one core),
+  saturation and contrast blend with grey as torchvision does: all four are affine in the colour vector, so
+  a sample's sequence is one 3x3 matrix + offset applied in one pass. Greyscale gets brightness and contrast.
+- Mean/std: timm's IMAGENET_DEFAULT_MEAN/STD, applied on the device (``to_model_input``): the output here
+  is uint8, rounded to the nearest level, so workers send a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -76,20 +61,12 @@ def eval_sizes(input_size: int) -> tuple[int, int]:
     224 -> (256, 224), the usual single-crop protocol; smaller inputs keep the same 256/224 ratio
     (28 -> (32, 28)).
     """
-    if input_size < 1:
-        raise ValueError(f"input_size must be a positive number of pixels, got {input_size}")
     return int(round(input_size * 256 / 224)), int(input_size)
 
 
 def distortion_strength(distortion: str, reduced_strength: float) -> float:
-    """Multiplier of the full photometric ranges for ``distortion`` in {full, reduced, none}."""
-    if distortion == "full":
-        return 1.0
-    if distortion == "reduced":
-        return float(reduced_strength)
-    if distortion == "none":
-        return 0.0
-    raise ValueError(f"distortion must be one of {', '.join(DISTORTIONS)}; got {distortion!r}")
+    """Multiplier of the full photometric ranges for ``distortion`` in DISTORTIONS."""
+    return {"full": 1.0, "reduced": float(reduced_strength), "none": 0.0}[distortion]
 
 
 def eval_crop_box(height: int, width: int, input_size: int) -> tuple[int, int, int, int]:
@@ -162,18 +139,14 @@ class TrainAugment:
             return None
         return tuple(t.float() for t in photometric_terms(photometric_params(u, self.strength), channels))
 
-    def finish(self, crops: torch.Tensor, u: np.ndarray, flipped: bool = False) -> torch.Tensor:
-        """Flip (unless ``flipped`` says the caller did) and distort a batch of resized crops (B, C, S, S),
-        uint8 or float in 0-255; returns uint8, rounded to the nearest level."""
-        if not flipped:
-            flip = torch.from_numpy(self.flips(u)).view(-1, 1, 1, 1)
-            crops = torch.where(flip, crops.flip(-1), crops)
+    def finish(self, crops: torch.Tensor, u: np.ndarray) -> torch.Tensor:
+        """Flip and distort a batch of resized crops (B, C, S, S), uint8 or float in 0-255; returns uint8,
+        rounded to the nearest level."""
+        crops = torch.where(torch.from_numpy(self.flips(u)).view(-1, 1, 1, 1), crops.flip(-1), crops)
         terms = self.colour_terms(u, crops.shape[1])
         if terms is None:
             return crops if crops.dtype == torch.uint8 else crops.round().clamp_(0, 255).to(torch.uint8)
-        x = crops.float()
-        matrix, offset = affine_for_means(*terms, x.mean(dim=(2, 3)), scale=255.0)
-        return apply_affine_colour(x, matrix, offset).clamp_(0, 255).round_().to(torch.uint8)
+        return apply_colour(crops.float(), *terms).round_().to(torch.uint8)
 
     def finish_crops(self, crops: Sequence[torch.Tensor], u: np.ndarray) -> torch.Tensor:
         """:meth:`finish` for a list of uint8 (C, S, S) crops laid out channels-last (torch's resize
@@ -245,44 +218,22 @@ def photometric_params(u: np.ndarray, strength: float) -> dict[str, torch.Tensor
 
 
 def apply_photometric(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Apply per-sample brightness/saturation/hue/contrast in the sample's order; clip to [0, 1] once.
-
-    ``x`` is (B, C, H, W) float in [0, 1]. Every op is affine in the colour vector (contrast's reference
-    level is the image's mean grey, itself affine in the channel means), so a sample's whole sequence is
-    one 3x3 matrix and offset, composed on tiny tensors and applied in a single pass: ~5x cheaper than
-    running the four ops over the image, and with per-sample factors, which torchvision's functional ops
-    (one scalar factor per call) do not offer.
-    """
-    matrix, offset = photometric_affine(params, x.mean(dim=(2, 3)))
-    return apply_affine_colour(x, matrix, offset).clamp_(0.0, 1.0)
+    """Per-sample brightness/saturation/hue/contrast in the sample's order on (B, C, H, W) floats in [0, 1],
+    clipped once: one 3x3 matrix and offset per sample (~5x cheaper than four passes, and per-sample
+    factors, which torchvision's functional ops do not take)."""
+    return apply_colour(x, *photometric_terms(params, x.shape[1]), scale=1.0)
 
 
-def apply_affine_colour(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """matrix (B, C, C) @ colour + offset (B, C) at every pixel of x (B, C, H, W)."""
+def apply_colour(
+    x: torch.Tensor, matrix: torch.Tensor, base: torch.Tensor, from_mean: torch.Tensor, scale: float = 255.0
+) -> torch.Tensor:
+    """The distortion of :func:`photometric_terms` on float (B, C, H, W) images in [0, ``scale``] (255:
+    uint8 levels), clipped to [0, ``scale``]."""
     b, c, h, w = x.shape
-    out = torch.bmm(matrix.to(x.dtype), x.reshape(b, c, h * w)).reshape(b, c, h, w)
-    return out.add_(offset.to(x.dtype).view(b, c, 1, 1))
-
-
-def photometric_affine(
-    params: dict[str, torch.Tensor], channel_means: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(matrix (B, C, C), offset (B, C)) of each sample's distortion sequence for images in [0, 1] with
-    these channel means; see :func:`photometric_terms`."""
-    return affine_for_means(*photometric_terms(params, channel_means.shape[1]), channel_means)
-
-
-def affine_for_means(
-    matrix: torch.Tensor,
-    base: torch.Tensor,
-    from_mean: torch.Tensor,
-    channel_means: torch.Tensor,
-    scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(matrix, offset) of :func:`photometric_terms` for images with these channel means (B, C), pixel
-    values in [0, ``scale``] (1: [0, 1] units; 255: uint8 levels)."""
-    means = channel_means.to(from_mean.dtype).unsqueeze(-1)
-    return matrix, base * scale + (from_mean @ means).squeeze(-1)
+    means = x.mean(dim=(2, 3)).to(from_mean.dtype).unsqueeze(-1)
+    offset = (base * scale + (from_mean @ means).squeeze(-1)).to(x.dtype)
+    y = torch.bmm(matrix.to(x.dtype), x.reshape(b, c, h * w)).reshape(b, c, h, w)
+    return y.add_(offset.view(b, c, 1, 1)).clamp_(0.0, scale)
 
 
 def photometric_terms(params: dict[str, torch.Tensor], channels: int) -> tuple[torch.Tensor, ...]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from bn_inception import cli
 from bn_inception.config import register_configs
 from bn_inception.data import DataSplits, build_datasets, imagenet100_classes
 from bn_inception.data.build import default_workers
@@ -91,12 +92,7 @@ def test_augment_false_trains_on_what_evaluation_sees(idx_root):
     "bad, message",
     [
         ({"name": "cifar"}, "unknown dataset 'cifar'"),
-        ({"val_labels": "x"}, "data=fashion_mnist does not take 'val_labels'"),
-        ({"distortion": "heavy"}, "distortion must be one of full, reduced, none"),
-        ({"shuffle": "thorough"}, "shuffle must be one of global, shard"),
         ({"crop_scale": [0.5, 2.0]}, "at most 1.0"),
-        ({"crop_ratio": [1.5, 1.0]}, "low <= high"),
-        ({"decode": "nvjpeg"}, "data.decode must be one of auto, cpu, gpu"),
         ({"decode": "gpu"}, "data.decode=gpu decodes image files; this dataset is held in memory"),
     ],
 )
@@ -104,6 +100,23 @@ def test_bad_values_fail_at_build_time(idx_root, bad, message):
     kwargs = {"name": "fashion_mnist", "root": str(idx_root), **bad}
     with pytest.raises(ValueError, match=message):
         build_datasets(**kwargs, seed=0)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("data.distortion=heavy", "data.distortion=heavy is not valid; use one of: full, reduced, none"),
+        ("data.shuffle=thorough", "data.shuffle=thorough is not valid; use one of: global, shard"),
+        ("data.decode=nvjpeg", "data.decode=nvjpeg is not valid; use one of: auto, cpu, gpu"),
+        ("data.crop_ratio=[1.5,1.0]", "data.crop_ratio=[1.5,1.0] is not valid; give [low, high]"),
+        ("data.val_labels=x", "data.val_labels is not a config key"),
+    ],
+)
+def test_values_build_datasets_takes_as_checked_are_refused_by_the_schema(capsys, override, expected):
+    """build_datasets does not check these again: the schema refuses them before anything runs."""
+    with pytest.raises(SystemExit):
+        cli.preflight("train", ["data=fashion_mnist", override])
+    assert capsys.readouterr().err.strip().startswith(f"error: {expected}")
 
 
 def test_decode_gpu_needs_a_cuda_device(make_tree):

@@ -9,29 +9,23 @@ import pytest
 import torch
 
 from bn_inception.data import BadImageError, build_datasets, to_model_input
-from bn_inception.data.packed import PackedPaths, PathPacker
+from bn_inception.data.packed import PackedPaths, concat, pack
 
 
 def test_packed_paths_round_trip_any_file_name():
     paths = ["/data/train/n01440764/a.JPEG", "/données/ü/b.jpeg", "c.png"]
-    packed = PackedPaths(paths)
+    packed = PackedPaths.of(paths)
     assert len(packed) == 3 and list(packed) == paths and packed[1:] == paths[1:]
     assert paths[1] in packed and pickle.loads(pickle.dumps(packed))[1] == paths[1]
-    assert len(PackedPaths([])) == 0
+    assert list(pickle.loads(pickle.dumps(packed.take([2, 0])))) == [paths[2], paths[0]]
+    assert len(PackedPaths.of([])) == 0
 
 
-def test_a_listed_folder_packs_to_the_same_paths_as_one_by_one():
+def test_folders_packed_one_by_one_join_to_the_same_paths():
     names = ["a.JPEG", "ü b.jpeg", os.fsdecode(b"\xff-not-utf8.png")]  # any byte string a file system holds
-    one_by_one, by_folder = PathPacker(), PathPacker()
-    for name in names:
-        one_by_one.add(os.path.join("train/n01", name))
-    one_by_one.add("val/x.JPEG")
-    by_folder.add_folder("train/n01", names)
-    by_folder.add_folder("train/n02", [])
-    by_folder.add("val/x.JPEG")
+    parts = [pack(f"train/n01/{n}" for n in names), pack([]), pack(["val/x.JPEG"])]
     expected = [*(f"/r/train/n01/{n}" for n in names), "/r/val/x.JPEG"]
-    for packer in (one_by_one, by_folder):
-        assert list(PackedPaths.from_arrays(*packer.arrays(), root="/r")) == expected
+    assert list(PackedPaths(*concat(parts), root="/r")) == expected
 
 
 def test_file_dataset_augmentation_is_reproducible_across_instances(make_tree):

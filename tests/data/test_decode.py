@@ -11,12 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bn_inception.data import decode
 from bn_inception.data.decode import (
     BadImageError,
     decode_image_file,
     draft_scale,
-    jpeg_layout,
     load_image_crop,
     load_image_region,
 )
@@ -88,8 +86,8 @@ def test_reduced_size_decoding_serves_the_region_at_lower_cost(tmp_path):
     tensor, (top, left, h, w) = load_image_region(
         path, lambda h, w: (100, 200, 400, 400), lambda h, w: (90, 90)
     )
-    # 1/4 scale: the 400 px region still has 100 >= 90 px; rows below the region (+16) are not decoded.
-    assert tensor.shape == (3, -(-(500 + 16) // 4), 200)
+    # 1/4 scale: the 400 px region still has 100 >= 90 px.
+    assert tensor.shape == (3, 150, 200)
     assert (top, left, h, w) == (25, 50, 100, 100)
     full = _rgb(decode_image_file(path))[100:500, 200:600].mean(axis=(0, 1))
     small = tensor[:, 25:125, 50:150].double().mean(dim=(1, 2)).numpy()
@@ -126,45 +124,6 @@ def _jpeg(img: Image.Image, **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90, **kwargs)
     return buf.getvalue()
-
-
-def test_jpeg_layout_reads_size_kind_and_completeness(picture):
-    data = _jpeg(picture)
-    layout = jpeg_layout(data)
-    assert (layout.height, layout.width, layout.components) == (90, 120, 3)
-    assert layout.sequential and layout.complete
-    assert data[layout.height_at : layout.height_at + 2] == (90).to_bytes(2, "big")
-    assert jpeg_layout(_jpeg(picture, progressive=True)).sequential is False
-    assert jpeg_layout(_jpeg(picture.convert("L"))).components == 1
-    assert jpeg_layout(data[: len(data) // 2]).complete is False
-    assert jpeg_layout(b"<html>") is None and jpeg_layout(b"") is None
-
-
-@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4", "4:2:2"])
-def test_decoding_only_the_rows_above_a_crop_gives_the_same_pixels(tmp_path, monkeypatch, subsampling):
-    """The frame-height cut (Pillow decodes, reduced scale or not) leaves the crop bit-identical."""
-    rng = np.random.default_rng(3)
-    img = render_image(2, 4, 1000, 760, rng, noise=12.0)
-    path = _write(tmp_path, "tall.JPEG", _jpeg(img, subsampling=subsampling))
-    cut_rows, original = [], decode.rows_only
-
-    def spy(data, layout, rows):
-        out = original(data, layout, rows)
-        cut_rows.append(out is not data)
-        return out
-
-    boxes = [
-        (int(rng.integers(0, 250)), int(rng.integers(0, 400)), int(rng.integers(400, 460)), 500)
-        for _ in range(6)
-    ]
-    for top, left, h, w in boxes:
-        for need in (w / 2.5, w / 5, w / 9):  # 1/2, 1/4, 1/8 scale: Pillow decodes these
-            args = (path, lambda H, W, b=(top, left, h, w): b, lambda hh, ww, n=need: (n, n))
-            monkeypatch.setattr(decode, "rows_only", spy)
-            cut = load_image_crop(*args)
-            monkeypatch.setattr(decode, "rows_only", lambda data, layout, rows: data)
-            assert torch.equal(cut, load_image_crop(*args))
-    assert all(cut_rows) and len(cut_rows) == 18
 
 
 def test_a_truncated_jpeg_stays_unreadable_whatever_the_crop(tmp_path, picture):

@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 import timm
 
-from bn_inception.data.imagenet import (
-    DatasetLayoutError,
-    ImageFolderSplit,
+from bn_inception.data.imagenet import DatasetLayoutError, ImageFolderSplit, read_synset_map, scan_imagenet
+from bn_inception.data.subset import (
     choose_subset_classes,
     imagenet100_classes,
-    read_synset_map,
-    scan_imagenet,
     take_per_class,
     write_or_check_manifest,
 )
