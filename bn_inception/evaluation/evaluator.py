@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -384,7 +384,7 @@ def evaluate_checkpoints(
         "img_per_s": predictions.images / predictions.seconds if predictions.seconds else None,
         "seconds": predictions.seconds,
         "environment": environment(device, 1),
-        "ensemble_gains": [g.to_dict() for g in gains],
+        "ensemble_gains": [asdict(g) for g in gains],
     }
     if options.per_image:
         meta["per_image"] = per_image(predictions)

@@ -75,9 +75,6 @@ class Gain:
     top5_gain_ci: tuple[float, float]
     images: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 def build_rows(
     members: Sequence[Any],

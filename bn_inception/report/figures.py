@@ -71,12 +71,7 @@ def save_figure(figure: Figure, stem: Path) -> list[Path]:
 
 
 def _plot_curve(ax, curve: Curve, label: str, color: str) -> None:
-    ax.plot(
-        curve.steps,
-        curve.mean,
-        color=color,
-        label=label + (f" (n={curve.n_runs})" if curve.n_runs > 1 else ""),
-    )
+    ax.plot(curve.steps, curve.mean, color=color, label=label + (f" (n={curve.n_runs})" * (curve.n_runs > 1)))
     if curve.n_runs > 1:
         ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
 
