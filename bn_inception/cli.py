@@ -25,7 +25,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bn_inception.config import SCHEMAS, ConfigError, did_you_mean, field_of, register_configs, validate
+from bn_inception.config import (
+    SAME_RUN_KEYS,
+    SCHEMAS,
+    ConfigError,
+    did_you_mean,
+    field_of,
+    register_configs,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -262,14 +270,14 @@ def _one_line(e: BaseException) -> str:
 def run_subdir(name: str, seed: int, overrides: Sequence[str], exclude: Sequence[str]) -> str:
     """A sweep job's directory below the sweep: ``<name>/<choices>/seed<k>``, ``<choices>`` the overrides
     that make this job differ from the experiment (``model.norm:ghost+optim.lr_mult:10``), without the
-    keys in ``exclude`` and without group options that are the defaults (``data=fashion_mnist``). The
+    keys in ``exclude`` or ``config.SAME_RUN_KEYS`` and without group options that are the defaults. The
     characters are ones no shell or Hydra override needs quoted: a printed path can be pasted as it is."""
     defaults = default_choices()
     items = []
     for item in sorted(str(o) for o in overrides):
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
-        if key in exclude or key.startswith("hydra") or defaults.get(key) == value:
+        if key in exclude or key in SAME_RUN_KEYS or key.startswith("hydra") or defaults.get(key) == value:
             continue
         items.append(f"{key}:{_safe(value)}")
     return "/".join([name, *(["+".join(items)] if items else []), f"seed{seed}"])

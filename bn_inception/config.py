@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -429,19 +431,61 @@ def register_configs() -> None:
 # ------------------------------------------------------------------------------- derived values
 
 
-def effective_lr(optim: Mapping[str, Any]) -> float:
+def effective_lr(optim: OptimConfig) -> float:
     """The initial learning rate: ``optim.lr`` when set, else ``base_lr x lr_mult`` (the paper's x5, x30)."""
-    return float(optim["lr"]) if optim.get("lr") is not None else optim["base_lr"] * optim["lr_mult"]
+    return float(optim.lr) if optim.lr is not None else optim.base_lr * optim.lr_mult
 
 
-def effective_weight_decay(optim: Mapping[str, Any]) -> float:
+def effective_weight_decay(optim: OptimConfig) -> float:
     """L2 weight: ``base_weight_decay x weight_decay_factor`` (BN-x5 and up: w/5, Sec. 4.2.1 mod 3)."""
-    return optim["base_weight_decay"] * optim["weight_decay_factor"]
+    return optim.base_weight_decay * optim.weight_decay_factor
 
 
-def switch(value: Any) -> str:
-    """A :data:`SWITCH` key in any spelling (``True``, ``"true"``, ``"auto"``) -> auto | true | false."""
-    return str(value).lower()
+def train_config(cfg: Mapping[str, Any]) -> TrainConfig:
+    """A composed ``train.py`` config (plain containers, resolved) checked (:func:`validate`) and typed: what
+    ``bn_inception.engine.trainer.train`` takes."""
+    validate(cfg, TrainConfig)
+    sections = {
+        name: section_schema(name, cfg[name])(**cfg[name])
+        for name in ("model", "data", "optim", "schedule", "trainer")
+    }
+    return TrainConfig(**{**cfg, **sections})
+
+
+# ------------------------------------------------------------------------------------ run identity
+
+#: Keys that change where a run is, how long or how verbosely it goes, or how fast, not what it computes: a
+#: run resumed with other values of these is the same run (e.g. continued to a larger trainer.max_steps),
+#: and they do not name a sweep job's directory (``bn_inception.cli.run_subdir``).
+SAME_RUN_KEYS = frozenset(
+    {"resume", "data.root", "data.workers", "data.index", "data.decode", "trainer.max_steps",
+     "trainer.eval_every", "trainer.eval_limit", "trainer.eval_batch_size", "trainer.log_every",
+     "trainer.progress", "trainer.probe_images", "trainer.target_top1", "trainer.device", "trainer.compile",
+     "trainer.finite_check"}
+)  # fmt: skip
+
+
+def identity_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to ``section.key`` without :data:`SAME_RUN_KEYS`: what must match to resume."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(identity_config(value, f"{prefix}{key}."))
+        elif f"{prefix}{key}" not in SAME_RUN_KEYS:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """A stable digest of what the run computes (its identity config), for results.json and resume checks."""
+    text = json.dumps(identity_config(config), sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every identity key that differs between two resolved configs."""
+    a, b = identity_config(old), identity_config(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
 # --------------------------------------------------------------------------------------- validation

@@ -28,13 +28,6 @@ TYPICAL_UNIT = "unit0"
 _MAX_QUANTILE_ELEMENTS = 1 << 22
 
 
-def open_writer(run_dir: str, purge_step: int | None = None) -> SummaryWriter:
-    """The run's writer. ``purge_step`` (on resume: the resumed step + 1) hides the events an interrupted
-    segment wrote at steps >= it."""
-    # flush_secs=10: the default 120 s could lose two minutes of scalars on SIGKILL.
-    return SummaryWriter(log_dir=run_dir, purge_step=purge_step, flush_secs=10)
-
-
 def run_hparams(config: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
     """The keys that say what a run is, in the order TensorBoard's HParams dashboard shows them: the
     experiment, seed and dataset, then the paper's levers (Sec. 4.2.1): BN, nonlinearity, initial lr, L2

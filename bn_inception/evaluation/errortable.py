@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bn_inception.engine.runinfo import write_json_atomic
+from bn_inception import files
 from bn_inception.evaluation import paper
 from bn_inception.evaluation.evaluator import Gain, Row
 
@@ -128,7 +128,7 @@ def per_class_markdown(rows: Sequence[Row]) -> str:
 
 def write_json(path: str | Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
     """``{"rows": [...], **meta}`` written atomically (a reader never sees half a file)."""
-    write_json_atomic(path, {"rows": [_json_safe(r.to_dict()) for r in rows], **_json_safe(meta)})
+    files.write_json(path, {"rows": [_json_safe(r.to_dict()) for r in rows], **_json_safe(meta)})
 
 
 def _json_safe(value: Any) -> Any:

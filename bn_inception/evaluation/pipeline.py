@@ -35,8 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bn_inception.config import EvalConfig, index_range_of
-from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device
-from bn_inception.engine.runinfo import environment
+from bn_inception.engine.precision import environment, resolve_amp, resolve_channels_last, resolve_device
 from bn_inception.evaluation.crops import CROP_COUNTS, crop_resize_sizes, make_crops
 from bn_inception.evaluation.ensemble import TOPK
 from bn_inception.evaluation.evaluator import (
