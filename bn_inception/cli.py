@@ -71,6 +71,14 @@ def preflight(app: str, argv: Sequence[str] | None = None, config_dir: Path = CO
         _refuse(explain_composition_error(e, args.overrides, SCHEMAS[app]))
 
 
+#: Sweepers whose jobs the pre-flight expands (as Hydra's basic sweeper); any other is given the checked base
+#: config and its own syntax (hydra-optuna-sweeper's ``interval(1,10)``, ``tag(log, ...)``).
+BASIC_SWEEPERS = (
+    "hydra_plugins.bn_inception_sweeps.SummarySweeper",
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+)
+
+
 def compose_jobs(config_name: str, overrides: Sequence[str], multirun: bool, config_dir: Path) -> list[Any]:
     """The config of every job the command line launches (one without ``-m``), as Hydra composes them."""
     from hydra import initialize_config_dir
@@ -84,8 +92,8 @@ def compose_jobs(config_name: str, overrides: Sequence[str], multirun: bool, con
         hydra = GlobalHydra.instance().hydra
         mode = RunMode.MULTIRUN if multirun else RunMode.RUN
         base = hydra.compose_config(config_name, list(overrides), run_mode=mode, from_shell=True)
-        if not multirun:
-            return [base]
+        if not multirun or base.hydra.sweeper._target_ not in BASIC_SWEEPERS:
+            return [base]  # another sweeper's syntax (optuna's interval(), tag()) is its own to expand
         # As Hydra's BasicSweeper: the config's hydra.sweeper.params first, the command line on top; the
         # config loader expands glob() over a group's options.
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
