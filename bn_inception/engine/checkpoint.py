@@ -12,12 +12,14 @@ place leaves it to continue from. After a kill at any instant the pair can be on
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import logging
 import os
 import random
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,6 +29,7 @@ import torch
 from timm.models import clean_state_dict
 from torch import nn
 
+from bn_inception.config import SAME_RUN_KEYS
 from bn_inception.files import write_atomically
 
 log = logging.getLogger(__name__)
@@ -192,6 +195,29 @@ def reconcile_checkpoints(ckpt_dir: Path, last: dict[str, Any] | None) -> list[s
         f"{best_path} holds step {have} but the run's best is step {best_step}, whose weights are not on "
         f"disk any more; best.pt is left as it is"
     ]
+
+
+def identity_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to ``section.key`` without ``config.SAME_RUN_KEYS``: what must match to resume."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(identity_config(value, f"{prefix}{key}."))
+        elif f"{prefix}{key}" not in SAME_RUN_KEYS:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """A stable digest of what the run computes (its identity config), for results.json and resume checks."""
+    text = json.dumps(identity_config(config), sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every identity key that differs between two resolved configs."""
+    a, b = identity_config(old), identity_config(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
 # ------------------------------------------------------------------------------------------ models

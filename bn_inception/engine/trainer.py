@@ -28,18 +28,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import bn_inception  # noqa: F401  (registers the models with timm)
-from bn_inception.config import (
-    OptimConfig,
-    TrainConfig,
-    config_differences,
-    config_digest,
-    effective_lr,
-    effective_weight_decay,
-)
+from bn_inception.config import OptimConfig, TrainConfig, effective_lr, effective_weight_decay
 from bn_inception.data import DataSplits, build_datasets, build_eval_loader, build_train_loader
 from bn_inception.engine import tblog
 from bn_inception.engine.checkpoint import (
     CheckpointError,
+    config_differences,
+    config_digest,
     load_checkpoint,
     reconcile_checkpoints,
     restore_rng_state,
