@@ -213,12 +213,8 @@ class SyntheticConfig(DataConfig):
 
 
 SECTIONS = ("model", "data", "optim", "schedule", "trainer")  # of train.py's config
-DATA_SCHEMAS: dict[str, type[DataConfig]] = {
-    "imagenet": ImageNetConfig,
-    "imagenet_subset": ImageNetSubsetConfig,
-    "fashion_mnist": FashionMNISTConfig,
-    "synthetic": SyntheticConfig,
-}
+_DATA = (ImageNetConfig, ImageNetSubsetConfig, FashionMNISTConfig, SyntheticConfig)
+DATA_SCHEMAS: dict[str, type[DataConfig]] = dict(zip(DATASETS, _DATA, strict=True))
 
 
 @dataclass
