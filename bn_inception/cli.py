@@ -313,25 +313,6 @@ def _register_resolvers() -> None:
 _register_resolvers()  # also in a launcher's worker processes, which import this module with the job
 
 
-def sweep_summary(sweep: Path, run_dirs: Sequence[Path] = ()) -> int:
-    """The end of ``train.py -m`` (hydra_plugins/bn_inception_sweeps.py): one table of every run of the
-    sweep, printed and written to ``<sweep dir>/sweep_summary.md``, and where the report and TensorBoard
-    are. ``run_dirs`` are the sweep's jobs: those without ``results.json`` get a row too. Returns the number
-    of runs that did not complete (or diverge: a result)."""
-    from bn_inception.evaluation.sweep_table import sweep_markdown, sweep_rows, sweep_text
-
-    if not sweep.is_dir():
-        return len(run_dirs)
-    rows = sweep_rows(sweep, run_dirs)
-    (sweep / "sweep_summary.md").write_text(sweep_markdown(rows))
-    log.info(
-        "sweep %s:\n%s\n  table:       %s\n  report:      %s\n  TensorBoard: tensorboard --logdir %s",
-        sweep, sweep_text(rows), sweep / "sweep_summary.md",
-        command("scripts/report.py", shlex.quote(str(sweep))), shlex.quote(str(sweep)),
-    )  # fmt: skip
-    return sum(1 for r in rows if r[1] != "completed" and not r[1].startswith("diverged"))
-
-
 # -------------------------------------------------------------------------------- console scripts
 
 

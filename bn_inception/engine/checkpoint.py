@@ -11,6 +11,7 @@ place leaves it to continue from. After a kill at any instant the pair can be on
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -29,36 +30,18 @@ import torch
 from timm.models import clean_state_dict
 from torch import nn
 
-from bn_inception.config import SAME_RUN_KEYS
+from bn_inception.config import SAME_RUN_KEYS, InceptionModelConfig, MLPModelConfig
 from bn_inception.files import write_atomically
 
 log = logging.getLogger(__name__)
 
-#: The networks a checkpoint may name, and the keyword arguments it may give them: a checkpoint cannot make
+#: The networks a checkpoint may name, and the keyword arguments it may give them: the model schemas' keys and
+#: what the data decide (plus a converted checkpoint's preprocessing facts), so that a checkpoint cannot make
 #: ``timm.create_model`` open files (``checkpoint_path``, ``pretrained``) or take anything else.
 MODELS = ("bn_inception", "bn_inception_small", "bn_mlp")
 MODEL_ARGS = frozenset(
-    {
-        "num_classes",
-        "in_chans",
-        "img_size",
-        "drop_rate",
-        "norm",
-        "ghost_batch_size",
-        "act",
-        "lrn",
-        "stem",
-        "table",
-        "pool",
-        "init_scale",
-        "last_bn",
-        "bn_eps",
-        "bn_momentum",
-        "width_mult",
-        "global_pool",
-        "pretrained_cfg_overlay",  # preprocessing facts (mean, std) of a converted checkpoint; opens nothing
-    }
-)
+    f.name for s in (InceptionModelConfig, MLPModelConfig) for f in dataclasses.fields(s)
+) - {"name"} | {"num_classes", "in_chans", "img_size", "global_pool", "pretrained_cfg_overlay"}
 
 
 class CheckpointError(RuntimeError):

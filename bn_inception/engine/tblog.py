@@ -89,19 +89,12 @@ def write_hparams(writer: SummaryWriter, hparams: Mapping[str, Any]) -> None:
 
 def write_compare_layout(writer: SummaryWriter) -> None:
     """A custom-scalars layout that overlays every run's validation curves (a sweep on one chart)."""
-    writer.add_custom_scalars(
-        {
-            "Compare runs": {
-                "val top-1 (%)": ["Multiline", [r"val/top1"]],
-                "val top-5 (%)": ["Multiline", [r"val/top5"]],
-                "train loss": ["Multiline", [r"train/loss"]],
-                "learning rate": ["Multiline", [r"train/lr"]],
-            },
-            "Nonlinearity inputs (Figure 1)": {
-                "percentiles 15/50/85": ["Multiline", [r"act/.*"]],
-            },
-        }
-    )
+    charts = {"val top-1 (%)": "val/top1", "val top-5 (%)": "val/top5", "train loss": "train/loss",
+              "learning rate": "train/lr"}  # fmt: skip
+    writer.add_custom_scalars({
+        "Compare runs": {title: ["Multiline", [tag]] for title, tag in charts.items()},
+        "Nonlinearity inputs (Figure 1)": {"percentiles 15/50/85": ["Multiline", [r"act/.*"]]},
+    })  # fmt: skip
 
 
 def write_scalars(writer: SummaryWriter, scalars: Mapping[str, float], step: int) -> None:
