@@ -17,6 +17,8 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -99,11 +101,7 @@ def train(
             try:
                 status = train_loop(run)
             except BaseException:
-                try:  # a crash or an error: results.json says so; the last good checkpoint and logs stay
-                    run.progress.close()
-                    write_results(run, "failed")
-                except Exception:  # noqa: BLE001 - the original error is the one to report
-                    log.debug("could not record the failure", exc_info=True)
+                record_failure(run)
                 raise
             results = finish(run, status)
     finally:
@@ -111,6 +109,22 @@ def train(
     if status == "interrupted":
         stop.pass_on()  # submitit's requeue, now that the run is saved and its directory released
     return results
+
+
+def record_failure(run: Run) -> None:
+    """A crash or an error: results.json says so; the last good checkpoint and logs stay. torch's SIGCHLD
+    handler raises in this thread whenever a child exits while a loader worker is known dead (the error
+    being recorded, often), so it waits until the record is written."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGCHLD, signal.SIG_DFL) if main else None
+    try:
+        run.progress.close()
+        write_results(run, "failed")
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        log.debug("could not record the failure", exc_info=True)
+    finally:
+        if main:
+            signal.signal(signal.SIGCHLD, handler)
 
 
 @contextmanager
