@@ -1,8 +1,5 @@
-"""Data: ImageNet (+ subsets), Fashion-MNIST, synthetic ImageNet-layout trees; Sec. 4.2.1 transforms;
-loaders with the paper's two shuffling regimes, exact resume and unreadable-image accounting.
-
-Loaders yield uint8 images (or, with ``data.decode=gpu``, an EncodedBatch); ``to_model_input`` makes the
-model's normalised float input from them on the device. Every consumer calls it.
+"""Data: ImageNet (+ subsets), Fashion-MNIST, synthetic trees; Sec. 4.2.1 transforms; loaders. Loaders yield
+uint8 images (or an EncodedBatch); every consumer makes the model's input with ``to_model_input``.
 """
 
 from bn_inception.data.build import DATASETS, DataSplits, build_datasets
