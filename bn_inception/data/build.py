@@ -24,7 +24,6 @@ from bn_inception.data.subset import choose_subset_classes, take_per_class, writ
 from bn_inception.data.synthetic import make_synthetic_imagenet
 from bn_inception.data.transforms import TrainAugment, distortion_strength
 
-DATASETS = ("imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
 DEFAULT_IMAGENET_ROOT = "data/imagenet"  # relative to the working directory (the repo's ignored data/)
 
 
@@ -70,7 +69,7 @@ def build_datasets(
     """Train/val datasets with the Sec. 4.2.1 transforms; other keys go to ``_build_<name>``.
     ``augment=False`` trains on the images as evaluation sees them (Sec. 4.1's MNIST)."""
     if name not in _BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(_BUILDERS)}")
     if float(crop_scale[1]) > 1.0:
         raise ValueError(
             f"data.crop_scale is a fraction of the image area, at most 1.0; got {list(crop_scale)}"
@@ -78,7 +77,7 @@ def build_datasets(
     splits = _BUILDERS[name](root=root, input_size=int(input_size), **dataset_kwargs)
     strength = distortion_strength(distortion, reduced_strength) if augment else 0.0
     scale, ratio = tuple(map(float, crop_scale)), tuple(map(float, crop_ratio))
-    splits.train.enable_training(TrainAugment(int(input_size), scale, ratio, strength, int(seed), augment))
+    splits.train.augment = TrainAugment(int(input_size), scale, ratio, strength, int(seed), augment)
     splits.decode_on_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
     for split in (splits.train, splits.val):
         split.decode_on_device = splits.decode_on_device

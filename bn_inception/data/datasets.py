@@ -53,16 +53,11 @@ class _BaseImageDataset(Dataset, ABC):
         self.classes = list(classes)
         self.input_size = int(input_size)
         self.mean, self.std = tuple(mean), tuple(std)  # the model's normalisation (applied on the device)
-        self.augment = augment  # None: evaluation transform
-        self.default_on_bad = "substitute" if augment is not None else "raise"
+        self.augment = augment  # None: evaluation transform (set by build_datasets for training)
 
     @property
-    def train(self) -> bool:
-        return self.augment is not None
-
-    def enable_training(self, augment: TrainAugment) -> None:
-        self.augment = augment
-        self.default_on_bad = "substitute"
+    def default_on_bad(self) -> str:  # a training image is replaced, an evaluation image raises
+        return "substitute" if self.augment is not None else "raise"
 
     def __len__(self) -> int:
         return len(self.labels)

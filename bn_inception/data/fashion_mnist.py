@@ -52,19 +52,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return body.reshape(dims)
 
 
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzipped if the name ends in .gz); for tests and tools."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    payload = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(payload)
-
-
-def _cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bn_inception" / "fashion_mnist"
-
-
 def _find_idx(folder: Path, stem: str) -> Path | None:
     for sub in ("", "FashionMNIST/raw", "raw"):
         for name in (stem + ".gz", stem):
@@ -90,16 +77,6 @@ def _load_from(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | N
     return out
 
 
-def _download(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    from torchvision.datasets import FashionMNIST
-
-    out = {}
-    for split in ("train", "test"):
-        ds = FashionMNIST(str(folder), train=split == "train", download=True)
-        out[split] = (ds.data.to(torch.uint8), ds.targets.to(torch.int64))
-    return out
-
-
 def load_fashion_mnist(
     root: str | os.PathLike | None = None, download: bool = True
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -116,11 +93,18 @@ def load_fashion_mnist(
     if found is not None:
         return found
     tried.append(f"{DEBIAN_PATH} (install Debian's dataset-fashion-mnist)")
-    target = Path(root).expanduser() if root is not None else _cache()
+    from bn_inception.data.build import cache_dir  # at call time: build imports this module
+
+    target = Path(root).expanduser() if root is not None else cache_dir() / "fashion_mnist"
     if download:
         try:
+            from torchvision.datasets import FashionMNIST
+
             log.info("downloading Fashion-MNIST with torchvision into %s", target)
-            return _download(target)
+            sets = {
+                s: FashionMNIST(str(target), train=s == "train", download=True) for s in ("train", "test")
+            }
+            return {s: (d.data.to(torch.uint8), d.targets.to(torch.int64)) for s, d in sets.items()}
         except Exception as e:  # noqa: BLE001 - any download failure becomes the one-line error below
             tried.append(f"torchvision download into {target} ({type(e).__name__}: {str(e).splitlines()[0]})")
     else:

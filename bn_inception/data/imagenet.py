@@ -54,22 +54,17 @@ def _preview(items: Sequence[str], n: int = 5) -> str:
 
 
 def _unreadable(path: str, e: OSError) -> DatasetLayoutError:
+    why = f"cannot list folder {path}: {e.strerror or e}"
     if e.errno in (errno.EACCES, errno.EPERM):
-        why = (
-            f"cannot read folder {path}: permission denied; give the user running this read and execute "
-            f"access to it (e.g. chmod -R a+rX {path})"
-        )
+        why = f"cannot read folder {path}: permission denied; give the user running this read and execute "
+        why += f"access to it (e.g. chmod -R a+rX {path})"
     elif e.errno == errno.ELOOP:
-        why = (
-            f"{path} is a symbolic link loop (following it leads back to itself); point the link at a real "
-            "folder or remove it"
-        )
+        why = f"{path} is a symbolic link loop (following it leads back to itself); point the link at a real "
+        why += "folder or remove it"
     elif e.errno == errno.ENOENT and os.path.islink(path):
         why = (
             f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; fix or remove the link"
         )
-    else:
-        why = f"cannot list folder {path}: {e.strerror or e}"
     return DatasetLayoutError(why)
 
 

@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 1024
 DEFAULT_SHUFFLE_BUFFER = 128
 DEFAULT_BAD_CHECK_MIN_IMAGES = 1000
+_SAME_ON_RESUME = (
+    "seed",
+    "shuffle",
+    "batch_size",
+    "world_size",
+    "num_samples",
+)  # an exact resume needs these
 _ORDER_STREAM, _SHARD_LAYOUT_STREAM, _SHARD_ORDER_STREAM, _BUFFER_STREAM = 0x0DE7, 0x5A7D, 0x5A7E, 0xB0FF
 
 
@@ -329,22 +336,13 @@ class TrainLoader(_Loader):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "epoch": self.epoch,
-            "position": self.position,
-            "seed": self.seed,
-            "shuffle": self.shuffle,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
-            "num_samples": self.num_samples,
-            "images_seen": self.seen,
-            "skipped_images": self.skipped_images,
-            "skips": self.skips,
-            "bad_files": list(self.bad_files),
-            "requested": torch.from_numpy(np.packbits(self._requested)),
-        }
+            "epoch": self.epoch, "position": self.position, **{k: getattr(self, k) for k in _SAME_ON_RESUME},
+            "images_seen": self.seen, "skipped_images": self.skipped_images, "skips": self.skips,
+            "bad_files": list(self.bad_files), "requested": torch.from_numpy(np.packbits(self._requested)),
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("seed", "shuffle", "batch_size", "world_size", "num_samples"):
+        for key in _SAME_ON_RESUME:
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(
                     f"loader state has {key}={state[key]!r} but this loader has {getattr(self, key)!r}; "

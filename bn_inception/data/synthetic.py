@@ -193,7 +193,12 @@ def _write_label_files(
             ("gloss", "O"),
             ("num_children", "f8"),
         ]
-        savemat(devkit / "meta.mat", {"synsets": np.array(rows, dtype=fields)})
+        buf = io.BytesIO()
+        savemat(buf, {"synsets": np.array(rows, dtype=fields)})
+        # The 116-byte header text holds the creation time: fixed, so the same arguments write the same files.
+        (devkit / "meta.mat").write_bytes(
+            b"MATLAB 5.0 MAT-file, bn_inception synthetic".ljust(116) + buf.getvalue()[116:]
+        )
     if "devkit_text" in kinds:  # the ILSVRC2014+ devkit's map_clsloc.txt format: wnid, ID, name
         lines = [f"{w} {ids[w]} class_{w}\n" for w in sorted(wnids, key=ids.get)]
         (devkit / "map_clsloc.txt").write_text("".join(lines))
