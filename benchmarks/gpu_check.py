@@ -171,13 +171,14 @@ _OVERRIDES = torch.overrides.__file__
 
 
 def step_syncs(overrides: list[str], run_dir: Path) -> tuple[dict[int, list[str]], list[int]]:
-    """Train (``train_from_config``, what train.py runs) under :class:`HostSyncs`; returns the events of
+    """Train (``train``, what train.py runs) under :class:`HostSyncs`; returns the events of
     each step and the plain steps: neither the first (one-time set-up), nor a log, evaluation or
     finite-check step, which read the device on purpose."""
     from bn_inception.cli import compose
+    from bn_inception.config import train_config
     from bn_inception.data.loader import TrainLoader
     from bn_inception.engine.precision import resolve_device
-    from bn_inception.engine.trainer import train_from_config
+    from bn_inception.engine.trainer import train
 
     config = compose("train", overrides)  # train.py's composed, resolved config
     trainer = config["trainer"]
@@ -192,7 +193,7 @@ def step_syncs(overrides: list[str], run_dir: Path) -> tuple[dict[int, list[str]
     TrainLoader.__next__ = next_batch
     try:
         with syncs:
-            train_from_config(config, run_dir)
+            train(train_config(config), run_dir)
     finally:
         TrainLoader.__next__ = fetch
     every = trainer["finite_check_every"] if trainer["finite_check"] == "sync" else math.inf

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import bn_inception  # noqa: E402, F401
 from bn_inception.cli import compose  # noqa: E402
-from bn_inception.config import OptimConfig, effective_lr  # noqa: E402
+from bn_inception.config import OptimConfig, effective_lr, train_config  # noqa: E402
 from bn_inception.data import (  # noqa: E402
     build_datasets,
     build_train_loader,
@@ -66,10 +66,7 @@ from bn_inception.data import (  # noqa: E402
 from bn_inception.data.build import cache_dir  # noqa: E402
 from bn_inception.engine.precision import resolve_compile, resolve_finite_check  # noqa: E402
 from bn_inception.engine.step import NonFiniteGuard, TrainStep  # noqa: E402
-from bn_inception.engine.trainer import (  # noqa: E402
-    build_optimizer,
-    train_from_config,
-)
+from bn_inception.engine.trainer import build_optimizer, train  # noqa: E402
 
 GPU_MODES = ("synthetic", "pipeline", "timm")
 LAUNCHER = Path(__file__).resolve().parent / "timm_train_launcher.py"
@@ -145,14 +142,14 @@ def bare_loop(
 
 
 def steady_img_per_s(overrides: list[str], warmup: int) -> float:
-    """Run ``train_from_config`` on ``python train.py experiment=bn_x5 <overrides>``'s config (what train.py
+    """Run ``train`` on ``python train.py experiment=bn_x5 <overrides>``'s config (what train.py
     runs) in a scratch directory and return its steady-state ``perf/img_per_s`` after ``warmup`` steps, read
     back from TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     config = bn_x5(*overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        train_from_config(config, tmp, experiment="bn_x5")
+        train(train_config(config), tmp, experiment="bn_x5")
         acc = EventAccumulator(tmp, size_guidance={"scalars": 0})
         acc.Reload()
         rates = [e.value for e in acc.Scalars("perf/img_per_s") if e.step > warmup]
@@ -233,7 +230,8 @@ def synthetic_ceiling(args: argparse.Namespace, device: torch.device) -> tuple[f
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, OptimConfig(**config["optim"]), effective_lr(config["optim"]), device)
+    optim = OptimConfig(**config["optim"])
+    optimizer = build_optimizer(model, optim, effective_lr(optim), device)
     finite = resolve_finite_check("auto", device)
     if finite == "device" and not all(g.get("fused") for g in optimizer.param_groups):
         finite = "sync"

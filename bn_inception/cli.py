@@ -25,7 +25,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bn_inception.config import SCHEMAS, ConfigError, did_you_mean, field_of, register_configs, validate
+from bn_inception.config import (
+    SAME_RUN_KEYS,
+    SCHEMAS,
+    ConfigError,
+    did_you_mean,
+    field_of,
+    register_configs,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,14 @@ def preflight(app: str, argv: Sequence[str] | None = None, config_dir: Path = CO
         _refuse(explain_composition_error(e, args.overrides, SCHEMAS[app]))
 
 
+#: Sweepers whose jobs the pre-flight expands (as Hydra's basic sweeper); any other is given the checked base
+#: config and its own syntax (hydra-optuna-sweeper's ``interval(1,10)``, ``tag(log, ...)``).
+BASIC_SWEEPERS = (
+    "hydra_plugins.bn_inception_sweeps.SummarySweeper",
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+)
+
+
 def compose_jobs(config_name: str, overrides: Sequence[str], multirun: bool, config_dir: Path) -> list[Any]:
     """The config of every job the command line launches (one without ``-m``), as Hydra composes them."""
     from hydra import initialize_config_dir
@@ -76,8 +92,8 @@ def compose_jobs(config_name: str, overrides: Sequence[str], multirun: bool, con
         hydra = GlobalHydra.instance().hydra
         mode = RunMode.MULTIRUN if multirun else RunMode.RUN
         base = hydra.compose_config(config_name, list(overrides), run_mode=mode, from_shell=True)
-        if not multirun:
-            return [base]
+        if not multirun or base.hydra.sweeper._target_ not in BASIC_SWEEPERS:
+            return [base]  # another sweeper's syntax (optuna's interval(), tag()) is its own to expand
         # As Hydra's BasicSweeper: the config's hydra.sweeper.params first, the command line on top; the
         # config loader expands glob() over a group's options.
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
@@ -262,14 +278,14 @@ def _one_line(e: BaseException) -> str:
 def run_subdir(name: str, seed: int, overrides: Sequence[str], exclude: Sequence[str]) -> str:
     """A sweep job's directory below the sweep: ``<name>/<choices>/seed<k>``, ``<choices>`` the overrides
     that make this job differ from the experiment (``model.norm:ghost+optim.lr_mult:10``), without the
-    keys in ``exclude`` and without group options that are the defaults (``data=fashion_mnist``). The
+    keys in ``exclude`` or ``config.SAME_RUN_KEYS`` and without group options that are the defaults. The
     characters are ones no shell or Hydra override needs quoted: a printed path can be pasted as it is."""
     defaults = default_choices()
     items = []
     for item in sorted(str(o) for o in overrides):
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
-        if key in exclude or key.startswith("hydra") or defaults.get(key) == value:
+        if key in exclude or key in SAME_RUN_KEYS or key.startswith("hydra") or defaults.get(key) == value:
             continue
         items.append(f"{key}:{_safe(value)}")
     return "/".join([name, *(["+".join(items)] if items else []), f"seed{seed}"])
@@ -295,25 +311,6 @@ def _register_resolvers() -> None:
 
 
 _register_resolvers()  # also in a launcher's worker processes, which import this module with the job
-
-
-def sweep_summary(sweep: Path, run_dirs: Sequence[Path] = ()) -> int:
-    """The end of ``train.py -m`` (hydra_plugins/bn_inception_sweeps.py): one table of every run of the
-    sweep, printed and written to ``<sweep dir>/sweep_summary.md``, and where the report and TensorBoard
-    are. ``run_dirs`` are the sweep's jobs: those without ``results.json`` get a row too. Returns the number
-    of runs that did not complete (or diverge: a result)."""
-    from bn_inception.report.sweep_table import sweep_markdown, sweep_rows, sweep_text
-
-    if not sweep.is_dir():
-        return len(run_dirs)
-    rows = sweep_rows(sweep, run_dirs)
-    (sweep / "sweep_summary.md").write_text(sweep_markdown(rows))
-    log.info(
-        "sweep %s:\n%s\n  table:       %s\n  report:      %s\n  TensorBoard: tensorboard --logdir %s",
-        sweep, sweep_text(rows), sweep / "sweep_summary.md",
-        command("scripts/report.py", shlex.quote(str(sweep))), shlex.quote(str(sweep)),
-    )  # fmt: skip
-    return sum(1 for r in rows if r[1] != "completed" and not r[1].startswith("diverged"))
 
 
 # ------------------------------------------------------------------------------------ job helpers

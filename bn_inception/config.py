@@ -1,12 +1,8 @@
-"""The one config schema of ``train.py`` and ``evaluate.py``: Hydra structured configs.
-
-Every key is declared here once: its type, default, allowed values or range, and a comment with its unit
-and source (the paper's section, GoogLeNet, a library). Hydra checks types and unknown keys when it
-composes; :func:`validate` checks choices and ranges; ``bn_inception.cli`` runs both for every job of a
-command line before anything is created. The YAML files under ``configs/`` keep what they are good at: the
-paper's experiments as small deltas, each dataset's own values, the launchers.
-
-This module imports no torch, so ``--help`` and a typo's error come back at once.
+"""The one config schema of ``train.py`` and ``evaluate.py``: Hydra structured configs. Every key is declared
+once: its type, default, choices or range (the field's metadata) and a comment with its unit and source.
+Hydra checks types and unknown keys as it composes, :func:`validate` choices and ranges; ``bn_inception.cli``
+runs both for every job of a command line before anything is created. ``configs/`` holds the experiments as
+small deltas. No torch here: ``--help`` and a typo's error come back at once.
 """
 
 from __future__ import annotations
@@ -21,7 +17,13 @@ from typing import Any
 
 from omegaconf import MISSING
 
-# ------------------------------------------------------------------------------------------ rules
+TOKEN = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]+")  # a directory name: never . or ..
+INDEX_RANGE = re.compile(r"(?P<n>\d+)|(?P<a>\d*):(?P<b>\d*)")
+DATASETS = ("imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
+SWITCH = ("auto", "true", "false")  # a bool that can be left to the device ("auto")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DEVICES = ("auto", "cpu", "cuda")
+AMP = ("auto", "bf16", "fp16", "none")
 
 
 def one_of(*choices: Any, default: Any = None) -> Any:
@@ -45,47 +47,28 @@ def token() -> Any:
 
 
 def index_range() -> Any:
-    """Items by index: ``N`` (the first N), ``A:B`` (A to B-1, as a Python slice), ``A:`` or ``:B``; null:
-    all. Checked by the preflight like every other rule; read with :func:`index_range_of`."""
+    """Items by index: ``N`` (the first N), ``A:B`` (A to B-1, a slice), ``A:`` or ``:B``; null: all."""
     return field(default=None, metadata={"index_range": True})
 
 
-INDEX_RANGE = re.compile(r"(?P<n>\d+)|(?P<a>\d*):(?P<b>\d*)")
-
-
-def _is_index_range(spec: str) -> bool:
-    m = INDEX_RANGE.fullmatch(spec.strip())
-    if m is None:
-        return False
-    return int(m["n"]) > 0 if m["n"] is not None else not m["b"] or int(m["b"]) > int(m["a"] or 0)
+def _is_index_range(spec: Any) -> bool:
+    m = INDEX_RANGE.fullmatch(str(spec).strip())
+    return bool(m) and (int(m["n"]) > 0 if m["n"] else not m["b"] or int(m["b"]) > int(m["a"] or 0))
 
 
 def index_range_of(spec: str | int | None, length: int) -> range:
-    """The indices ``spec`` (see :func:`index_range`) selects among ``length`` items; ValueError (one line)
-    for a malformed or empty range."""
+    """The indices ``spec`` (see :func:`index_range`) selects among ``length`` items (all when null);
+    ValueError (one line) for a malformed or empty range."""
     if spec is None:
         return range(length)
-    m = INDEX_RANGE.fullmatch(str(spec).strip())
-    if m is None or not _is_index_range(str(spec)):
+    if not _is_index_range(spec):
         raise ValueError(f"images={spec} is not a range; use N > 0 (the first N), A:B with A < B, A: or :B")
-    if m["n"] is not None:
-        start, stop = 0, int(m["n"])
-    else:
-        start, stop = int(m["a"] or 0), int(m["b"]) if m["b"] else length
+    m = INDEX_RANGE.fullmatch(str(spec).strip())
+    start, stop = (0, int(m["n"])) if m["n"] else (int(m["a"] or 0), int(m["b"]) if m["b"] else length)
     chosen = range(start, min(stop, length))
     if not chosen:
         raise ValueError(f"images={spec} selects no image of the {length}; use indices below {length}")
     return chosen
-
-
-TOKEN = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]+")
-DATASETS = ("imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
-SWITCH = ("auto", "true", "false")  # a bool that can be left to the device ("auto")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-DEVICES = ("auto", "cpu", "cuda")
-AMP = ("auto", "bf16", "fp16", "none")
-
-# -------------------------------------------------------------------------------------------- model
 
 
 @dataclass
@@ -94,8 +77,7 @@ class InceptionModelConfig:
 
     # auto: bn_inception for inputs >= 96 px (the 224 px network), else bn_inception_small (28-64 px)
     name: str = one_of("auto", "bn_inception", "bn_inception_small")
-    # batch (torch BN) | paper (Algorithm 1, our autograd) | ghost (BN over groups of ghost_batch_size)
-    # | none (Inception: no BN, convolutions with biases)
+    # batch (torch BN) | paper (Algorithm 1) | ghost (per ghost_batch_size group) | none (Inception: biases)
     norm: str = one_of("batch", "paper", "ghost", "none")
     # images per BN statistics group with norm=ghost (the paper's 32-image mini-batch, Sec. 4.2)
     ghost_batch_size: int = number(32, gt=0)
@@ -105,13 +87,11 @@ class InceptionModelConfig:
     lrn: bool = False
     # fraction dropped before the classifier (GoogLeNet: 0.4; removed in BN-x5 and up, Sec. 4.2.1 mod 2)
     drop_rate: float = number(0.0, ge=0.0, lt=1.0)
-    # null: the model's own (224 px: separable, Fig. 5's footnote: 7x7 depthwise x8, then 1x1; small: 3x3)
-    # | separable | plain (one 7x7 conv, as the Caffe port)
+    # null: the model's own (224 px: separable, Fig. 5's 7x7 depthwise x8 + 1x1) | separable | plain (Caffe's)
     stem: str | None = one_of(None, "separable", "plain")
     # Figure 5's widths: tf (576/576/1024, its output column, TF-slim) | caffe (the literal 608/608/1056)
     table: str = one_of("tf", "caffe")
-    # pooling conventions: tf (stride-2 max pools with padding 1, average pools excluding the padding) |
-    # caffe (the Caffe port's: padding 0 with ceil_mode, padding counted in the averages)
+    # pooling: tf (stride-2 max pools padded by 1, averages exclude padding) | caffe (ceil_mode, pad counted)
     pool: str = one_of("tf", "caffe")
     # multiplies the initial conv weights (the ensemble members' "larger initial weights", Sec. 4.2.3)
     init_scale: float = number(1.0, gt=0.0)
@@ -135,9 +115,6 @@ class MLPModelConfig:
     norm: str = one_of("none", "batch", "paper")
 
 
-# --------------------------------------------------------------------------------------------- data
-
-
 @dataclass
 class DataConfig:
     """Keys every dataset has; ``configs/data/<name>.yaml`` gives the dataset's own values and says why."""
@@ -152,25 +129,21 @@ class DataConfig:
     crop_scale: list[float] = pair(0.08, 1.0)
     # training crop aspect-ratio range (w/h), GoogLeNet's [3/4, 4/3]
     crop_ratio: list[float] = pair(3 / 4, 4 / 3)
-    # photometric distortion (TF-slim Inception's colour ops): full (Inception, BN-Baseline) | reduced
-    # (BN-x5 and up, Sec. 4.2.1 mod 7) | none
+    # TF-slim Inception's colour ops: full (Inception, BN-Baseline) | reduced (BN-x5 up, mod 7) | none
     distortion: str = one_of("full", "reduced", "none")
     # "reduced" = this fraction of full's ranges (the paper gives no value)
     reduced_strength: float = number(0.5, gt=0.0, le=1.0)
     # false: train on the evaluation crop, no flip or distortion (Sec. 4.1)
     augment: bool = True
-    # global: a new permutation each epoch (BN-x5 and up, "shuffle training examples more thoroughly",
-    # mod 6) | shard: the baseline's weaker shuffling
+    # global: a new permutation each epoch (BN-x5 and up, mod 6) | shard: the baseline's weaker shuffling
     shuffle: str = one_of("global", "shard")
     # examples per shard with shuffle=shard (TF Inception's examples_per_shard)
     shard_size: int = number(1024, gt=0)
     # examples in the shuffle buffer with shuffle=shard (4 batches of 32; the paper gives none)
     shuffle_buffer: int = number(128, gt=0)
-    # loader processes per training process; 0: in the training process; null: what the machine has,
-    # min(8, CPU cores per training process - 1)
+    # loader processes per training process; 0: none; null: min(8, CPU cores per training process - 1)
     workers: int | None = number(None, ge=0)
-    # where image files are decoded: auto (= cpu) | cpu (loader workers) | gpu (experimental: nvJPEG,
-    # batched on the device; not yet measured on a GPU, docs/benchmarks.md)
+    # auto (= cpu) | cpu (loader workers) | gpu (experimental batched nvJPEG; unmeasured, benchmarks.md)
     decode: str = one_of("auto", "cpu", "gpu")
     # stop the run if more than this fraction of the distinct image files read so far is unreadable
     max_bad_fraction: float = number(0.001, ge=0.0, le=1.0)
@@ -180,15 +153,12 @@ class DataConfig:
 class ImageNetConfig(DataConfig):
     """ILSVRC-2012 classification (1000 classes, 1.28M train, 50k val), decoded from JPEG files."""
 
-    # flat val only: LOC_val_solution.csv (Kaggle) or ILSVRC2012_validation_ground_truth.txt (devkit);
-    # null: searched near root
+    # flat val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt; null: searched near root
     val_labels: str | None = None
-    # devkit ground truth only: the devkit's meta.mat or a text map (wnid ILSVRC2012_ID per line);
-    # null: searched near it
+    # devkit ground truth: meta.mat or a text map (wnid ILSVRC2012_ID per line); null: searched near it
     synset_map: str | None = None
-    # the tree's index file (relative paths, labels, folder times), read instead of listing 1.33M files at
-    # each start and by every process; null: $XDG_CACHE_HOME/bn_inception/index/<root>-<hash>.idx;
-    # rebuilt, with one log line, when the tree changes (bn_inception/data/index.py)
+    # the tree's listing, read instead of listing 1.33M files at each start (data/index.py, rebuilt when the
+    # tree changes); null: $XDG_CACHE_HOME/bn_inception/index/<root>-<hash>.idx
     index: str | None = None
 
 
@@ -196,8 +166,7 @@ class ImageNetConfig(DataConfig):
 class ImageNetSubsetConfig(ImageNetConfig):
     """N classes x K images per class of ILSVRC-2012, read from the ImageNet tree in place."""
 
-    # imagenet100 (the shipped CMC list, Tian et al. 2019), a file of wnids (one per line), or null to
-    # draw num_classes classes with subset_seed
+    # imagenet100 (CMC's list, Tian et al. 2019), a file of wnids, or null: num_classes drawn (subset_seed)
     classes: str | None = "imagenet100"
     # classes to draw when classes is null (with a list: null, or the list's length)
     num_classes: int | None = number(None, gt=0)
@@ -243,14 +212,9 @@ class SyntheticConfig(DataConfig):
     index: str | None = None
 
 
-DATA_SCHEMAS: dict[str, type[DataConfig]] = {
-    "imagenet": ImageNetConfig,
-    "imagenet_subset": ImageNetSubsetConfig,
-    "fashion_mnist": FashionMNISTConfig,
-    "synthetic": SyntheticConfig,
-}
-
-# ------------------------------------------------------------------------------- optimiser, schedule
+SECTIONS = ("model", "data", "optim", "schedule", "trainer")  # of train.py's config
+_DATA = (ImageNetConfig, ImageNetSubsetConfig, FashionMNISTConfig, SyntheticConfig)
+DATA_SCHEMAS: dict[str, type[DataConfig]] = dict(zip(DATASETS, _DATA, strict=True))
 
 
 @dataclass
@@ -291,9 +255,6 @@ class ScheduleConfig:
     speedup: float = number(1.0, gt=0.0)
 
 
-# ---------------------------------------------------------------------------------------- trainer
-
-
 @dataclass
 class TrainerConfig:
     """Run length, evaluation, precision, logging. Steps (optimizer updates) are the unit everywhere."""
@@ -320,8 +281,7 @@ class TrainerConfig:
     amp: str = one_of(*AMP)
     # channels-last tensors; auto: on (measured faster on CPU and GPU, docs/benchmarks.md)
     channels_last: str = one_of(*SWITCH)
-    # torch.compile, or a mode (reduce-overhead adds CUDA graphs); auto: on for cuda. The run's first line
-    # about it says "compiled" or "eager (why)"; a compile error falls back to eager (under DDP: stops)
+    # torch.compile, or a mode; auto: on for cuda. Logged: "compiled" or "eager (why)" (engine/step.py)
     compile: str = one_of(*SWITCH, *COMPILE_MODES)
     # torch.use_deterministic_algorithms (exact resume on CPU; slower on a GPU)
     deterministic: bool = False
@@ -329,14 +289,10 @@ class TrainerConfig:
     sync_bn: bool = False
     # finite_check=sync: check the loss for NaN/Inf every N steps (a host sync on a GPU)
     finite_check_every: int = number(1, gt=0)
-    # auto: device on cuda, sync elsewhere; sync: loss.item() before the update; device: checked on the
-    # device, the fused update skipped there, read at log and evaluation steps
+    # auto: device on cuda, else sync (loss.item() before the update); device: skipped on the device (step.py)
     finite_check: str = one_of("auto", "sync", "device")
     # a progress bar on a terminal (off a terminal: a plain log line every log_every steps)
     progress: bool = True
-
-
-# ------------------------------------------------------------------------------------- entry points
 
 
 @dataclass
@@ -347,8 +303,7 @@ class TrainConfig:
     name: str = token()
     # seeds data order, augmentation, initialisation and dropout
     seed: int = number(0, ge=0)
-    # auto: continue the run in its directory if it has checkpoints/last.pt; never: refuse to start where
-    # a run exists; or the path of a checkpoint to start from
+    # auto: continue the run in its directory (checkpoints/last.pt); never: refuse; or a checkpoint's path
     resume: str = "auto"
     # configs/model/<name>.yaml: an InceptionModelConfig or an MLPModelConfig
     model: Any = MISSING
@@ -369,14 +324,11 @@ class EvalConfig:
 
     # .pt files, a list [a.pt,b.pt], a glob, or run/sweep directories (searched for */checkpoints/best.pt)
     checkpoints: Any = MISSING
-    # data=<name>: configs/data/<name>.yaml; without it the first checkpoint's recorded data config, with
-    # the data.<key>=value given here on top
+    # data=<name>: configs/data/<name>.yaml; else the first checkpoint's, with data.<key>=value on top
     data: Any = field(default_factory=lambda: {"root": None})
-    # 1 (shorter side 256, centre 224) | 10 (corners + centre, mirrored) | 144 (GoogLeNet's, Sec. 4.2.3);
-    # sizes for 224 px, scaled by input_size/224
+    # 1 (side 256, centre 224) | 10 (corners + centre, mirrored) | 144 (GoogLeNet's), sizes x input_size/224
     crops: int = one_of(1, 10, 144)
-    # validation images by index in the split's order: N (the first N), A:B (A to B-1), A: or :B; null: all
-    # (e.g. images=0:5000 to choose, images=5000:10000 to report on the rest)
+    # val images by index: N (the first N), A:B (A to B-1), A: or :B; null: all (0:5000 choose, 5000: report)
     images: str | None = index_range()
     # images per batch (each carries `crops` crops); null: max(1, 256 // crops)
     batch_size: int | None = number(None, gt=0)
@@ -400,8 +352,7 @@ class EvalConfig:
     seed: int = number(0, ge=0)
     # also report the error of every class (JSON; Markdown table)
     per_class: bool = False
-    # also write each image's label and every row's top-1/top-5 hit, as strings of 0/1 in image order (JSON
-    # "per_image"), so that paired comparisons across rows and runs can be recomputed from the files
+    # also write each image's label and each row's top-1/5 hits (JSON per_image): paired comparisons later
     per_image: bool = False
     # write the table as JSON here (and Markdown next to it, .md); null: console only
     output: str | None = None
@@ -429,40 +380,42 @@ def register_configs() -> None:
         cs.store(group="schema/data", name=name, node=node, package="data")
 
 
-# ------------------------------------------------------------------------------- derived values
-
-
-def effective_lr(optim: Mapping[str, Any]) -> float:
+def effective_lr(optim: OptimConfig) -> float:
     """The initial learning rate: ``optim.lr`` when set, else ``base_lr x lr_mult`` (the paper's x5, x30)."""
-    return float(optim["lr"]) if optim.get("lr") is not None else optim["base_lr"] * optim["lr_mult"]
+    return float(optim.lr) if optim.lr is not None else optim.base_lr * optim.lr_mult
 
 
-def effective_weight_decay(optim: Mapping[str, Any]) -> float:
+def effective_weight_decay(optim: OptimConfig) -> float:
     """L2 weight: ``base_weight_decay x weight_decay_factor`` (BN-x5 and up: w/5, Sec. 4.2.1 mod 3)."""
-    return optim["base_weight_decay"] * optim["weight_decay_factor"]
+    return optim.base_weight_decay * optim.weight_decay_factor
 
 
-def switch(value: Any) -> str:
-    """A :data:`SWITCH` key in any spelling (``True``, ``"true"``, ``"auto"``) -> auto | true | false."""
-    return str(value).lower()
+def train_config(cfg: Mapping[str, Any]) -> TrainConfig:
+    """A composed ``train.py`` config (plain containers, resolved) checked (:func:`validate`) and typed: what
+    ``bn_inception.engine.trainer.train`` takes."""
+    validate(cfg, TrainConfig)
+    return TrainConfig(**{**cfg, **{name: section_schema(name, cfg[name])(**cfg[name]) for name in SECTIONS}})
 
 
-# --------------------------------------------------------------------------------------- validation
+#: Keys that change where a run is, how long, verbosely or fast it goes, not what it computes: a run resumed
+#: with other values of these is the same run (engine/checkpoint.py), and they do not name its directory.
+SAME_RUN_KEYS = frozenset(
+    {"resume", "data.root", "data.workers", "data.index", "data.decode", "trainer.max_steps",
+     "trainer.eval_every", "trainer.eval_limit", "trainer.eval_batch_size", "trainer.log_every",
+     "trainer.progress", "trainer.probe_images", "trainer.target_top1", "trainer.device", "trainer.compile",
+     "trainer.finite_check", "logger"}
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
     """A value the schema does not allow; one line naming the key, the value and what is valid."""
 
 
-def validate(cfg: Mapping[str, Any], schema: type) -> None:
-    """Check ``cfg`` (a composed config as plain containers, without ``hydra``) against ``schema``: every
-    key one the schema declares (Hydra lets ``+key=`` add any), no section removed (``~optim``) and no value
-    unset, every value within its choices (exact spelling) and range; raise :class:`ConfigError` at the
-    first problem. Types Hydra has checked when it composed."""
-    for key, value, rules in _leaves(cfg, schema, "", schema):
-        problem = _problem(value, rules)
-        if problem:
-            raise ConfigError(f"{key}={_show(value)} is not valid; {problem}")
+def _section_schemas(name: str) -> list[type]:
+    """Every schema a top-level section may follow (model and data: one per choice)."""
+    sections = {"model": [InceptionModelConfig, MLPModelConfig], "data": list(DATA_SCHEMAS.values())}
+    return sections.get(name) or [{"optim": OptimConfig, "schedule": ScheduleConfig,
+                                   "trainer": TrainerConfig}[name]] if name in SECTIONS else []  # fmt: skip
 
 
 def section_schema(name: str, section: Mapping[str, Any]) -> type | None:
@@ -471,17 +424,7 @@ def section_schema(name: str, section: Mapping[str, Any]) -> type | None:
         return MLPModelConfig if section.get("name") == "bn_mlp" else InceptionModelConfig
     if name == "data":
         return DATA_SCHEMAS.get(section.get("name"), DataConfig)
-    return {"optim": OptimConfig, "schedule": ScheduleConfig, "trainer": TrainerConfig}.get(name)
-
-
-def _section_schemas(name: str) -> list[type]:
-    """Every schema a top-level section may follow (model and data: one per choice)."""
-    if name == "model":
-        return [InceptionModelConfig, MLPModelConfig]
-    if name == "data":
-        return list(DATA_SCHEMAS.values())
-    schema = section_schema(name, {})
-    return [schema] if schema is not None else []
+    return next(iter(_section_schemas(name)), None)
 
 
 def field_of(schema: type, dotted_key: str) -> dataclasses.Field | None:
@@ -503,15 +446,20 @@ def did_you_mean(key: str, schema: type) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _leaves(cfg: Mapping[str, Any], schema: type, prefix: str, root: type):
+def validate(cfg: Mapping[str, Any], schema: type, prefix: str = "", root: type | None = None) -> None:
+    """Check ``cfg`` (composed, plain containers, no ``hydra``) against ``schema``: only its keys (``+key=``
+    can add any), none removed (``~optim``) or unset, every value within its choices and range (Hydra checked
+    the types); :class:`ConfigError` at the first problem."""
+    root = root or schema
     fields = {f.name: f for f in dataclasses.fields(schema)}
     allowed = set(fields)
     if prefix == "data." and "name" not in cfg:  # evaluate.py: keys put on top of a checkpoint's data config
         allowed |= {f.name for s in DATA_SCHEMAS.values() for f in dataclasses.fields(s)}
-    for name in cfg:
-        if name not in allowed:
-            hint = did_you_mean(prefix + name, root)
-            raise ConfigError(f"{prefix}{name} is not a config key{hint}; --cfg job lists every key")
+    unknown = [prefix + name for name in cfg if name not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]} is not a config key{did_you_mean(unknown[0], root)}; --cfg job lists every key"
+        )
     for f in fields.values():
         key, value = f"{prefix}{f.name}", cfg.get(f.name, MISSING)
         nested = section_schema(f.name, value) if schema is root and isinstance(value, Mapping) else None
@@ -520,38 +468,33 @@ def _leaves(cfg: Mapping[str, Any], schema: type, prefix: str, root: type):
         if f.name in cfg and value == MISSING:
             raise ConfigError(f"{key} is not set; give it a value ({key}=...)")
         if nested is not None:
-            yield from _leaves(value, nested, f"{key}.", root)
-        elif f.name in cfg:
-            yield key, value, f.metadata
+            validate(value, nested, f"{key}.", root)
+        elif f.name in cfg and (problem := _problem(value, f.metadata)):
+            shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list | tuple) else value
+            raise ConfigError(f"{key}={'null' if value is None else shown} is not valid; {problem}")
+
+
+_SIGNS = {"gt": (">", float.__gt__), "ge": (">=", float.__ge__), "le": ("<=", float.__le__),
+          "lt": ("<", float.__lt__)}  # fmt: skip
 
 
 def _problem(value: Any, rules: Mapping[str, Any]) -> str | None:
+    text = str(value)
+    # choices are spelled exactly (the code compares them so); only a YAML boolean (True) may stand for "true"
+    allowed = [str(c) for c in rules.get("choices", ()) if c is not None]
     if value is None:
         return None
-    if "choices" in rules:
-        allowed = [str(c) for c in rules["choices"] if c is not None]
-        # exact spelling: the code compares them so; only a YAML boolean (True) may stand for "true"
-        if (str(value).lower() if str(value) in ("True", "False") else str(value)) not in allowed:
-            return "use one of: " + ", ".join(allowed)
-    if rules.get("index_range") and not _is_index_range(str(value)):
+    if allowed and (text.lower() if text in ("True", "False") else text) not in allowed:
+        return "use one of: " + ", ".join(allowed)
+    if rules.get("index_range") and not _is_index_range(text):
         return "use N > 0 (the first N), A:B with A < B, A: or :B (indices from 0)"
-    if rules.get("token") and not TOKEN.fullmatch(str(value)):
+    if rules.get("token") and not TOKEN.fullmatch(text):
         return "use letters, digits, '_', '.' and '-' only (it names a directory)"
     if rules.get("pair") and not (len(value) == 2 and 0 < value[0] <= value[1]):
         return "give [low, high] with 0 < low <= high"
     if isinstance(value, float) and not math.isfinite(value):
         return "it must be a finite number"
-    signs = {"gt": ">", "ge": ">=", "le": "<=", "lt": "<"}
-    tests = {"gt": float.__gt__, "ge": float.__ge__, "le": float.__le__, "lt": float.__lt__}
-    bounds = {k: v for k, v in rules.items() if k in signs and v is not None}
-    if bounds and not all(tests[k](float(value), float(v)) for k, v in bounds.items()):
-        return "it must be " + " and ".join(f"{signs[k]} {v}" for k, v in bounds.items())
+    bounds = {k: v for k, v in rules.items() if k in _SIGNS and v is not None}
+    if not all(_SIGNS[k][1](float(value), float(v)) for k, v in bounds.items()):
+        return "it must be " + " and ".join(f"{_SIGNS[k][0]} {v}" for k, v in bounds.items())
     return None
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list | tuple) or (hasattr(value, "__iter__") and not isinstance(value, str)):
-        return "[" + ",".join(str(v) for v in value) + "]"
-    return str(value)

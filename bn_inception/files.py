@@ -5,7 +5,7 @@ leaves the old file and at most a temporary one next to it (temp file in the sam
 ``os.replace``, fsync of the folder: the rename is durable only then). The file's mode follows the umask
 (mkstemp's 0600 would hide results from colleagues on shared storage).
 
-``LockFile``: the owner of a run directory (``engine/rundir.py``) and the one builder of a
+``LockFile``: the owner of a run directory (``engine/trainer.py``) and the one builder of a
 tree index (``data/index.py``), on local disks and on NFS, across nodes and container restarts.
 
 Hand-written because the alternatives fail our cases: ``fcntl``/``flock`` locks are advisory and need lockd
@@ -68,6 +68,11 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None] 
             os.close(fd)
 
 
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON, with :func:`write_atomically`."""
+    write_atomically(path, json.dumps(obj, indent=2) + "\n")
+
+
 class LockFile:
     """``try_acquire()`` takes the lock (None) or returns the live holder's record; ``release()`` drops it."""
 
@@ -83,6 +88,12 @@ class LockFile:
         }
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> LockFile:  # an acquired lock, released on leaving
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def try_acquire(self) -> dict[str, Any] | None:
         """None once this process holds the lock; else the holder's record (``host``, ``pid``, ``started``).

@@ -1,7 +1,7 @@
 """Train one of the paper's networks: ``python train.py experiment=bn_x30 data=imagenet data.root=...``.
 
 A thin Hydra entry point. Before Hydra creates anything, every job's config is composed and checked against
-the schema (``bn_inception/config.py``); the job then calls ``train_from_config`` with the resolved config.
+the schema (``bn_inception/config.py``); the job then calls ``train`` with the typed config.
 torch is imported only by the job, so ``--help`` and config errors answer at once.
 
 Exit status: 0 the run completed (or diverged: a result, recorded in results.json); 1 an error, reported
@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bn_inception import cli
-from bn_inception.config import register_configs
+from bn_inception.config import register_configs, train_config
 
 log = logging.getLogger("train")
 register_configs()
@@ -32,7 +32,7 @@ register_configs()
 def main(cfg: DictConfig) -> float | None:
     from bn_inception.engine.checkpoint import CheckpointError
     from bn_inception.engine.signals import EXIT_INTERRUPTED
-    from bn_inception.engine.trainer import TrainingError, train_from_config
+    from bn_inception.engine.trainer import TrainingError, train
 
     cli.quiet_unless_main()
     hydra_cfg = HydraConfig.get()
@@ -41,8 +41,8 @@ def main(cfg: DictConfig) -> float | None:
     known = (TrainingError, CheckpointError, ValueError, OSError, RuntimeError)  # OSError: names its file
     with cli.quick_exit(multirun):
         with cli.one_line_errors(known, multirun):
-            results = train_from_config(
-                OmegaConf.to_container(cfg, resolve=True),
+            results = train(
+                train_config(OmegaConf.to_container(cfg, resolve=True)),
                 run_dir,
                 experiment=hydra_cfg.runtime.choices.get("experiment") or cfg.name,
                 run_files=hydra_files(cfg),

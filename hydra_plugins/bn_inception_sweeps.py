@@ -19,6 +19,7 @@ runs needs added, and nothing replaced.
 from __future__ import annotations
 
 import logging
+import shlex
 import subprocess
 import sys
 import time
@@ -55,13 +56,26 @@ class SummarySweeper(BasicSweeper):
         return returns
 
     def _summary(self) -> int:
-        """Print and write the table; the number of runs that did not complete."""
-        from bn_inception.cli import job_dir, sweep_summary
+        """One table of every run of the sweep (a job without ``results.json`` too), printed and written to
+        ``<sweep dir>/sweep_summary.md``, with the report and TensorBoard commands; the number of runs that
+        did not complete (or diverge: a result)."""
+        from bn_inception.cli import command, job_dir
+        from bn_inception.report.sweep_table import sweep_markdown, sweep_rows, sweep_text
 
         loader = self.hydra_context.config_loader
         jobs = [o for batch in (self.overrides or []) for o in batch]
         dirs = [job_dir(loader.load_sweep_config(self.config, list(o)), multirun=True) for o in jobs]
-        return sweep_summary(Path(str(self.config.hydra.sweep.dir)), dirs)
+        sweep = Path(str(self.config.hydra.sweep.dir))
+        if not sweep.is_dir():
+            return len(dirs)
+        rows = sweep_rows(sweep, dirs)
+        (sweep / "sweep_summary.md").write_text(sweep_markdown(rows))
+        log.info(
+            "sweep %s:\n%s\n  table:       %s\n  report:      %s\n  TensorBoard: tensorboard --logdir %s",
+            sweep, sweep_text(rows), sweep / "sweep_summary.md",
+            command("scripts/report.py", shlex.quote(str(sweep))), shlex.quote(str(sweep)),
+        )  # fmt: skip
+        return sum(1 for r in rows if r[1] != "completed" and not r[1].startswith("diverged"))
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):

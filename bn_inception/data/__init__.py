@@ -1,29 +1,19 @@
-"""Data: ImageNet (+ subsets), Fashion-MNIST, synthetic ImageNet-layout trees; Sec. 4.2.1 transforms;
-loaders with the paper's two shuffling regimes, exact resume and unreadable-image accounting.
-
-Loaders yield uint8 images (or, with ``data.decode=gpu``, an EncodedBatch); ``to_model_input`` makes the
-model's normalised float input from them on the device. Every consumer calls it.
+"""Data: ImageNet (+ subsets), Fashion-MNIST, synthetic trees; Sec. 4.2.1 transforms; loaders. Loaders yield
+uint8 images (or an EncodedBatch); every consumer makes the model's input with ``to_model_input``.
 """
 
-from bn_inception.data.build import DATASETS, DataSplits, build_datasets
-from bn_inception.data.datasets import ImageFileDataset, InMemoryImageDataset
+from bn_inception.data.build import DataSplits, build_datasets
+from bn_inception.data.datasets import InMemoryImageDataset
 from bn_inception.data.decode import BadImageError, decode_image_file
 from bn_inception.data.device import EncodedBatch, resolve_decode, to_model_input
 from bn_inception.data.imagenet import DatasetLayoutError
-from bn_inception.data.loader import (
-    EvalLoader,
-    TrainLoader,
-    build_eval_loader,
-    build_train_loader,
-    epoch_order,
-)
+from bn_inception.data.loader import build_eval_loader, build_train_loader, epoch_order
 from bn_inception.data.subset import imagenet100_classes
 from bn_inception.data.synthetic import make_synthetic_imagenet
-from bn_inception.data.transforms import eval_resize_crop, eval_sizes
+from bn_inception.data.transforms import eval_sizes
 
 __all__ = [  # noqa: RUF022 (grouped by module)
-    "DATASETS", "DataSplits", "build_datasets", "ImageFileDataset", "InMemoryImageDataset", "BadImageError",
-    "decode_image_file", "EncodedBatch", "resolve_decode", "to_model_input", "DatasetLayoutError",
-    "imagenet100_classes", "EvalLoader", "TrainLoader", "build_eval_loader", "build_train_loader",
-    "epoch_order", "make_synthetic_imagenet", "eval_resize_crop", "eval_sizes",
+    "DataSplits", "build_datasets", "InMemoryImageDataset", "BadImageError", "decode_image_file",
+    "EncodedBatch", "resolve_decode", "to_model_input", "DatasetLayoutError", "imagenet100_classes",
+    "build_eval_loader", "build_train_loader", "epoch_order", "make_synthetic_imagenet", "eval_sizes",
 ]  # fmt: skip

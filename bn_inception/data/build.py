@@ -1,9 +1,4 @@
-"""``build_datasets``: from the keys of ``configs/data/<name>.yaml`` to train/val datasets.
-
-``imagenet`` (ILSVRC-2012), ``imagenet_subset`` (N classes x K images of it), ``fashion_mnist`` (the offline
-default) and ``synthetic`` (a generated ImageNet-layout tree). Values are checked by the schema
-(``bn_inception/config.py``); the loader keys come back in ``DataSplits.loader``.
-"""
+"""``build_datasets``: the keys of ``configs/data/<name>.yaml`` (schema-checked) -> train/val datasets."""
 
 from __future__ import annotations
 
@@ -29,14 +24,11 @@ from bn_inception.data.subset import choose_subset_classes, take_per_class, writ
 from bn_inception.data.synthetic import make_synthetic_imagenet
 from bn_inception.data.transforms import TrainAugment, distortion_strength
 
-DATASETS = ("imagenet", "imagenet_subset", "fashion_mnist", "synthetic")
 DEFAULT_IMAGENET_ROOT = "data/imagenet"  # relative to the working directory (the repo's ignored data/)
 
 
 @dataclass
 class DataSplits:
-    """What the trainer needs from the data side."""
-
     train: Any  # Dataset of (uint8 CHW image, int label), training augmentation applied
     val: Any  # Dataset of the same, single-crop evaluation transform applied
     num_classes: int
@@ -74,11 +66,10 @@ def build_datasets(
     device: torch.device | str | None = None,
     **dataset_kwargs: Any,
 ) -> DataSplits:
-    """Train/val datasets of ``name`` with the Sec. 4.2.1 transforms; other keys go to the dataset's
-    builder (``_build_<name>``). ``decode`` = cpu | gpu | auto: where image files are decoded (gpu needs a
-    CUDA ``device``). ``augment=False`` trains on the images as evaluation sees them (Sec. 4.1's MNIST)."""
+    """Train/val datasets with the Sec. 4.2.1 transforms; other keys go to ``_build_<name>``.
+    ``augment=False`` trains on the images as evaluation sees them (Sec. 4.1's MNIST)."""
     if name not in _BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(_BUILDERS)}")
     if float(crop_scale[1]) > 1.0:
         raise ValueError(
             f"data.crop_scale is a fraction of the image area, at most 1.0; got {list(crop_scale)}"
@@ -86,7 +77,7 @@ def build_datasets(
     splits = _BUILDERS[name](root=root, input_size=int(input_size), **dataset_kwargs)
     strength = distortion_strength(distortion, reduced_strength) if augment else 0.0
     scale, ratio = tuple(map(float, crop_scale)), tuple(map(float, crop_ratio))
-    splits.train.enable_training(TrainAugment(int(input_size), scale, ratio, strength, int(seed), augment))
+    splits.train.augment = TrainAugment(int(input_size), scale, ratio, strength, int(seed), augment)
     splits.decode_on_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
     for split in (splits.train, splits.val):
         split.decode_on_device = splits.decode_on_device
@@ -102,8 +93,7 @@ def build_datasets(
 
 
 def default_workers() -> int:
-    """``data.workers=null``: min(8, CPU cores per training process - 1), so a 2-core machine does not
-    start 8 decoding processes per loader (torchrun's LOCAL_WORLD_SIZE processes share the cores)."""
+    """``data.workers=null``: min(8, cores per training process - 1) (LOCAL_WORLD_SIZE shares the cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     return max(0, min(8, per_process - 1))
@@ -118,9 +108,8 @@ def _file_splits(train: ImageFolderSplit, val: ImageFolderSplit, input_size: int
 
 
 def tree_listing(root, val_labels=None, synset_map=None, index=None):
-    """The listing of an ImageNet-layout tree from its index (``data.index``, default: one per tree and
-    label settings under ``cache_dir()/index``), built by one process when missing or stale; with
-    torch.distributed initialised, checked to be the same on every rank (so every rank must call this)."""
+    """The tree's listing from its index (``data.index`` or one under ``cache_dir()/index``), checked to be
+    the same on every rank (so every rank must call this)."""
     resolve_imagenet_root(root)  # a wrong root fails here, before anything is written to the cache
     if index:
         path = Path(index).expanduser()

@@ -1,16 +1,8 @@
-"""Map-style datasets of (uint8 CHW image, label), transforms applied; normalisation happens on the device
-(:func:`bn_inception.data.device.to_model_input`, with the ``mean``/``std`` they carry). Batches are
-channels-last (a (B, C, S, S) view of (B, S, S, C) storage): cheapest to fill, what the GPU model wants.
-
-- :class:`ImageFileDataset` decodes files one sample at a time (or, with ``data.decode=gpu``, sends the
-  compressed bytes and each sample's augmentation as an :class:`~bn_inception.data.device.EncodedBatch`);
-- :class:`InMemoryImageDataset` holds uint8 tensors (Fashion-MNIST) and transforms whole batches
-  (``torchvision.ops.roi_align`` crops): well under a millisecond for a 28 px batch.
-
-A sample is addressed by an int or by ``(index, epoch)``: the augmentation is a pure function of (seed,
-epoch, index). ``load_batch`` (what the loaders call) returns the batch and the unreadable files it met: an
-unreadable training image is replaced by another sample drawn from the same (seed, epoch, index) stream
-(the batch keeps its shape); ``on_bad="skip"`` drops it (evaluation), ``"raise"`` raises.
+"""Datasets of (uint8 CHW image, label), keyed by an int or ``(index, epoch)``; normalisation is on the device
+with the ``mean``/``std`` they carry. ``load_batch`` returns the batch and the unreadable files met: in
+training one is replaced by a sample drawn from the same (seed, epoch, index) stream (the batch keeps its
+shape); ``on_bad="skip"`` drops it (evaluation), ``"raise"`` raises. In-memory images (Fashion-MNIST) are
+cropped a whole batch at once with ``roi_align``: well under a millisecond for a 28 px batch.
 """
 
 from __future__ import annotations
@@ -39,13 +31,11 @@ from bn_inception.data.transforms import (
 
 log = logging.getLogger(__name__)
 
-# (images, labels, info) with info = {"requested": int, "skipped": int, "bad_files": list[str]}; images is a
-# uint8 (B, C, S, S) tensor, or an EncodedBatch with device decoding.
+# (images: uint8 (B, C, S, S) or EncodedBatch, labels, {"requested", "skipped", "bad_files"})
 BatchResult = tuple[torch.Tensor | EncodedBatch, torch.Tensor, dict[str, Any]]
 
 
 def split_key(key: Any) -> tuple[int, int]:
-    """(index, epoch) of a sample key: an int (epoch 0) or an (index, epoch) pair."""
     return (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
 
 
@@ -63,17 +53,11 @@ class _BaseImageDataset(Dataset, ABC):
         self.classes = list(classes)
         self.input_size = int(input_size)
         self.mean, self.std = tuple(mean), tuple(std)  # the model's normalisation (applied on the device)
-        self.augment = augment  # None: evaluation transform
-        self.default_on_bad = "substitute" if augment is not None else "raise"
+        self.augment = augment  # None: evaluation transform (set by build_datasets for training)
 
     @property
-    def train(self) -> bool:
-        return self.augment is not None
-
-    def enable_training(self, augment: TrainAugment) -> None:
-        """Switch to the training transform; unreadable images are then replaced, not raised."""
-        self.augment = augment
-        self.default_on_bad = "substitute"
+    def default_on_bad(self) -> str:  # a training image is replaced, an evaluation image raises
+        return "substitute" if self.augment is not None else "raise"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -83,13 +67,13 @@ class _BaseImageDataset(Dataset, ABC):
         return images[0], int(labels[0])
 
     def __getitems__(self, keys: Sequence[Any]) -> list[tuple[torch.Tensor, int]]:
-        # Lets a plain DataLoader with the default collate use the batched path.
+        # A plain DataLoader's batched path.
         images, labels, _ = self.load_batch(keys, on_bad=self.default_on_bad)
         return list(zip(images, labels.tolist(), strict=True))
 
     @abstractmethod
     def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
-        """(images, labels, info) of the samples ``keys``; each dataset kind loads its own way."""
+        """(images, labels, info) of the samples ``keys``."""
 
     def _draws(self, pairs: list[tuple[int, int]]) -> np.ndarray:
         u = np.empty((len(pairs), NUM_DRAWS))
@@ -102,8 +86,6 @@ class _BaseImageDataset(Dataset, ABC):
 
 
 class ImageFileDataset(_BaseImageDataset):
-    """Images decoded from files by content; see the module docstring for keys and bad images."""
-
     def __init__(
         self,
         paths: PackedPaths | Sequence[str],
@@ -147,8 +129,7 @@ class ImageFileDataset(_BaseImageDataset):
         return stack_channels_last(items)
 
     def _load_sample(self, index: int, epoch: int, u: np.ndarray | None, on_bad: str, bad: list[str]):
-        """(uint8 crop or EncodedImage, label, draws used) of sample ``index`` or of its replacement; None
-        when skipped."""
+        """(crop or EncodedImage, label, draws) of ``index`` or its replacement; None when skipped."""
         if not 0 <= index < len(self.paths):
             raise IndexError(f"sample index {index} out of range for a dataset of {len(self.paths)} images")
         candidates = [index]
@@ -192,8 +173,7 @@ class ImageFileDataset(_BaseImageDataset):
 
 
 class InMemoryImageDataset(_BaseImageDataset):
-    """uint8 images held in memory, (N, H, W) or (N, C, H, W), transformed a whole batch at a time
-    (crops resampled in float, then rounded back to uint8)."""
+    """uint8 (N, H, W) or (N, C, H, W) images in memory, transformed a batch at a time."""
 
     def __init__(
         self,

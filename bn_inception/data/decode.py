@@ -1,15 +1,8 @@
-"""Image decoding by content, to RGB, at a reduced JPEG scale when the crop allows it.
-
-ImageNet's quirks (CMYK JPEGs, a PNG named .JPEG, greyscale images, EXIF blocks) decode by content: Pillow
-identifies the format from the bytes and ``convert("RGB")`` handles CMYK and greyscale. EXIF orientation is
-not applied, as in torchvision's ImageFolder and timm.
-
-Reduced scale: when the crop needs at most half the image's resolution in both directions, ``Image.draft``
-makes libjpeg-turbo decode at 1/2, 1/4 or 1/8 scale in the DCT domain (20-40% cheaper on ImageNet-sized
-files; a sharper low-pass filter than the bilinear antialiasing it replaces, docs/benchmarks.md). A greyscale
-or colour JPEG decoded at full scale goes through ``torchvision.io.decode_jpeg`` (the same libjpeg-turbo,
-bit-identical pixels) straight into an interleaved uint8 tensor, ~0.3 ms cheaper than Pillow's store;
-everything else, and any file it rejects, goes through Pillow, whose verdict on a file counts.
+"""Image decoding by content (ImageNet's CMYK, PNG-named-.JPEG, greyscale files), to RGB; EXIF orientation
+not applied, as in ImageFolder and timm. When the crop needs at most half the resolution, ``Image.draft``
+decodes at 1/2-1/8 scale in the DCT domain (20-40% cheaper, docs/benchmarks.md). A full-scale L/RGB JPEG
+goes through ``torchvision.io.decode_jpeg`` (same libjpeg-turbo, bit-identical, ~0.3 ms cheaper than
+Pillow's store); anything else, and any file it rejects, through Pillow, whose verdict counts.
 """
 
 from __future__ import annotations
@@ -25,15 +18,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
-# The extensions an ImageNet-layout folder is scanned for (torchvision's IMG_EXTENSIONS); decoding itself
-# goes by content, so a PNG named .JPEG works.
+# What a folder is scanned for (torchvision's IMG_EXTENSIONS); decoding goes by content.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 Region = tuple[float, float, float, float]  # (top, left, h, w)
 
 
 class BadImageError(OSError):
-    """An image file that cannot be decoded (empty, truncated, not an image)."""
+    """An image file that cannot be decoded."""
 
 
 def _bad(path: str, why: object) -> BadImageError:
@@ -41,7 +33,6 @@ def _bad(path: str, why: object) -> BadImageError:
 
 
 def read_bytes(path: str) -> bytearray:
-    """The file's bytes, in a writable buffer (a tensor can wrap it without a copy)."""
     try:
         with open(path, "rb") as f:
             data = bytearray(f.read())
@@ -53,14 +44,12 @@ def read_bytes(path: str) -> bytearray:
 
 
 def draft_scale(available: tuple[int, int], needed: tuple[float, float]) -> int:
-    """Largest of 1, 2, 4, 8 that keeps ``available`` pixels >= ``needed`` pixels in both directions."""
     ratio = min(available[0] / max(needed[0], 1e-9), available[1] / max(needed[1], 1e-9))
     return 1 if ratio < 2 else min(8, 2 ** int(math.floor(math.log2(ratio))))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """``img`` as 8-bit RGB. 16-bit greyscale PNGs/TIFFs (modes I;16*) keep their high byte, as Pillow does
-    for 16-bit colour (``convert("RGB")`` would clip them at 255: nearly white)."""
+    # 16-bit greyscale keeps its high byte, as Pillow does for colour (convert would clip: nearly white).
     if img.mode == "RGB":
         return img
     if img.mode.startswith("I;16"):
@@ -69,7 +58,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _to_tensor(img: Image.Image) -> torch.Tensor:
-    """(C, H, W) uint8 view of Pillow's packed HWC bytes, READ-ONLY (torch warns about that once)."""
     arr = np.asarray(img)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -77,8 +65,7 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def decode_image_file(path: str | os.PathLike, min_size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode an image file by content to RGB; BadImageError if unreadable. ``min_size`` = (width, height):
-    it may be decoded at a reduced JPEG scale as long as it stays at least this large."""
+    """RGB, by content; BadImageError if unreadable; reduced JPEG scale down to ``min_size`` (w, h)."""
     path = os.fspath(path)
     try:
         img = Image.open(io.BytesIO(read_bytes(path)))
@@ -119,10 +106,8 @@ def load_image_region(
     choose_region: Callable[[int, int], tuple[int, int, int, int]],
     needed: Callable[[int, int], tuple[float, float]],
 ) -> tuple[torch.Tensor, Region]:
-    """Decode ``path`` at the smallest JPEG scale that still serves a region: ``choose_region(height,
-    width)`` picks (top, left, h, w) in full-resolution pixels, ``needed(h, w)`` says how many pixels (w, h)
-    it must keep. Returns the RGB image, a READ-ONLY uint8 (3, H, W) tensor, and the region in its
-    coordinates; BadImageError if unreadable."""
+    """The smallest-scale decode serving ``choose_region(height, width)`` (full-scale pixels) with
+    ``needed(h, w)`` pixels: a READ-ONLY uint8 (3, H, W) image and the region in its coordinates."""
     img, region = _decode(path, choose_region, needed)
     return (img if isinstance(img, torch.Tensor) else _to_tensor(img)), region
 
@@ -132,8 +117,7 @@ def load_image_crop(
     choose_region: Callable[[int, int], tuple[int, int, int, int]],
     needed: Callable[[int, int], tuple[float, float]],
 ) -> torch.Tensor:
-    """The region's pixels of :func:`load_image_region`, (3, h', w') uint8, channels-last, READ-ONLY
-    (resize it, never write to it). A Pillow image is cropped before the copy out of it."""
+    """Only the region's pixels of :func:`load_image_region` (READ-ONLY)."""
     img, (top, left, h, w) = _decode(path, choose_region, needed)
     top_i, left_i = round(top), round(left)
     height, width = (img.shape[1], img.shape[2]) if isinstance(img, torch.Tensor) else (img.height, img.width)

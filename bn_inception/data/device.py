@@ -1,23 +1,12 @@
-"""The data steps that run on the training device: normalisation, and (``data.decode=gpu``, experimental)
-JPEG decoding with the Sec. 4.2.1 geometry and colour distortion, batched.
+"""On the training device: normalisation (:func:`to_model_input`, every consumer's one call: CPU workers
+never convert to float, as in timm's PrefetchLoader, DALI, FFCV) and, with ``data.decode=gpu``
+(experimental), batched nvJPEG decoding of an :class:`EncodedBatch` (this module's only batch type), whose
+crop, flip and colour workers drew from the CPU path's (seed, epoch, index) stream.
 
-Every consumer of a loader's batch calls :func:`to_model_input`, which makes the model's float input on the
-device: ``(x / 255 - mean) / std`` as one fused multiply-add written in the model's memory format (as timm's
-PrefetchLoader, DALI and FFCV do it: CPU workers never convert to float). With ``data.decode=gpu`` the
-batch is an :class:`EncodedBatch` (this module's only batch type; the datasets make it, only
-``to_model_input`` and the evaluator open it): workers read the files and draw each sample's crop, flip and
-colour from the same (seed, epoch, index) stream as the CPU path and send the compressed bytes; on the
-device a batch is decoded in one nvJPEG call and cut, resized, mirrored and distorted with batched kernels:
-
-- crop + resize + flip: torch's antialiased bilinear ``interpolate`` (RandomResizedCrop's), per image;
-  evaluation resizes the whole image and keeps the centre.
-- colour: the per-sample affine map of :func:`bn_inception.data.transforms.photometric_terms`.
-
-Differences from the CPU path: nvJPEG's and libjpeg's IDCT differ by a level or so; resized pixels stay
-float (the CPU path rounds to uint8); the CPU path may decode large images at a reduced JPEG scale. Files
-nvJPEG does not take (progressive or CMYK JPEGs, PNGs) are decoded by the worker with Pillow. Decoder:
-torchvision's batched ``decode_jpeg(list, device="cuda")`` (0.29 deprecates it for TorchCodec, not a
-dependency here; ``_decode_jpegs`` is the one function to switch).
+Differences from the CPU path: nvJPEG's IDCT differs from libjpeg's by a level or so; resized pixels stay
+float; no reduced-scale JPEG decoding. Files nvJPEG does not take (progressive, CMYK, PNG) the worker decodes
+with Pillow. torchvision 0.29 deprecates ``decode_jpeg`` for TorchCodec: ``_decode_jpegs`` is the one
+function to switch.
 """
 
 from __future__ import annotations
@@ -35,10 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bn_inception.data.decode import BadImageError, decode_image_file, read_bytes, to_rgb
+from bn_inception.data.decode import decode_image_file, read_bytes
 from bn_inception.data.transforms import TrainAugment, apply_colour, eval_sizes
-
-# normalisation
 
 
 @functools.cache
@@ -59,9 +46,8 @@ def to_model_input(
     channels_last: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """A loader's images -> the model's input on ``device``, ``(x / 255 - mean) / std`` in ``dtype`` and
-    the model's memory format: from a uint8 (B, C, H, W) batch (any layout; pinned for an asynchronous
-    copy), a float batch in 0-255, or an :class:`EncodedBatch` (decoded and transformed there first)."""
+    """A loader's batch (uint8, float 0-255 or EncodedBatch) -> ``(x / 255 - mean) / std`` on ``device``, one
+    fused multiply-add in ``dtype`` and the model's memory format."""
     device = torch.device(device)
     if isinstance(images, EncodedBatch):
         x = device_images(images, device)
@@ -80,11 +66,7 @@ def to_model_input(
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-# decode selection
-
-
 def gpu_decode_available() -> bool:
-    """Whether this torchvision can decode JPEGs on a CUDA device (nvJPEG) and a GPU is visible."""
     if not torch.cuda.is_available():
         return False
     try:
@@ -96,9 +78,8 @@ def gpu_decode_available() -> bool:
 
 
 def resolve_decode(decode: str, device: torch.device | str | None, file_based: bool) -> bool:
-    """``data.decode`` -> True where JPEGs are decoded on the device. ``auto`` is cpu: the GPU path
-    (``gpu``, experimental) is not the default until a measurement on a GPU shows it correct and faster
-    (docs/benchmarks.md). In-memory datasets such as Fashion-MNIST are never decoded."""
+    """``data.decode`` -> decode on the device? ``auto`` is cpu until a GPU measurement shows gpu correct and
+    faster (docs/benchmarks.md)."""
     if decode != "gpu":
         return False
     if not file_based:
@@ -114,12 +95,7 @@ def resolve_decode(decode: str, device: torch.device | str | None, file_based: b
     return True
 
 
-# worker side
-
-
 class EncodedImage(NamedTuple):
-    """One image as a loader worker sends it for device decoding."""
-
     data: torch.Tensor  # 1-D uint8 JPEG bytes, or (3, H, W) uint8 pixels the worker decoded itself
     height: int
     width: int
@@ -127,8 +103,7 @@ class EncodedImage(NamedTuple):
 
 
 def read_for_device(path: str) -> EncodedImage:
-    """Read ``path`` for device decoding: the bytes of a complete sequential greyscale or colour JPEG (what
-    nvJPEG's batched decoder takes), else the pixels decoded here with Pillow; BadImageError if unreadable."""
+    """The bytes of a complete baseline L/RGB JPEG (what nvJPEG takes), else Pillow's pixels."""
     data = read_bytes(path)
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -144,12 +119,8 @@ def read_for_device(path: str) -> EncodedImage:
 
 @dataclass
 class EncodedBatch:
-    """A batch whose decoding, geometry and colour distortion run on the device (:func:`device_images`).
-
-    ``rows``/``cols`` describe each image's vertical/horizontal resampling as (start, length, out_len,
-    keep): resize pixels [start, start + length) to out_len, keep outputs [keep, keep + size). None for a
-    batch of raw images (the evaluator cuts its own crops from :func:`decode_images`).
-    """
+    """A batch decoded and transformed on the device. ``rows``/``cols``: per image (start, length, out_len,
+    keep): resize pixels [start, start + length) to out_len, keep [keep, keep + size); None: raw images."""
 
     data: list[torch.Tensor]
     sizes: torch.Tensor  # (B, 2) int64: full (height, width)
@@ -165,8 +136,7 @@ class EncodedBatch:
         return len(self.data)
 
     def pin_memory(self, device: Any = None) -> EncodedBatch:
-        """The DataLoader's pin-memory thread: the colour terms go to page-locked memory (their copies to
-        the GPU are then asynchronous); the JPEG bytes stay, nvJPEG reads them itself."""
+        # The pin-memory thread: colour terms pinned (asynchronous copies); nvJPEG reads the bytes itself.
         colour = None if self.colour is None else tuple(t.pin_memory() for t in self.colour)
         return dataclasses.replace(self, colour=colour)
 
@@ -174,8 +144,7 @@ class EncodedBatch:
 def encoded_batch(
     items: Sequence[EncodedImage], u: np.ndarray | None, augment: TrainAugment | None, size: int
 ) -> EncodedBatch:
-    """The :class:`EncodedBatch` of a training (``augment`` and draws ``u``) or evaluation batch; with
-    ``size=0`` a batch of raw images (no geometry: the evaluator cuts its crops itself)."""
+    """A training (``augment``, draws ``u``) or evaluation batch; ``size=0``: raw images."""
     hw = [[it.height, it.width] for it in items]
     batch = EncodedBatch([it.data for it in items], torch.tensor(hw, dtype=torch.int64).view(-1, 2),
                          [it.path for it in items], size)  # fmt: skip
@@ -196,12 +165,7 @@ def encoded_batch(
 
 
 def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of single-crop evaluation: shorter side to round(256/224 x input), centre crop.
-
-    The output size follows torchvision's ``resize(img, [R])`` (longer side ``int(R * long / short)``) and
-    the crop offset its ``center_crop`` (``round((side - S) / 2)``), as
-    :func:`bn_inception.data.transforms.eval_resize_crop` does on the CPU.
-    """
+    """(rows, cols) of single-crop evaluation, sizes and offsets as torchvision's resize + center_crop."""
     resize, crop = eval_sizes(input_size)
     rows, cols = [], []
     for h, w in sizes.tolist():
@@ -213,18 +177,12 @@ def eval_geometry(sizes: torch.Tensor, input_size: int) -> tuple[np.ndarray, np.
     return np.array(rows, np.float64).reshape(-1, 4), np.array(cols, np.float64).reshape(-1, 4)
 
 
-# device side
-
-
 def decode_jpegs(
     data: Sequence[torch.Tensor], device: torch.device, paths: Sequence[str]
 ) -> list[torch.Tensor]:
-    """Decode JPEG byte tensors to (3, H, W) uint8 on ``device``: one batched nvJPEG call on a GPU, with a
-    side stream current. torchvision 0.29's nvJPEG allocates its outputs on the current stream but writes
-    them from a private one that does not wait for it: on the training stream it may overwrite a block queued
-    kernels still read (pytorch/vision#9606, 199 of 200 iterations corrupted on an H100). The side stream
-    runs nothing else, blocks the training stream used return to its pool only after that use
-    (``record_stream``), and the training stream waits for the decode (``wait_stream``)."""
+    """JPEG bytes -> (3, H, W) uint8 on ``device``, one batched nvJPEG call on a side stream: nvJPEG writes
+    from a private stream that does not wait for the current one (pytorch/vision#9606, 199 of 200 iterations
+    corrupted on an H100), so the side stream runs nothing else, and record_stream/wait_stream order it."""
     if not data:
         return []
     if device.type != "cuda":
@@ -246,13 +204,10 @@ def _decode_stream(device: torch.device) -> torch.cuda.Stream:
 def _decode_jpegs(
     data: Sequence[torch.Tensor], device: torch.device, paths: Sequence[str]
 ) -> list[torch.Tensor]:
-    """:func:`decode_jpegs` on the current stream. A batch the batched call rejects is decoded image by
-    image, an image nvJPEG rejects with Pillow; an image nobody can decode raises BadImageError naming it
-    (the worker's checks let through only complete JPEGs, so this is a file corrupted inside its data)."""
+    """:func:`decode_jpegs` on the current stream; a rejected batch image by image, then Pillow."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders in favour of TorchCodec (see the module docstring).
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return list(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device))
@@ -263,21 +218,11 @@ def _decode_jpegs(
             try:
                 out.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
-                out.append(_pillow_decode(tensor, path).to(device))
+                out.append(torch.from_numpy(np.array(decode_image_file(path))).permute(2, 0, 1).to(device))
         return out
 
 
-def _pillow_decode(tensor: torch.Tensor, path: str) -> torch.Tensor:
-    try:
-        with Image.open(io.BytesIO(tensor.numpy().tobytes())) as img:
-            pixels = np.array(to_rgb(img))
-    except (OSError, ValueError, SyntaxError) as e:
-        raise BadImageError(f"cannot decode image {path}: {str(e).splitlines()[0] if str(e) else e}") from e
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-
-
 def decode_images(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor]:
-    """Every image of ``batch`` as (3, H, W) uint8 on ``device``, in order."""
     coded = [i for i, t in enumerate(batch.data) if t.dim() == 1]
     out: list[torch.Tensor | None] = [None] * len(batch.data)
     decoded = decode_jpegs([batch.data[i] for i in coded], device, [batch.paths[i] for i in coded])
@@ -290,7 +235,6 @@ def decode_images(batch: EncodedBatch, device: torch.device) -> list[torch.Tenso
 
 
 def device_images(batch: EncodedBatch, device: torch.device) -> torch.Tensor:
-    """Decode ``batch`` on ``device`` and apply its geometry and colour: float (B, 3, S, S) in 0-255."""
     if batch.rows is None or batch.cols is None:
         raise ValueError("this EncodedBatch carries raw images (no geometry); cut crops with decode_images")
     images = decode_images(batch, device)
@@ -303,9 +247,7 @@ def device_images(batch: EncodedBatch, device: torch.device) -> torch.Tensor:
 def resample(
     images: Sequence[torch.Tensor], rows: np.ndarray, cols: np.ndarray, flip: np.ndarray | None, size: int
 ) -> torch.Tensor:
-    """Crop, resize and mirror (C, H_i, W_i) uint8 images as ``rows``/``cols``/``flip`` say, with torch's
-    antialiased bilinear resize (RandomResizedCrop's): float (B, C, size, size) in 0-255 on their device.
-    The parameters are numpy arrays (host data: no device read); one resize per image."""
+    """Crop, antialiased-resize and mirror images per ``rows``/``cols``/``flip`` (numpy: no device read)."""
     if not images:
         return torch.empty(0, 3, size, size)
     out = torch.empty(len(images), images[0].shape[0], size, size, device=images[0].device)

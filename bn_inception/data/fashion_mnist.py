@@ -1,9 +1,7 @@
-"""Fashion-MNIST (Xiao et al. 2017) as uint8 tensors in memory: the project's offline dataset.
-
-Looked for, in order: ``root`` (IDX files, gzipped or not, directly in it or in torchvision's
-``FashionMNIST/raw/``), Debian's ``dataset-fashion-mnist`` package at /usr/share/datasets/fashion-mnist,
-then torchvision's downloader into ``root`` (or ~/.cache/bn_inception/fashion_mnist) where a network
-exists. The IDX format (LeCun's MNIST page): big-endian magic 0x0000080<ndim>, ndim uint32 sizes, data.
+"""Fashion-MNIST (Xiao et al. 2017) in memory, from ``root`` (IDX files, gzipped or not, in it or its
+``FashionMNIST/raw/``), Debian's dataset-fashion-mnist, or torchvision's downloader. IDX (LeCun's MNIST
+page): magic 0x0000080<ndim>, ndim big-endian uint32 sizes, data. Read here because torchvision's
+``read_image_file`` opens no .gz, and Debian's files are gzipped.
 """
 
 from __future__ import annotations
@@ -20,18 +18,8 @@ import torch
 log = logging.getLogger(__name__)
 
 DEBIAN_PATH = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot"]  # fmt: skip
 # Per-pixel mean and std of the 60,000 training images in [0, 1] (tests/data check them against the data).
 MEAN = (0.2860,)
 STD = (0.3530,)
@@ -46,7 +34,6 @@ class FashionMNISTNotFound(FileNotFoundError):
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """An IDX file (optionally gzipped) as a numpy array of unsigned bytes."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
@@ -63,19 +50,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but holds {body.size} bytes"
         )
     return body.reshape(dims)
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzipped if the name ends in .gz); for tests and tools."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    payload = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(payload)
-
-
-def _cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bn_inception" / "fashion_mnist"
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -103,21 +77,10 @@ def _load_from(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | N
     return out
 
 
-def _download(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    from torchvision.datasets import FashionMNIST
-
-    out = {}
-    for split in ("train", "test"):
-        ds = FashionMNIST(str(folder), train=split == "train", download=True)
-        out[split] = (ds.data.to(torch.uint8), ds.targets.to(torch.int64))
-    return out
-
-
 def load_fashion_mnist(
     root: str | os.PathLike | None = None, download: bool = True
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{"train": (images uint8 (60000, 28, 28), labels int64), "test": (10000 ...)} from the first place
-    that has it: ``root``, Debian's path, or a torchvision download (if ``download``)."""
+    """{"train": (uint8 (60000, 28, 28), int64 labels), "test": ...} from the first place that has it."""
     tried = []
     if root is not None:
         found = _load_from(Path(root).expanduser())
@@ -130,11 +93,18 @@ def load_fashion_mnist(
     if found is not None:
         return found
     tried.append(f"{DEBIAN_PATH} (install Debian's dataset-fashion-mnist)")
-    target = Path(root).expanduser() if root is not None else _cache()
+    from bn_inception.data.build import cache_dir  # at call time: build imports this module
+
+    target = Path(root).expanduser() if root is not None else cache_dir() / "fashion_mnist"
     if download:
         try:
+            from torchvision.datasets import FashionMNIST
+
             log.info("downloading Fashion-MNIST with torchvision into %s", target)
-            return _download(target)
+            sets = {
+                s: FashionMNIST(str(target), train=s == "train", download=True) for s in ("train", "test")
+            }
+            return {s: (d.data.to(torch.uint8), d.targets.to(torch.int64)) for s, d in sets.items()}
         except Exception as e:  # noqa: BLE001 - any download failure becomes the one-line error below
             tried.append(f"torchvision download into {target} ({type(e).__name__}: {str(e).splitlines()[0]})")
     else:

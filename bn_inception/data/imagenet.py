@@ -1,17 +1,9 @@
-"""ILSVRC-2012 on disk: class folders, validation labels in the layouts users have, subsets.
-
-``root`` holds ``train/`` and ``val/`` (Kaggle's ``ILSVRC/Data/CLS-LOC/`` is found from its top folder).
-``train/<wnid>/*.JPEG``: class index = the wnid's position in sorted order (torchvision/timm). ``val/`` is
-sorted into ``<wnid>/`` folders (``scripts/prepare_imagenet.py``, valprep.sh) or flat, labelled by Kaggle's
-``LOC_val_solution.csv`` or by the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (ILSVRC2012_IDs) with
-an ID -> wnid map: the devkit's ``meta.mat`` (read with scipy) or a text file of wnid and ID per line in
-either order (the ILSVRC2014+ devkit's ``map_clsloc.txt``; ``prepare_imagenet.py --export-synset-map``
-writes one), or one wnid per line in ID order. Label files not given are looked for in root, root/val,
-root's parent and the devkit folders below them.
-
-:func:`list_imagenet_tree` lists the tree folder by folder straight into packed paths, stamping each folder
-for the tree index (``bn_inception.data.index``); :func:`select_classes` applies a dataset's checks and class
-choice to a listing. An unreadable folder (permissions, link loops, dangling links) is one line naming it.
+"""ILSVRC-2012 on disk: ``root`` (or Kaggle's ``root/ILSVRC/Data/CLS-LOC``) holds ``train/<wnid>/`` (label =
+sorted wnid position, as torchvision/timm) and ``val/``, sorted into ``<wnid>/`` or flat with Kaggle's
+``LOC_val_solution.csv`` or the devkit's ground truth (ILSVRC2012_IDs) plus an ID -> wnid map: ``meta.mat``
+or a text map (wnid and ID per line, either order, as ILSVRC2014's ``map_clsloc.txt``; or wnids in ID order).
+Label files not given are looked for in root, root/val, root's parent and the devkit folders below them.
+:func:`list_imagenet_tree` lists into packed paths, stamping each folder for the tree index.
 """
 
 from __future__ import annotations
@@ -48,8 +40,6 @@ class DatasetLayoutError(ValueError):
 
 @dataclass
 class ImageFolderSplit:
-    """A split as plain data: packed file paths, numpy integer labels, the class names in label order."""
-
     paths: PackedPaths
     labels: np.ndarray
     classes: list[str]
@@ -63,27 +53,18 @@ def _preview(items: Sequence[str], n: int = 5) -> str:
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-# Listing folders, with one-line errors for what a real tree can hold.
-
-
 def _unreadable(path: str, e: OSError) -> DatasetLayoutError:
-    """The one-line error for a folder (or link) of the tree that cannot be listed."""
+    why = f"cannot list folder {path}: {e.strerror or e}"
     if e.errno in (errno.EACCES, errno.EPERM):
-        why = (
-            f"cannot read folder {path}: permission denied; give the user running this read and execute "
-            f"access to it (e.g. chmod -R a+rX {path})"
-        )
+        why = f"cannot read folder {path}: permission denied; give the user running this read and execute "
+        why += f"access to it (e.g. chmod -R a+rX {path})"
     elif e.errno == errno.ELOOP:
-        why = (
-            f"{path} is a symbolic link loop (following it leads back to itself); point the link at a real "
-            "folder or remove it"
-        )
+        why = f"{path} is a symbolic link loop (following it leads back to itself); point the link at a real "
+        why += "folder or remove it"
     elif e.errno == errno.ENOENT and os.path.islink(path):
         why = (
             f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; fix or remove the link"
         )
-    else:
-        why = f"cannot list folder {path}: {e.strerror or e}"
     return DatasetLayoutError(why)
 
 
@@ -114,17 +95,14 @@ def is_image_name(name: str) -> bool:
 
 
 def list_images(folder: str) -> list[str]:
-    """Sorted names of the image files in ``folder`` (by extension; decoding goes by content)."""
     return sorted(e.name for e in _entries(folder) if is_image_name(e.name) and _kind(e) == "file")
 
 
 def list_subdirs(folder: str) -> list[str]:
-    """Sorted names of the folders in ``folder`` (links to folders included, hidden ones not)."""
     return sorted(e.name for e in _entries(folder) if not e.name.startswith(".") and _kind(e) == "dir")
 
 
 def resolve_imagenet_root(root: str | os.PathLike) -> Path:
-    """The folder holding train/ and val/: ``root`` itself or Kaggle's ``root/ILSVRC/Data/CLS-LOC``."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetLayoutError(
@@ -140,18 +118,10 @@ def resolve_imagenet_root(root: str | os.PathLike) -> Path:
     )
 
 
-# The listing: the tree as it is, packed, with a stamp of every folder read.
-
-
 @dataclass
 class TreeListing:
-    """An ImageNet-layout tree as listed: every class folder found, with no dataset's checks applied.
-
-    ``train.classes`` are train/'s folder names; ``val.classes`` are val/'s folder names (sorted layout) or
-    the wnids its label file gives the images present (flat layout). Paths are relative to ``base``.
-    ``stamps``: every folder read, as [path relative to base, kind (LISTS_FOLDERS | LISTS_IMAGES), its
-    modification time taken before reading it, the number and a CRC-32 of the names listed].
-    """
+    """A tree as listed, no dataset's checks applied; paths relative to ``base``. ``stamps``: every folder
+    read as [relative path, kind, mtime taken before reading, number and CRC-32 of the names]."""
 
     base: Path
     train: ImageFolderSplit
@@ -183,7 +153,6 @@ def _stamped_listing(base: Path, rel: str, kind: int, stamps: list[list]) -> lis
 
 
 def _list_class_folders(base: Path, split: str, stamps: list[list]) -> ImageFolderSplit:
-    """Every class folder of ``base/split``, one at a time into packed form (paths relative to base)."""
     classes = _stamped_listing(base, split, LISTS_FOLDERS, stamps)
     parts, counts = [], []
     for wnid in classes:
@@ -225,7 +194,6 @@ def list_imagenet_tree(
     val_labels: str | os.PathLike | None = None,
     synset_map: str | os.PathLike | None = None,
 ) -> TreeListing:
-    """List train/ and val/ of an ImageNet-layout tree (see the module docstring); one pass, packed."""
     started = time.time_ns()
     given_root = Path(root).expanduser()
     base = resolve_imagenet_root(given_root)
@@ -277,7 +245,6 @@ def _check_not_empty(split: ImageFolderSplit, chosen: Sequence[str], folder: Pat
 
 
 def relabel(split: ImageFolderSplit, chosen: Sequence[str]) -> ImageFolderSplit:
-    """The images of ``split`` whose class is in ``chosen``, labelled by position in ``chosen``."""
     position = {c: i for i, c in enumerate(chosen)}
     mapping = np.array([position.get(c, -1) for c in split.classes] or [-1], dtype=np.int64)
     labels = mapping[np.asarray(split.labels)] if len(split) else np.zeros(0, dtype=np.int64)
@@ -290,8 +257,7 @@ def relabel(split: ImageFolderSplit, chosen: Sequence[str]) -> ImageFolderSplit:
 def select_classes(
     listing: TreeListing, classes: Sequence[str] | None = None
 ) -> tuple[ImageFolderSplit, ImageFolderSplit]:
-    """Train and val splits of a listing, labelled by sorted wnid; ``classes`` restricts both to those
-    wnids (a subset needs only its own folders present and non-empty)."""
+    """Train and val splits labelled by sorted wnid, checked; ``classes``: only those (present, non-empty)."""
     train_dir, val_dir = listing.base / "train", listing.base / "val"
     if not listing.train.classes:
         raise DatasetLayoutError(
@@ -316,8 +282,6 @@ def scan_imagenet(
     synset_map: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
 ) -> tuple[ImageFolderSplit, ImageFolderSplit]:
-    """Train and val splits of an ImageNet-layout tree, listed now (no index); ``classes`` restricts both
-    to those wnids."""
     return select_classes(list_imagenet_tree(root, val_labels, synset_map), classes)
 
 
@@ -347,7 +311,6 @@ def read_kaggle_val_labels(path: Path) -> dict[str, str]:
 
 
 def read_synset_map(path: Path) -> dict[int, str]:
-    """{ILSVRC2012_ID: wnid} from the devkit's meta.mat or a text map (see the module docstring)."""
     if path.suffix.lower() == ".mat":
         from scipy.io import loadmat  # the devkit's meta.mat is the one MATLAB file we read
 
@@ -374,7 +337,6 @@ def read_synset_map(path: Path) -> dict[int, str]:
 
 
 def read_devkit_val_labels(ground_truth: Path, synset_map: Path) -> dict[str, str]:
-    """{image stem: wnid} from ILSVRC2012_validation_ground_truth.txt (line i = ILSVRC2012_val_000000i)."""
     id_to_wnid = read_synset_map(synset_map)
     labels = {}
     for i, line in enumerate(Path(ground_truth).read_text().split(), start=1):
@@ -391,7 +353,7 @@ def read_devkit_val_labels(ground_truth: Path, synset_map: Path) -> dict[str, st
 def load_flat_val_labels(
     search_roots: Sequence[Path], val_labels: str | os.PathLike | None, synset_map: str | os.PathLike | None
 ) -> tuple[dict[str, str], list[Path]]:
-    """{image stem: wnid} for a flat val folder, and the files read (the label file first, then the map)."""
+    """{image stem: wnid} of a flat val/, and the files read (label file, then map)."""
     label_path = (
         Path(val_labels).expanduser()
         if val_labels

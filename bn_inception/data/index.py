@@ -1,24 +1,12 @@
-"""The tree index: an ImageNet-layout tree listed once, then read by every start and every process.
+"""The tree index: an ImageNet-layout tree listed once (seconds locally, minutes on NFS, and 8-64 processes
+listing at once is what cluster administrators complain about), then read by every start and process.
 
-Listing ILSVRC-2012 (2,002 folders, 1.33M files) takes seconds on local disk and minutes on NFS, and 8-64
-processes listing it at once is what cluster administrators complain about. The index holds a
-:class:`~bn_inception.data.imagenet.TreeListing`; a start reads it instead of the tree, and uses it only if
-
-- the file is whole (a CRC-32 of its content: a damaged or truncated file is "corrupt", never half-trusted);
-- it was built for this root and these label settings;
-- every folder it listed still has the modification time it had (adding, removing or renaming a file or
-  class folder changes it: 2,002 ``stat`` calls instead of 1.33M entries), and a flat val/'s label files
-  their size and time. A folder modified within ``RACY_WINDOW_S`` before the listing began is listed again
-  and compared by its names (git's "racily clean" entries: a change within the timestamp resolution).
-
-Else one log line says why and the tree is listed again. Who lists: the process holding ``<index>.lock``
-(``bn_inception/files.py``'s LockFile, which works on NFS and is taken over from a crashed holder); every
-other process waits for it and reads. So a tree is listed once per index file: per node with the default
-cache, per cluster with a shared ``data.index``.
-
-Format: consecutive ``.npy`` records in one file (written with ``write_atomically``): the JSON metadata
-as bytes, the six arrays (paths' bytes and offsets, labels, per split), the CRC. The arrays are
-memory-mapped on reading, so all processes of a node share the page cache's copy.
+Used only if whole (a CRC-32), built for this root and label settings, and every listed folder keeps its
+mtime (2,002 ``stat`` calls, not 1.33M entries) and a flat val/'s label files their size and time; a
+folder modified within ``RACY_WINDOW_S`` before the listing is compared by its names (git's "racily
+clean"). Else one log line says why and the holder of ``<index>.lock`` (files.LockFile: NFS-safe, taken
+over from a crashed holder) lists again while the others wait. Format: consecutive ``.npy`` records (JSON
+metadata, six arrays, the CRC), memory-mapped on reading so a node's processes share the page cache.
 """
 
 from __future__ import annotations
@@ -57,11 +45,10 @@ _ARRAYS = [f"{split}_{part}" for split in ("train", "val") for part in ("blob", 
 
 
 class IndexUnusable(Exception):
-    """Why an index file cannot be used as it is (the message goes into the one rebuild log line)."""
+    """Why an index file cannot be used (the message goes into the one rebuild log line)."""
 
 
 def index_key(root, val_labels, synset_map) -> dict[str, str | None]:
-    """The settings an index is built for: the resolved root and label files (absolute paths)."""
     return {
         k: str(Path(p).expanduser().resolve()) if p else None
         for k, p in (("root", root), ("val_labels", val_labels), ("synset_map", synset_map))
@@ -69,7 +56,6 @@ def index_key(root, val_labels, synset_map) -> dict[str, str | None]:
 
 
 def default_index_path(cache: Path, key: dict[str, str | None]) -> Path:
-    """``cache/index/<root folder name>-<hash of the key>.idx``: one file per tree and label settings."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(key["root"] or "root").name) or "root"
     return cache / "index" / f"{name}-{digest}.idx"
@@ -82,7 +68,6 @@ def _crc(arrays: list[np.ndarray], crc: int = 0) -> int:
 
 
 def content_crc(listing: TreeListing) -> int:
-    """CRC-32 of what a dataset is made of (paths, labels, classes), wherever the tree is mounted."""
     splits = (listing.train, listing.val)
     arrays = [a for s in splits for a in (s.paths.blob, s.paths.offsets, np.asarray(s.labels, np.int32))]
     return _crc(arrays, zlib.crc32(json.dumps([s.classes for s in splits]).encode()))
@@ -113,7 +98,7 @@ def write_index(path: str | os.PathLike, listing: TreeListing, key: dict[str, An
 
 
 def _next_array(f, path: str) -> np.ndarray:
-    """The next .npy record of ``f``, memory-mapped (a plain ndarray view: indexing a memmap costs more)."""
+    # Memory-mapped, as a plain ndarray view: indexing a memmap costs more.
     version = np.lib.format.read_magic(f)
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read(f)
@@ -132,7 +117,6 @@ def _read_meta(f) -> dict[str, Any]:
 
 
 def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], TreeListing]:
-    """(metadata, listing) of an index file, arrays memory-mapped; IndexUnusable says why not."""
     path = str(path)
     try:
         with open(path, "rb") as f:
@@ -159,8 +143,7 @@ def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], TreeListing]:
 
 
 def prune_orphans(folder: Path, keep: Path) -> None:
-    """Delete the index files in ``folder`` whose tree is gone (a deleted test tree, a moved dataset), so a
-    shared cache folder does not grow without bound. Reads only their metadata."""
+    """Delete the index files in ``folder`` whose tree is gone, so a cache folder does not grow unbounded."""
     for other in folder.glob("*.idx"):
         try:
             with open(other, "rb") as f:
@@ -173,7 +156,6 @@ def prune_orphans(folder: Path, keep: Path) -> None:
 
 
 def stale_reason(listing: TreeListing) -> str | None:
-    """Why ``listing`` no longer describes its tree, or None when it still does (see the module docstring)."""
     racy_from = listing.listed_at_ns - int(RACY_WINDOW_S * 1e9)
     for rel, kind, mtime, count, crc in listing.stamps:
         path = os.path.join(listing.base, rel)
@@ -201,7 +183,6 @@ def stale_reason(listing: TreeListing) -> str | None:
 
 
 def open_valid_index(path: str | os.PathLike, key: dict[str, Any]) -> TreeListing:
-    """The listing in ``path`` if it is whole, built for ``key`` and still true of the tree."""
     meta, listing = read_index(path)
     if meta["key"] != key:
         raise IndexUnusable(f"built for other settings ({meta['key']})")
@@ -211,7 +192,6 @@ def open_valid_index(path: str | os.PathLike, key: dict[str, Any]) -> TreeListin
 
 
 def _lock(path: Path) -> LockFile:
-    """Wait for and take ``<index>.lock``."""
     lock = LockFile(f"{path}.lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,9 +210,8 @@ def _lock(path: Path) -> LockFile:
 def load_tree_index(
     root, val_labels, synset_map, path: str | os.PathLike, prune: bool = False
 ) -> TreeListing:
-    """The listing of the tree at ``root``, from the index at ``path``; listed (once, by one process) and
-    written there when the index is missing, stale or corrupt, with one log line saying which. ``prune``:
-    after writing, delete the other index files in its folder whose trees are gone (a cache folder)."""
+    """The listing of ``root`` from the index at ``path``, (re)built by one process when unusable;
+    ``prune``: then delete the folder's index files whose trees are gone."""
     key = index_key(root, val_labels, synset_map)
     path = Path(path).expanduser()
     listed = [Path(key["root"]) / split for split in ("train", "val")]
@@ -267,8 +246,7 @@ def load_tree_index(
 
 
 def check_ranks_agree(listing: TreeListing, index_path: str | os.PathLike) -> None:
-    """With torch.distributed initialised, every rank must hold the same dataset (sample i is the same
-    file everywhere, or the ranks' shards overlap and miss): compare content CRCs. A collective."""
+    """A collective: every rank must hold the same dataset, or the ranks' shards overlap and miss."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

@@ -1,21 +1,13 @@
 """Training and evaluation loaders: shuffling (Sec. 4.2.1 item 6), sharding over ranks, exact resume,
-unreadable images, and worker processes that leave stop signals to the run (issue 19).
+unreadable images, and workers that leave stop signals to the run (issue 19).
 
 Shuffling: ``global``, a fresh permutation every epoch ("shuffle more thoroughly"); ``shard``, the baseline's
-weaker shuffling as a sharded record reader does it: one fixed random order cut into shards of
-``shard_size`` examples (TF Inception's ``examples_per_shard = 1024``), visited in a new order each epoch
-through a shuffle buffer of ``shuffle_buffer`` examples (128 = 4 batches of 32; the paper gives neither;
-1 reproduces "the same examples always appear in a mini-batch together" exactly).
-
-Resume: the state is (epoch, batches yielded in it); the order is a pure function of (seed, epoch) and the
-augmentation of (seed, epoch, index), so restarting there reproduces the remaining batches exactly, whatever
-the workers had prefetched. Distributed: every rank computes the same order, drops the tail that does not
-fill a global batch and takes every ``world_size``-th example from ``rank``.
-
-Unreadable images: counted as distinct files (``skipped_images``; ``skips`` counts every meeting) and named
-once in the log; the run stops with one line when the distinct bad files exceed ``max_bad_fraction`` of the
-distinct images requested, checked once ``min(bad_check_min_images, one epoch)`` were requested. An
-exception in a worker comes back as itself, its message first and the worker's traceback as its cause.
+sharded record reader: one fixed order cut into ``shard_size`` shards (TF Inception's 1024), visited in a
+new order each epoch through a ``shuffle_buffer`` (the paper gives neither; 1 reproduces "the same examples
+always appear in a mini-batch together"). Resume: the order is a pure function of (seed, epoch), so the state
+is (epoch, batches yielded). Ranks take every ``world_size``-th example of the same order, tail dropped.
+Unreadable images: distinct files counted and named once; the run stops when they exceed
+``max_bad_fraction`` of the distinct images requested (checked from ``min(bad_check_min_images, an epoch)``).
 """
 
 from __future__ import annotations
@@ -38,6 +30,13 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 1024
 DEFAULT_SHUFFLE_BUFFER = 128
 DEFAULT_BAD_CHECK_MIN_IMAGES = 1000
+_SAME_ON_RESUME = (
+    "seed",
+    "shuffle",
+    "batch_size",
+    "world_size",
+    "num_samples",
+)  # an exact resume needs these
 _ORDER_STREAM, _SHARD_LAYOUT_STREAM, _SHARD_ORDER_STREAM, _BUFFER_STREAM = 0x0DE7, 0x5A7D, 0x5A7E, 0xB0FF
 
 
@@ -49,7 +48,6 @@ def epoch_order(
     shard_size: int = DEFAULT_SHARD_SIZE,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
 ) -> np.ndarray:
-    """The order in which an epoch visits the dataset's indices (before splitting over ranks)."""
     if shuffle == "global":
         return np.random.default_rng([seed, epoch, _ORDER_STREAM]).permutation(num_samples)
     written = np.random.default_rng([seed, _SHARD_LAYOUT_STREAM]).permutation(num_samples)
@@ -60,7 +58,7 @@ def epoch_order(
 
 
 def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A streaming shuffle buffer (tf.data's shuffle): emit a random slot, refill it with the next item."""
+    # tf.data's shuffle buffer: emit a random slot, refill it with the next item.
     if size <= 1 or len(stream) <= 1:
         return stream.copy()
     size = min(size, len(stream))
@@ -72,17 +70,14 @@ def _buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> 
     return out
 
 
-#: Signals that ask a run to stop (bn_inception.engine.signals); loader workers leave them to it.
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
 )
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave the stop signals to the training process: SLURM sends them to every process of
-    the job, Ctrl-C to the whole foreground group; a worker ended by one would end the run before it can
-    save, and must not run the handler it inherited (submitit's would requeue the job again). The training
-    process stops its workers itself (``close``). A signal held while the worker started is dropped."""
+    """SLURM and Ctrl-C signal every process: a worker ended by one would end the run before it saves, and
+    must not run an inherited handler (submitit's would requeue again). ``close`` stops the workers."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -90,9 +85,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 @contextmanager
 def _starting_workers() -> Iterator[None]:
-    """Hold the stop signals while worker processes are forked: a worker inherits the held mask and so
-    cannot be ended by one before it ignores them, and the training process gets a held signal as soon as
-    the workers exist."""
+    """Hold the stop signals while workers fork, so none is ended by one before it ignores them."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
@@ -100,17 +93,14 @@ def _starting_workers() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-#: How loader workers are started: forked, PyTorch's default on Linux, named explicitly because a launcher
-#: may make another start method the default of its job processes (joblib's loky, under
-#: ``hydra/launcher=local_parallel``), with which no DataLoader worker starts ("'Process' object has no
-#: attribute 'env'"). Elsewhere (macOS, Windows) the platform's default.
+# Fork (Linux's default) named explicitly: under hydra/launcher=local_parallel joblib's loky is the default
+# and no worker starts ("'Process' object has no attribute 'env'").
 WORKER_START = "fork" if sys.platform.startswith("linux") else None
 
 
 def shut_down_workers(dataloader: DataLoader | None) -> None:
-    """Stop a DataLoader's worker processes now. Dropping the last reference does it only when the garbage
-    collector gets to it, and at interpreter exit multiprocessing would SIGTERM the workers (which ignore it,
-    see above) and join them forever: every run on an image tree hung after its summary (issue 19)."""
+    """Stop a DataLoader's workers now: at exit multiprocessing would SIGTERM them (ignored) and join
+    forever, so every run on an image tree hung after its summary (issue 19)."""
     iterator = getattr(dataloader, "_iterator", None)  # persistent workers live in the loader's iterator
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()  # torch's own orderly stop (what its __del__ calls)
@@ -121,8 +111,7 @@ def _batch_as_is(batch: Any) -> Any:
 
 
 class _BatchFetcher(Dataset):
-    """Routes a DataLoader's batch of keys to the dataset's batched ``load_batch`` (through the indices of
-    a ``torch.utils.data.Subset``); in a worker, an exception comes back as a :class:`_WorkerFailure`."""
+    """A batch of keys to ``load_batch`` (through a Subset's indices); errors come back as _WorkerFailure."""
 
     def __init__(self, dataset: Any, on_bad: str) -> None:
         self.size, self.on_bad, self.indices = len(dataset), on_bad, None
@@ -148,15 +137,12 @@ class _BatchFetcher(Dataset):
 
 
 class _RemoteTraceback(Exception):
-    """The traceback of an exception raised in a loader worker, shown as the re-raised exception's cause."""
-
     def __str__(self) -> str:
         return self.args[0]
 
 
 class _WorkerFailure:
-    """What a worker returns instead of a batch when loading it raised: the exception itself (or, if it
-    cannot be pickled, a RuntimeError with its type and message) and its formatted traceback."""
+    """A worker's exception (a RuntimeError if it does not pickle) and its traceback, instead of a batch."""
 
     def __init__(self, error: Exception) -> None:
         self.trace = "".join(traceback.format_exception(error))
@@ -172,10 +158,8 @@ class _WorkerFailure:
 
 
 def _next_batch(iterator: Iterator) -> Any:
-    """The next batch of a DataLoader iterator. A worker that died (killed by the system, most often the
-    out-of-memory killer's SIGKILL) surfaces in torch as a RuntimeError "DataLoader worker (pid N) ..." or,
-    when it died handing over a batch, as a ConnectionResetError from deep in multiprocessing (a 40-line
-    traceback, issue 19): both become one line that says what happened and what to do."""
+    """The next batch; a killed worker (RuntimeError "DataLoader worker ..." or, mid-handover, a 40-line
+    ConnectionResetError: issue 19) becomes one line that says what to do."""
     try:
         batch = next(iterator)
     except (ConnectionError, EOFError, RuntimeError) as e:
@@ -194,9 +178,7 @@ def _next_batch(iterator: Iterator) -> Any:
 
 
 class _Loader:
-    """What both loaders share: their DataLoader's options, the unreadable-image accounting (distinct files
-    in ``bad_files``/``skipped_images``, every meeting in ``skips``, each named once in the log), ``close``.
-    """
+    """DataLoader options, unreadable-image accounting (``bad_files`` distinct, ``skips`` every meeting)."""
 
     what = ""
 
@@ -214,7 +196,6 @@ class _Loader:
 
     @property
     def skipped_images(self) -> int:
-        """Distinct unreadable files met so far."""
         return len(self.bad_files)
 
     def _dataloader_args(self, on_bad: str, dataset: Any, **args: Any) -> DataLoader:
@@ -233,8 +214,6 @@ class _Loader:
         )
 
     def _count(self, info: dict[str, Any], requested: int, final: bool = False) -> None:
-        """Add a batch's unreadable files; stop when the distinct ones exceed max_bad_fraction of the
-        ``requested`` distinct images, once at least ``min_images`` were requested."""
         self.seen += int(info["requested"])
         self.skips += int(info["skipped"])
         for path in info["bad_files"]:
@@ -254,14 +233,12 @@ class _Loader:
             )
 
     def close(self) -> None:
-        """Stop the worker processes now; the next batch starts new ones."""
         shut_down_workers(self._dataloader)
         self._dataloader = self._iterator = None
 
 
 class _EpochBatches:
-    """Batch sampler: batches of (index, epoch) keys for this rank, from (start epoch, start batch) on,
-    epochs chained forever."""
+    """This rank's batches of (index, epoch) keys from (start epoch, start batch) on, forever."""
 
     def __init__(self, loader: TrainLoader) -> None:
         self.loader, self.start = loader, (0, 0)
@@ -276,11 +253,7 @@ class _EpochBatches:
 
 
 class TrainLoader(_Loader):
-    """An infinite iterator of fixed-shape (images, labels) training batches; see the module docstring.
-
-    ``len(loader)`` is the number of batches per epoch on this rank. ``state_dict()`` describes the batches
-    already yielded; ``load_state_dict`` continues exactly after them.
-    """
+    """Infinite fixed-shape (images, labels) batches; ``len``: batches per epoch on this rank."""
 
     what = "training"
 
@@ -304,11 +277,8 @@ class TrainLoader(_Loader):
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.dataset, self.batch_size, self.seed, self.shuffle = dataset, int(batch_size), int(seed), shuffle
         self.rank, self.world_size = int(rank), int(world_size)
-        self.shard_size, self.shuffle_buffer, self.prefetch_factor = (
-            shard_size,
-            shuffle_buffer,
-            prefetch_factor,
-        )
+        self.shard_size, self.shuffle_buffer = shard_size, shuffle_buffer
+        self.prefetch_factor = prefetch_factor
         self.num_samples = len(dataset)
         self.batches_per_epoch = self.num_samples // (self.batch_size * self.world_size)
         if self.batches_per_epoch == 0:
@@ -330,7 +300,6 @@ class TrainLoader(_Loader):
         return self.batches_per_epoch
 
     def rank_order(self, epoch: int) -> np.ndarray:
-        """This rank's sample indices for ``epoch``, batches_per_epoch * batch_size of them."""
         if epoch not in self._orders:
             order = epoch_order(
                 self.num_samples, epoch, self.seed, self.shuffle, self.shard_size, self.shuffle_buffer
@@ -367,22 +336,13 @@ class TrainLoader(_Loader):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "epoch": self.epoch,
-            "position": self.position,
-            "seed": self.seed,
-            "shuffle": self.shuffle,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
-            "num_samples": self.num_samples,
-            "images_seen": self.seen,
-            "skipped_images": self.skipped_images,
-            "skips": self.skips,
-            "bad_files": list(self.bad_files),
-            "requested": torch.from_numpy(np.packbits(self._requested)),
-        }
+            "epoch": self.epoch, "position": self.position, **{k: getattr(self, k) for k in _SAME_ON_RESUME},
+            "images_seen": self.seen, "skipped_images": self.skipped_images, "skips": self.skips,
+            "bad_files": list(self.bad_files), "requested": torch.from_numpy(np.packbits(self._requested)),
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("seed", "shuffle", "batch_size", "world_size", "num_samples"):
+        for key in _SAME_ON_RESUME:
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(
                     f"loader state has {key}={state[key]!r} but this loader has {getattr(self, key)!r}; "
@@ -408,9 +368,8 @@ class TrainLoader(_Loader):
         self._iterator = None  # the next batch is fetched from the restored position
 
     def continue_from(self, state: dict[str, Any]) -> None:
-        """Continue after a state written with another number of processes (a requeue onto fewer GPUs):
-        the same epoch, at the same fraction of it. Not exact (the batches are cut differently), but
-        nothing is trained twice or skipped beyond one batch."""
+        """Continue a state of another world size (a requeue onto fewer GPUs) at the same fraction of the
+        epoch: not exact, but nothing trained twice or skipped beyond one batch."""
         old = max(1, int(state["num_samples"]) // (int(state["batch_size"]) * int(state["world_size"])))
         position = min(int(state["position"]) * self.batches_per_epoch // old, self.batches_per_epoch - 1)
         self.load_state_dict(
@@ -420,12 +379,8 @@ class TrainLoader(_Loader):
 
 
 class EvalLoader(_Loader):
-    """A finite, ordered iterable of (images, labels) over the first ``limit`` images (all if None), every
-    ``world_size``-th from ``rank`` (no padding: gathered results count each image once).
-
-    Unreadable images are dropped (a batch may come out shorter, an all-bad batch is not yielded) and
-    counted per pass; the pass stops with a RuntimeError when they exceed ``max_bad_fraction``.
-    """
+    """Ordered (images, labels) over the first ``limit`` images, every ``world_size``-th from ``rank`` (no
+    padding); unreadable images dropped and counted per pass."""
 
     what = "evaluation"
 

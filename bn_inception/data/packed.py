@@ -1,9 +1,6 @@
-"""File paths packed in two numpy arrays: all their bytes, and where each one ends.
-
-ImageNet's 1.33M paths as Python ``str`` objects cost ~170 MB per process, and forked loader workers copy
-the pages those objects live on as soon as they touch a refcount (pytorch/pytorch#13246). Packed, a path is
-its bytes plus an 8-byte offset (~45 MB, relative to ``root``) in arrays whose pages nobody writes; read
-from the tree index they are memory-mapped, so every process of a node shares the page cache's copy.
+"""File paths packed in two numpy arrays (their bytes, where each ends): ImageNet's 1.33M paths as ``str``
+cost ~170 MB per process, copied by forked workers on refcount touches (pytorch/pytorch#13246); packed,
+~45 MB in pages nobody writes (memory-mapped from the tree index: shared by a node's processes).
 """
 
 from __future__ import annotations
@@ -15,14 +12,12 @@ import numpy as np
 
 
 def pack(paths: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 bytes, int64 offsets of length n + 1) of ``paths``."""
     encoded = [os.fsencode(p) for p in paths]
     blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     return blob, np.concatenate([[0], np.cumsum([len(e) for e in encoded], dtype=np.int64)])
 
 
 def concat(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """One (bytes, offsets) pair of several, in order (a listing packs folder by folder)."""
     if not parts:
         return pack([])
     starts = np.cumsum([0] + [len(b) for b, _ in parts[:-1]])
@@ -31,8 +26,7 @@ def concat(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
 
 
 class PackedPaths(Sequence):
-    """Read-only path strings: ``root`` joined to each stored path, optionally a row selection (``take``)
-    sharing the bytes (a subset is a row array over the full tree's index)."""
+    """Read-only paths: ``root`` joined to each stored path, optionally a row selection sharing the bytes."""
 
     def __init__(self, blob: np.ndarray, offsets: np.ndarray, root: str = "", rows: np.ndarray | None = None):
         self.blob, self.offsets, self.root, self.rows = blob, offsets, os.fspath(root), rows
@@ -53,7 +47,6 @@ class PackedPaths(Sequence):
         return self._n
 
     def relative(self, index: int) -> str:
-        """The stored path (relative to ``root`` when one is set)."""
         if not -self._n <= index < self._n:
             raise IndexError(f"path index {index} out of range for {self._n} paths")
         row = index % self._n if self._rows is None else self._rows[index]
@@ -65,7 +58,6 @@ class PackedPaths(Sequence):
         return self._prefix + self.relative(int(index))
 
     def take(self, rows: Sequence[int] | np.ndarray) -> PackedPaths:
-        """The paths at ``rows`` (indices into this sequence), sharing the bytes."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"rows out of range for {len(self)} paths")

@@ -1,11 +1,7 @@
-"""Counter-based random numbers indexed by (seed, epoch, sample index).
-
-Augmentation must be a pure function of (seed, epoch, sample index): then a resumed run, any number of
-workers and any world size see the same crops, flips and colour changes for the same sample. torch and
-numpy generators carry sequential state (which worker drew what, in which order), so instead we hash the
-counter (seed, epoch, index, draw) with SplitMix64 (Steele et al. 2014, the mixer numpy's SeedSequence
-family is built on). Hand-written because neither torch nor numpy offers a vectorised generator keyed per
-element: numpy's Philox would need one Generator object per sample.
+"""Counter-based random numbers: augmentation as a pure function of (seed, epoch, sample index), so a resumed
+run, any number of workers and any world size see the same crops, flips and colours. SplitMix64 (Steele et
+al. 2014) hashes the counter; hand-written because neither torch nor numpy has a generator keyed per
+element (numpy's Philox would need one Generator object per sample).
 """
 
 from __future__ import annotations
@@ -31,11 +27,7 @@ def _as_u64(value: int) -> np.ndarray:
 
 
 def sample_uniforms(seed: int, epoch: int, indices: np.ndarray | list[int], count: int) -> np.ndarray:
-    """Uniform floats in [0, 1), shape (len(indices), count), a pure function of (seed, epoch, index, k).
-
-    Draw k of sample i is the same whatever else is in the batch, so a sample's augmentation does not
-    depend on its neighbours, the worker that loads it, or the world size.
-    """
+    """Uniform floats in [0, 1), shape (len(indices), count), a pure function of (seed, epoch, index, k)."""
     idx = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
     key = _splitmix64(_splitmix64(_as_u64(seed)) ^ _as_u64(epoch))
     per_sample = _splitmix64(key ^ _splitmix64(idx))

@@ -24,7 +24,7 @@ def imagenet100_classes() -> list[str]:
 
 
 def read_class_list(path) -> list[str]:
-    """WordNet ids, one per line (the first token of each line; blank lines and '#' comments skipped)."""
+    """WordNet ids, the first token of each line ('#' comments skipped)."""
     wnids = []
     for line_no, line in enumerate(Path(str(path)).read_text().splitlines(), start=1):
         token = line.split("#", 1)[0].strip().split()
@@ -45,8 +45,7 @@ def read_class_list(path) -> list[str]:
 def choose_subset_classes(
     available: Sequence[str], class_list: str | os.PathLike | None, num_classes: int | None, subset_seed: int
 ) -> list[str]:
-    """Sorted wnids of the subset: from ``class_list`` ("imagenet100" or a file), else ``num_classes``
-    drawn from ``available`` with ``subset_seed`` (numpy's PCG64, reproducible across platforms)."""
+    """Sorted wnids: ``class_list`` ("imagenet100" or a file), else ``num_classes`` drawn with the seed."""
     if class_list:
         chosen = imagenet100_classes() if str(class_list) == "imagenet100" else read_class_list(class_list)
         if num_classes is not None and num_classes != len(chosen):
@@ -68,8 +67,7 @@ def choose_subset_classes(
 
 
 def take_per_class(split: ImageFolderSplit, per_class: int | None, subset_seed: int) -> ImageFolderSplit:
-    """At most ``per_class`` images of each class, drawn per class with a seed derived from (subset_seed,
-    wnid), so a class's picks do not change when other classes are added or removed."""
+    """At most ``per_class`` images a class, seeded by (subset_seed, wnid): picks stay when classes change."""
     if per_class is None:
         return split
     if per_class < 1:
@@ -107,8 +105,7 @@ def _digest(lines: Iterable[bytes]) -> tuple[str, int]:
 
 
 def write_or_check_manifest(path: str | os.PathLike, splits: dict[str, ImageFolderSplit], root: Path) -> None:
-    """Write the subset's file list (paths relative to root, label) or, if it exists, check it matches: a
-    manifest that differs means the tree or the settings changed. Streamed both ways (digests of lines)."""
+    """Write the subset's file list or, if it exists, check it still matches (streamed, by digest)."""
     path = Path(path).expanduser()
     if not path.is_file():
         write_atomically(path, lambda f: f.writelines(_manifest_lines(splits)))

@@ -1,16 +1,8 @@
-"""A small ImageNet-layout JPEG tree with learnable classes and ImageNet's file quirks, for tests and
-benchmarks (``scripts/make_synthetic_imagenet.py`` is the command-line front end).
-
-Each class has its own hue, stripe orientation and stripe period, so a small model learns it in a few
-hundred steps; noise (``noise``) makes files as costly to decode as photographs when wanted (the
-throughput benchmark uses ~100 KB 500x375 JPEGs, like ImageNet's ~110 KB average). Sizes and aspect ratios
-vary per image. ``val`` can be sorted into class folders or flat with the devkit's ground truth + meta.mat
-(or its text map) and/or Kaggle's LOC_val_solution.csv, with made-up ILSVRC2012_IDs deliberately not in
+"""A small ImageNet-layout JPEG tree with learnable classes (a hue, stripe orientation and period each) and
+ImageNet's file quirks (QUIRKS), for tests and benchmarks (``scripts/make_synthetic_imagenet.py``). ``noise``
+makes files as costly to decode as photographs (the benchmark's ~100 KB 500x375 JPEGs, ImageNet's average
+~110 KB). ``val`` is sorted or flat with devkit and/or Kaggle label files, the made-up ILSVRC2012_IDs not in
 sorted-wnid order, as in the real devkit.
-
-Quirks (``quirks`` in train, ``val_quirks`` in val; names as in QUIRKS): a CMYK JPEG, a PNG named .JPEG,
-a greyscale JPEG, a JPEG with an EXIF block (orientation tag set), and three unreadable files: a JPEG cut
-in half, an empty file and an HTML page named .JPEG.
 """
 
 from __future__ import annotations
@@ -33,8 +25,6 @@ DEVKIT_DIR = Path("ILSVRC2012_devkit_t12") / "data"
 
 @dataclass
 class SyntheticTree:
-    """What was written: sorted wnids (label order), their made-up ILSVRC2012_IDs, files per quirk."""
-
     root: Path
     wnids: list[str]
     ilsvrc_ids: dict[str, int]
@@ -44,7 +34,6 @@ class SyntheticTree:
 
 
 def class_pattern(label: int, num_classes: int) -> tuple[tuple[int, int, int], bool, int]:
-    """(RGB colour, vertical stripes?, stripe period in px) of a class: its learnable signal."""
     r, g, b = colorsys.hsv_to_rgb((label / max(num_classes, 1)) % 1.0, 0.65, 0.85)
     return (int(r * 255), int(g * 255), int(b * 255)), label % 2 == 1, 4 + 2 * (label % 5)
 
@@ -52,7 +41,6 @@ def class_pattern(label: int, num_classes: int) -> tuple[tuple[int, int, int], b
 def render_image(
     label: int, num_classes: int, width: int, height: int, rng: np.random.Generator, noise: float
 ) -> Image.Image:
-    """An RGB image of class ``label``: class colour, class stripes, per-image brightness and noise."""
     colour, vertical, period = class_pattern(label, num_classes)
     coords = np.arange(width if vertical else height)
     stripes = 40.0 * np.sign(np.sin(2 * np.pi * (coords + rng.integers(period)) / period))
@@ -72,7 +60,6 @@ def _jpeg_bytes(img: Image.Image, quality: int, **kwargs) -> bytes:
 
 
 def quirk_bytes(quirk: str, img: Image.Image, quality: int) -> bytes:
-    """The file content of one ImageNet quirk made from ``img``."""
     if quirk == "png_as_jpeg":
         buf = io.BytesIO()
         img.save(buf, "PNG")
@@ -118,12 +105,8 @@ def make_synthetic_imagenet(
     seed: int = 0,
     wnids: Sequence[str] | None = None,
 ) -> SyntheticTree:
-    """Write ``root/train/<wnid>/*.JPEG`` and ``root/val`` (``sorted`` or ``flat``) plus label files.
-
-    Sizes: each side uniform in [min_size, max_size], or ``image_size`` = (width, height) with a quarter of
-    the images portrait. Label files (``label_files`` from LABEL_FILES) go where the real downloads put
-    them: the devkit's in root/ILSVRC2012_devkit_t12/data/, Kaggle's CSV in root.
-    """
+    """Write ``root/train/<wnid>/*.JPEG``, ``root/val`` and label files where the downloads put them. Sides
+    uniform in [min_size, max_size], or ``image_size`` (w, h) with a quarter portrait."""
     _check_options(val_layout, [*quirks, *val_quirks], label_files)
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -210,7 +193,12 @@ def _write_label_files(
             ("gloss", "O"),
             ("num_children", "f8"),
         ]
-        savemat(devkit / "meta.mat", {"synsets": np.array(rows, dtype=fields)})
+        buf = io.BytesIO()
+        savemat(buf, {"synsets": np.array(rows, dtype=fields)})
+        # The 116-byte header text holds the creation time: fixed, so the same arguments write the same files.
+        (devkit / "meta.mat").write_bytes(
+            b"MATLAB 5.0 MAT-file, bn_inception synthetic".ljust(116) + buf.getvalue()[116:]
+        )
     if "devkit_text" in kinds:  # the ILSVRC2014+ devkit's map_clsloc.txt format: wnid, ID, name
         lines = [f"{w} {ids[w]} class_{w}\n" for w in sorted(wnids, key=ids.get)]
         (devkit / "map_clsloc.txt").write_text("".join(lines))

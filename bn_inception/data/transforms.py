@@ -1,22 +1,11 @@
-"""Training and evaluation transforms (Sec. 4.2.1 of the paper, GoogLeNet Sec. 6).
+"""Training and evaluation transforms (Sec. 4.2.1, GoogLeNet Sec. 6), every draw from (seed, epoch, index).
 
-Training: a random crop of ``crop_scale`` of the area with a log-uniform aspect ratio in ``crop_ratio``
-(GoogLeNet: 8%-100%, [3/4, 4/3]), resized to the input, flipped with probability 1/2, then photometric
-distortion. Evaluation: the shorter side to ``input_size * 256 / 224``, the centre square. Every random
-choice is drawn from :func:`bn_inception.data.rng.sample_uniforms`, a pure function of (seed, epoch, sample
-index); the crop is ``torchvision.transforms.RandomResizedCrop.get_params`` fed with those draws, resampled
-with its antialiased bilinear kernel.
-
-Where the paper is silent:
-- Interpolation: antialiased bilinear only (GoogLeNet mixed four methods; the BN paper never says).
-- Photometric distortions: TF-slim Inception's ``distort_color`` (after Howard 2013): brightness +-32/255,
-  saturation x[0.5, 1.5], hue +-0.2 of the colour circle, contrast x[0.5, 1.5], in one of four orders per
-  sample, clipped once at the end; ``reduced`` (BN-x5 and up, Sec. 4.2.1 item 7) scales every range by
-  ``reduced_strength``. Hue rotates about RGB's grey axis (not HSV: ~2 ms per 224 px image on one core),
-  saturation and contrast blend with grey as torchvision does: all four are affine in the colour vector, so
-  a sample's sequence is one 3x3 matrix + offset applied in one pass. Greyscale gets brightness and contrast.
-- Mean/std: timm's IMAGENET_DEFAULT_MEAN/STD, applied on the device (``to_model_input``): the output here
-  is uint8, rounded to the nearest level, so workers send a quarter of the bytes.
+Training: RandomResizedCrop's box (8%-100% area, ratio [3/4, 4/3]) with antialiased bilinear resampling
+(the BN paper names no interpolation), a flip with probability 1/2, then TF-slim's ``distort_color`` (after
+Howard 2013) in one of four orders, clipped once; ``reduced`` (Sec. 4.2.1 item 7) scales every range.
+Hue rotates about RGB's grey axis (HSV cost ~2 ms per 224 px image), so all four ops are affine in the
+colour: one 3x3 matrix + offset per sample. Evaluation: shorter side to ``input_size * 256 / 224``, centre
+crop. Output is uint8 (workers send a quarter of the bytes); mean/std are applied on the device.
 """
 
 from __future__ import annotations
@@ -31,8 +20,6 @@ from torch.utils.data import get_worker_info
 from torchvision.transforms.v2 import functional as F
 
 from bn_inception.data.rng import sample_uniforms
-
-DISTORTIONS = ("full", "reduced", "none")
 
 # TF-slim inception_preprocessing.distort_color ranges ("full" strength).
 FULL_BRIGHTNESS_DELTA = 32.0 / 255.0
@@ -56,22 +43,16 @@ NUM_DRAWS = 44
 
 
 def eval_sizes(input_size: int) -> tuple[int, int]:
-    """(resize, crop) of single-crop evaluation: shorter side to ``input_size * 256 / 224``, centre crop.
-
-    224 -> (256, 224), the usual single-crop protocol; smaller inputs keep the same 256/224 ratio
-    (28 -> (32, 28)).
-    """
+    """(resize, crop) of single-crop evaluation: 224 -> (256, 224); 28 -> (32, 28)."""
     return int(round(input_size * 256 / 224)), int(input_size)
 
 
 def distortion_strength(distortion: str, reduced_strength: float) -> float:
-    """Multiplier of the full photometric ranges for ``distortion`` in DISTORTIONS."""
     return {"full": 1.0, "reduced": float(reduced_strength), "none": 0.0}[distortion]
 
 
 def eval_crop_box(height: int, width: int, input_size: int) -> tuple[int, int, int, int]:
-    """(top, left, h, w) in the original image of single-crop evaluation's centre crop (:func:`eval_sizes`):
-    training without augmentation sees what evaluation sees."""
+    """(top, left, h, w) of evaluation's centre crop in the original image (training without augmentation)."""
     resize, crop = eval_sizes(input_size)
     side = max(1, round(min(height, width) * crop / resize))
     return (height - side) // 2, (width - side) // 2, side, side
@@ -80,9 +61,8 @@ def eval_crop_box(height: int, width: int, input_size: int) -> tuple[int, int, i
 def random_resized_crop_box(
     u: Sequence[float], height: int, width: int, scale: Sequence[float], ratio: Sequence[float]
 ) -> tuple[int, int, int, int]:
-    """(top, left, h, w): torchvision's RandomResizedCrop.get_params, fed with one sample's draws ``u``
-    (NUM_DRAWS floats) instead of torch's generator. Plain Python floats: ~1 us, 40x less than numpy
-    on a single row."""
+    """(top, left, h, w): RandomResizedCrop.get_params fed with one sample's draws ``u``. Plain Python
+    floats: ~1 us, 40x less than numpy on one row."""
     area = height * width
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     for k in range(_CROP_ATTEMPTS):
@@ -106,8 +86,7 @@ def random_resized_crop_box(
 
 @dataclass(frozen=True)
 class TrainAugment:
-    """The training augmentation of one dataset: crop, flip and photometric distortion, each drawn per
-    sample from (seed, epoch, index)."""
+    """A dataset's training augmentation: crop, flip, photometric distortion."""
 
     input_size: int
     crop_scale: tuple[float, float]
@@ -120,28 +99,23 @@ class TrainAugment:
         return sample_uniforms(self.seed, epoch, indices, NUM_DRAWS)
 
     def crop_box(self, u: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
-        """(top, left, h, w) of one sample's crop; ``u`` is its row of draws (a list is fastest)."""
         if not self.random:
             return eval_crop_box(height, width, self.input_size)
         return random_resized_crop_box(u, height, width, self.crop_scale, self.crop_ratio)
 
     def crop_boxes(self, u: np.ndarray, height: int, width: int) -> np.ndarray:
-        """(B, 4) array of (top, left, h, w), one row per sample of ``u``, all of size height x width."""
         return np.array([self.crop_box(row, height, width) for row in u.tolist()], dtype=np.int64)
 
     def flips(self, u: np.ndarray) -> np.ndarray:
-        """Which samples are mirrored (probability 1/2; none without ``random``)."""
         return u[:, _U_FLIP] < (0.5 if self.random else 0.0)
 
     def colour_terms(self, u: np.ndarray, channels: int) -> tuple[torch.Tensor, ...] | None:
-        """Each sample's colour distortion as :func:`photometric_terms` (float32); None when off."""
         if self.strength == 0:
             return None
         return tuple(t.float() for t in photometric_terms(photometric_params(u, self.strength), channels))
 
     def finish(self, crops: torch.Tensor, u: np.ndarray) -> torch.Tensor:
-        """Flip and distort a batch of resized crops (B, C, S, S), uint8 or float in 0-255; returns uint8,
-        rounded to the nearest level."""
+        """Flip and distort resized crops (B, C, S, S) in 0-255 (the in-memory path); uint8, rounded."""
         crops = torch.where(torch.from_numpy(self.flips(u)).view(-1, 1, 1, 1), crops.flip(-1), crops)
         terms = self.colour_terms(u, crops.shape[1])
         if terms is None:
@@ -149,15 +123,9 @@ class TrainAugment:
         return apply_colour(crops.float(), *terms).round_().to(torch.uint8)
 
     def finish_crops(self, crops: Sequence[torch.Tensor], u: np.ndarray) -> torch.Tensor:
-        """:meth:`finish` for a list of uint8 (C, S, S) crops laid out channels-last (torch's resize
-        output), one image at a time while it is in cache, written straight into a uint8 batch (in shared
-        memory in a loader worker, so sending it copies nothing).
-
-        The batch's memory layout is whichever is cheaper to fill: channels-last without colour
-        distortion (a plain copy of each crop), planar (B, C, S, S) with it (the colour product runs on
-        planar float rows: measured 2x faster than on interleaved pixels). Consumers go through
-        ``to_model_input``, which writes the layout the model wants.
-        """
+        """:meth:`finish` for uint8 crops, one at a time while in cache, into a (shared-memory) batch:
+        channels-last without colour (a plain copy), planar with it (the colour product on planar rows
+        measured 2x faster than on interleaved pixels); ``to_model_input`` writes the model's layout."""
         c, s, _ = crops[0].shape
         flips = self.flips(u).tolist()
         terms = self.colour_terms(u, c)
@@ -184,8 +152,7 @@ class TrainAugment:
 
 
 def new_batch(shape: Sequence[int], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
-    """An uninitialised tensor for a batch. In a DataLoader worker it is allocated in shared memory, so
-    sending it to the main process copies nothing (what ``default_collate`` does for its stacks)."""
+    """An empty batch tensor, in shared memory in a loader worker (sending it copies nothing)."""
     if get_worker_info() is None:
         return torch.empty(tuple(shape), dtype=dtype)
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
@@ -194,7 +161,6 @@ def new_batch(shape: Sequence[int], dtype: torch.dtype = torch.uint8) -> torch.T
 
 
 def stack_channels_last(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """uint8 (C, S, S) images -> a (B, C, S, S) batch in channels-last memory (see :func:`new_batch`)."""
     c, h, w = images[0].shape
     out = new_batch((len(images), h, w, c))
     for j, image in enumerate(images):
@@ -203,8 +169,6 @@ def stack_channels_last(images: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def photometric_params(u: np.ndarray, strength: float) -> dict[str, torch.Tensor]:
-    """Per-sample distortion parameters scaled by ``strength`` (1 = TF-slim's full ranges)."""
-
     def symmetric(column: int, half_range: float) -> torch.Tensor:
         return torch.from_numpy((2.0 * u[:, column] - 1.0) * half_range * strength).float()
 
@@ -218,17 +182,14 @@ def photometric_params(u: np.ndarray, strength: float) -> dict[str, torch.Tensor
 
 
 def apply_photometric(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-sample brightness/saturation/hue/contrast in the sample's order on (B, C, H, W) floats in [0, 1],
-    clipped once: one 3x3 matrix and offset per sample (~5x cheaper than four passes, and per-sample
-    factors, which torchvision's functional ops do not take)."""
+    """The distortion on (B, C, H, W) floats in [0, 1]: one matrix a sample, ~5x cheaper than four passes."""
     return apply_colour(x, *photometric_terms(params, x.shape[1]), scale=1.0)
 
 
 def apply_colour(
     x: torch.Tensor, matrix: torch.Tensor, base: torch.Tensor, from_mean: torch.Tensor, scale: float = 255.0
 ) -> torch.Tensor:
-    """The distortion of :func:`photometric_terms` on float (B, C, H, W) images in [0, ``scale``] (255:
-    uint8 levels), clipped to [0, ``scale``]."""
+    """:func:`photometric_terms` on float (B, C, H, W) images in [0, ``scale``], clipped to it."""
     b, c, h, w = x.shape
     means = x.mean(dim=(2, 3)).to(from_mean.dtype).unsqueeze(-1)
     offset = (base * scale + (from_mean @ means).squeeze(-1)).to(x.dtype)
@@ -237,16 +198,10 @@ def apply_colour(
 
 
 def photometric_terms(params: dict[str, torch.Tensor], channels: int) -> tuple[torch.Tensor, ...]:
-    """Each sample's distortion sequence as ``colour -> M colour + base + P mean``: M (B, C, C), base (B, C)
-    in [0, 1] units and P (B, C, C), float64, where ``mean`` is the channel mean of the undistorted image.
-
-    Contrast blends with the current image's mean grey, luma . ((M + P) mean + base): affine in the
-    original mean, so the sequence is composed once per batch without the pixels, and whoever applies it
-    (a loader worker, or the GPU) needs only each image's channel means. Saturation and hue are skipped for
-    single-channel images (undefined for greyscale).
-    """
-    # Composed in numpy: some 30 operations on (B, 3, 3) arrays per batch, where torch's per-call
-    # overhead made this a third of a Fashion-MNIST batch's loading time.
+    """Each sample's sequence as ``colour -> M colour + base + P mean`` (float64; ``mean``: the undistorted
+    image's channel means; contrast's grey is affine in it), so it is composed without the pixels.
+    Greyscale gets brightness and contrast only. In numpy: torch's per-call overhead was a third of a
+    Fashion-MNIST batch's loading time."""
     p = {key: value.numpy() for key, value in params.items()}
     b, c = len(p["order"]), channels
     luma = np.array(_LUMA) if c == 3 else np.ones(1)
@@ -311,17 +266,12 @@ _AFFINE_OPS = {"B": _brightness, "S": _saturation, "H": _hue, "C": _contrast}
 
 
 def resized_crop(img: torch.Tensor, top: int, left: int, h: int, w: int, size: int) -> torch.Tensor:
-    """Crop (top, left, h, w) of a (C, H, W) image and resize it to size x size, antialiased bilinear."""
     return resize_square(img[:, top : top + h, left : left + w], size)
 
 
 def resize_square(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a (C, H, W) image to size x size, antialiased bilinear (RandomResizedCrop's resampling).
-
-    The kernel torchvision's ``resized_crop`` calls for uint8 tensors, without its per-call dispatch
-    layers (~0.1 ms per image); on a packed channels-last uint8 image it is 2-4x faster than Pillow's.
-    """
-    # A packed channels-last image takes torch's vectorised uint8 path; a strided view does not.
+    """Antialiased bilinear to size x size: torchvision's uint8 kernel without its dispatch (~0.1 ms);
+    packed channels-last takes the vectorised path, 2-4x faster than Pillow."""
     x = img[None].contiguous(memory_format=torch.channels_last)
     return torch.nn.functional.interpolate(
         x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
@@ -329,6 +279,5 @@ def resize_square(img: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def eval_resize_crop(img: torch.Tensor, input_size: int) -> torch.Tensor:
-    """Single-crop evaluation geometry on a (..., C, H, W) image: shorter side to 256/224 x, centre crop."""
     resize, crop = eval_sizes(input_size)
     return F.center_crop(F.resize(img, resize, antialias=True), [crop, crop])

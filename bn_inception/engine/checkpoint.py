@@ -11,49 +11,37 @@ place leaves it to continue from. After a kill at any instant the pair can be on
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
+import json
 import logging
 import os
+import random
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import timm
 import torch
 from timm.models import clean_state_dict
 from torch import nn
 
+from bn_inception.config import SAME_RUN_KEYS, InceptionModelConfig, MLPModelConfig
 from bn_inception.files import write_atomically
 
 log = logging.getLogger(__name__)
 
-#: The networks a checkpoint may name, and the keyword arguments it may give them: a checkpoint cannot make
+#: The networks a checkpoint may name, and the keyword arguments it may give them: the model schemas' keys and
+#: what the data decide (plus a converted checkpoint's preprocessing facts), so that a checkpoint cannot make
 #: ``timm.create_model`` open files (``checkpoint_path``, ``pretrained``) or take anything else.
 MODELS = ("bn_inception", "bn_inception_small", "bn_mlp")
 MODEL_ARGS = frozenset(
-    {
-        "num_classes",
-        "in_chans",
-        "img_size",
-        "drop_rate",
-        "norm",
-        "ghost_batch_size",
-        "act",
-        "lrn",
-        "stem",
-        "table",
-        "pool",
-        "init_scale",
-        "last_bn",
-        "bn_eps",
-        "bn_momentum",
-        "width_mult",
-        "global_pool",
-        "pretrained_cfg_overlay",  # preprocessing facts (mean, std) of a converted checkpoint; opens nothing
-    }
-)
+    f.name for s in (InceptionModelConfig, MLPModelConfig) for f in dataclasses.fields(s)
+) - {"name"} | {"num_classes", "in_chans", "img_size", "global_pool", "pretrained_cfg_overlay"}
 
 
 class CheckpointError(RuntimeError):
@@ -192,6 +180,29 @@ def reconcile_checkpoints(ckpt_dir: Path, last: dict[str, Any] | None) -> list[s
     ]
 
 
+def identity_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to ``section.key`` without ``config.SAME_RUN_KEYS``: what must match to resume."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(identity_config(value, f"{prefix}{key}."))
+        elif f"{prefix}{key}" not in SAME_RUN_KEYS:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """A stable digest of what the run computes (its identity config), for results.json and resume checks."""
+    text = json.dumps(identity_config(config), sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every identity key that differs between two resolved configs."""
+    a, b = identity_config(old), identity_config(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
 # ------------------------------------------------------------------------------------------ models
 
 
@@ -246,3 +257,36 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not match model {name}{kwargs}: {first}") from e
     return model
+
+
+# --------------------------------------------------------------------------------------------- rng
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every random generator's state as plain tensors and containers (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -40,15 +40,8 @@ class Progress:
         self.step0 = self.tick_step = step
         if self.use_bar:
             self._stack.enter_context(logging_redirect_tqdm())
-            self.bar = tqdm(
-                total=self.max_steps,
-                initial=step,
-                desc=self.label,
-                unit="step",
-                dynamic_ncols=True,
-                mininterval=1.0,
-                file=sys.stderr,
-            )
+            self.bar = tqdm(total=self.max_steps, initial=step, desc=self.label, unit="step",
+                            dynamic_ncols=True, mininterval=1.0, file=sys.stderr)  # fmt: skip
 
     def advance(self) -> None:
         if self.bar is not None:
@@ -64,17 +57,9 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", refresh=False)
         elif self.enabled:
-            log.info(
-                "%s | step %d/%d | loss %.4f | lr %.4g | %.0f img/s | data wait %.0f%% | ETA %s",
-                self.label,
-                step,
-                self.max_steps,
-                loss,
-                lr,
-                img_s,
-                100 * wait,
-                self.eta(step, now),
-            )
+            log.info("%s | step %d/%d | loss %.4f | lr %.4g | %.0f img/s | data wait %.0f%% | ETA %s",
+                     self.label, step, self.max_steps, loss, lr, img_s, 100 * wait,
+                     self.eta(step, now))  # fmt: skip
         return {"perf/img_per_s": img_s, "perf/data_wait_frac": wait}
 
     def eta(self, step: int, now: float) -> str:
@@ -85,17 +70,9 @@ class Progress:
         return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
     def evaluation(self, state: Any, record: dict[str, float]) -> None:
-        log.info(
-            "%s | step %d/%d | val top1 %.2f top5 %.2f | train loss %.4f | best %.2f @ %d",
-            self.label,
-            state.step,
-            self.max_steps,
-            record["top1"],
-            record["top5"],
-            record["train_loss"],
-            state.best_top1,
-            state.best_step,
-        )
+        log.info("%s | step %d/%d | val top1 %.2f top5 %.2f | train loss %.4f | best %.2f @ %d", self.label,
+                 state.step, self.max_steps, record["top1"], record["top5"], record["train_loss"],
+                 state.best_top1, state.best_step)  # fmt: skip
 
     @contextmanager
     def paused(self) -> Iterator[None]:

@@ -12,11 +12,7 @@ def scaled_lr(lr: float, global_batch: int, reference_batch: int, scale_lr: str)
     The paper's rates are for 32-image steps. ``linear`` multiplies by ``global_batch / reference_batch``
     (Goyal et al. 2017, the usual rule for data-parallel SGD); ``none`` keeps the configured rate.
     """
-    if scale_lr == "none":
-        return lr
-    if scale_lr == "linear":
-        return lr * global_batch / reference_batch
-    raise ValueError(f"optim.scale_lr={scale_lr!r} is not valid; use linear or none")
+    return lr * global_batch / reference_batch if scale_lr == "linear" else lr
 
 
 def decay_interval_steps(
@@ -27,11 +23,7 @@ def decay_interval_steps(
     BN-x5 and up "accelerate the learning rate decay by 6x" (Sec. 4.2.1 mod 4): ``speedup=6``.
     ``decay_steps`` (when set) gives the baseline interval in steps directly.
     """
-    if speedup <= 0:
-        raise ValueError(f"schedule.speedup={speedup} must be > 0 (1 = the baseline's decay, 6 = BN-x5's)")
     base = decay_steps if decay_steps is not None else decay_epochs * train_images / global_batch
-    if base <= 0:
-        raise ValueError("the lr decay interval must be > 0 steps; set schedule.decay_epochs or decay_steps")
     return base / speedup
 
 

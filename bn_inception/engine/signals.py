@@ -1,27 +1,19 @@
 """Stopping a run on a signal without losing it (SIGTERM, SIGINT, SIGUSR1, SIGUSR2).
 
-SLURM and Kubernetes send SIGTERM before they kill a job; SLURM sends a warning signal some time before the
-time limit when asked (``--signal=USR2@300``: submitit's sbatch files ask for SIGUSR2, its default
-``SUBMITIT_PREEMPT_SIGNAL``; USR1 is the usual choice in hand-written job scripts); Ctrl-C is SIGINT. The
-handler only sets a flag: the training loop looks at it after each step, then finishes that step, writes
-``checkpoints/last.pt`` and ``results.json`` (``status: interrupted``), flushes TensorBoard, and the process
-exits with :data:`EXIT_INTERRUPTED` (75, EX_TEMPFAIL: "try again"), which a job script or a Kubernetes
-``podFailurePolicy`` can treat as "requeue"; ``resume=auto`` then continues exactly. Saving is done in the
-loop, not in the handler, where any code may be half-way through.
+SLURM and Kubernetes send SIGTERM before they kill a job; SLURM's warning before the time limit is SIGUSR2
+under submitit (``--signal=USR2@300``) or USR1 in hand-written job scripts; Ctrl-C is SIGINT. The handler
+only sets a flag; the loop finishes the step, writes ``last.pt`` and ``results.json`` (``interrupted``) and
+the process exits :data:`EXIT_INTERRUPTED` (75, EX_TEMPFAIL: a job script or a ``podFailurePolicy`` can
+requeue on it); ``resume=auto`` then continues exactly. Nothing is saved inside the handler, where any code
+may be half-way through.
 
-Launchers deliver one request more than once: under ``srun`` a time limit or a preemption sends SIGTERM
-twice, 6-25 ms apart (slurmstepd's, then the one srun forwards), a requeue sends another, and torchrun
-forwards the Ctrl-C its workers already got. So only SIGINT escalates: a second Ctrl-C, a second or more
-after the first, exits at once (status 130); a repeated SIGTERM/SIGUSR1/SIGUSR2 is the same request. A
-scheduler that stops waiting sends SIGKILL (SLURM after ``KillWait``, 30 s by default): whatever a kill
-interrupts, the next start repairs (bn_inception/engine/checkpoint.py).
-
-Under several processes each may see the signal at a different step: they agree at the next logging step
-(``trainer.log_every``) through one all-reduce, so all stop after the same step.
-
-A handler installed before ours is called once the run is saved (:meth:`GracefulStop.pass_on`):
-submitit's, which on its SIGUSR2 dumps the job and requeues it with ``scontrol requeue`` (counting its
-``max_num_timeout``). Ours stays in front of it because submitit's exits inside the handler, mid-step.
+Launchers deliver one request more than once (srun's SIGTERM twice 6-25 ms apart, a requeue's, torchrun's
+forwarded Ctrl-C), so only SIGINT escalates: a second Ctrl-C a second or more after the first exits at once
+(130); a repeated SIGTERM/SIGUSR1/SIGUSR2 is the same request. A SIGKILL after ``KillWait`` interrupts what
+it may: the next start repairs it (engine/checkpoint.py). Several processes agree at the next logging step
+through one all-reduce, so all stop after the same step. A handler installed before ours (submitit's, which
+requeues on its SIGUSR2) is called once the run is saved (:meth:`GracefulStop.pass_on`); ours stays in front
+because submitit's exits inside the handler, mid-step.
 """
 
 from __future__ import annotations

@@ -1,25 +1,18 @@
 """A training step's forward and backward, made fast on a GPU without changing what it computes.
 
-- ``torch.compile``, said in one line: ``compiled`` or ``eager (why)``. :func:`compile_plan` decides
-  before anything runs where compiling cannot work or help (no C compiler, Triton or Python headers;
-  SyncBatchNorm, which breaks the graph at every BN layer, pytorch/pytorch#161302). Other compile errors
-  (an unsupported op, a dynamo bug) surface on the first call, forward or (lazily compiled) backward:
-  :class:`TrainStep` runs the first step under a guard; on an exception it restores what the failed
-  attempt touched (BN buffers, gradients, the RNG streams dropout draws from), logs one line and trains
-  eagerly from then on. An error that also happens eagerly is not a compile problem and is raised. Under
-  DDP (``fallback=False``) a failed compile is raised instead: a backward that failed part-way leaves
-  DDP's gradient reducer mid-iteration (the eager retry then fails with another error, and the other
-  processes wait in their all-reduce), so the run stops with one line that says to set
-  ``trainer.compile=false``.
-- A non-finite guard without host-device syncs (:class:`NonFiniteGuard`, ``trainer.finite_check``):
-  ``sync`` reads the loss every ``finite_check_every`` steps (``loss.item()``, a sync on a GPU) and
-  stops before the update, as on the CPU; ``device`` keeps the check on the device: each step the
-  gradients are checked for inf/NaN with the kernel GradScaler uses and the loss with ``isfinite``, a
-  sticky flag records the first bad step, and the flag goes to the fused SGD kernel as its ``found_inf``,
-  which then skips the update on the device (parameters and momentum untouched), for that step and every
-  later one. The flag is read at log and evaluation steps (which sync anyway); the run then stops as
-  diverged at the first bad step, with the parameters of the step before it, exactly as ``sync`` with
-  ``finite_check_every=1`` leaves them. It needs the fused SGD kernel (CUDA, and CPU in torch >= 2.4).
+- ``torch.compile``, said in one line: ``compiled`` or ``eager (why)``. :func:`compile_plan` decides before
+  anything runs where compiling cannot work or help (no C compiler, Triton or Python headers; SyncBatchNorm,
+  pytorch/pytorch#161302). Other compile errors surface on the first call: :class:`TrainStep` runs it under
+  a guard and, on an exception, restores what the attempt touched (BN buffers, gradients, RNG streams), logs
+  one line and trains eagerly; an error that also happens eagerly is raised. Under DDP (``fallback=False``)
+  a failed compile is raised: a backward that failed part-way leaves DDP's reducer mid-iteration, so the run
+  stops with one line that says to set ``trainer.compile=false``.
+- A non-finite guard (:class:`NonFiniteGuard`, ``trainer.finite_check``): ``sync`` reads the loss every
+  ``finite_check_every`` steps (a host sync on a GPU) and stops before the update; ``device`` checks the
+  gradients (GradScaler's kernel) and the loss on the device into a sticky flag that the fused SGD kernel
+  takes as its ``found_inf``, skipping the update from the first bad step on. The flag is read at log and
+  evaluation steps; the run then stops as diverged at the first bad step with the parameters of the step
+  before it, as ``sync`` with ``finite_check_every=1`` leaves them.
 """
 
 from __future__ import annotations
@@ -204,10 +197,6 @@ class NonFiniteGuard:
         scaler: Any,
         device: torch.device,
     ) -> None:
-        if mode not in ("sync", "device"):
-            raise ValueError(f"finite check mode must be sync or device, got {mode!r}")
-        if every < 1:
-            raise ValueError(f"trainer.finite_check_every must be >= 1, got {every}")
         self.mode, self.every, self.optimizer, self.scaler = mode, every, optimizer, scaler
         if mode == "device":
             fused = all(g.get("fused") for g in optimizer.param_groups)

@@ -28,13 +28,6 @@ TYPICAL_UNIT = "unit0"
 _MAX_QUANTILE_ELEMENTS = 1 << 22
 
 
-def open_writer(run_dir: str, purge_step: int | None = None) -> SummaryWriter:
-    """The run's writer. ``purge_step`` (on resume: the resumed step + 1) hides the events an interrupted
-    segment wrote at steps >= it."""
-    # flush_secs=10: the default 120 s could lose two minutes of scalars on SIGKILL.
-    return SummaryWriter(log_dir=run_dir, purge_step=purge_step, flush_secs=10)
-
-
 def run_hparams(config: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
     """The keys that say what a run is, in the order TensorBoard's HParams dashboard shows them: the
     experiment, seed and dataset, then the paper's levers (Sec. 4.2.1): BN, nonlinearity, initial lr, L2
@@ -96,19 +89,12 @@ def write_hparams(writer: SummaryWriter, hparams: Mapping[str, Any]) -> None:
 
 def write_compare_layout(writer: SummaryWriter) -> None:
     """A custom-scalars layout that overlays every run's validation curves (a sweep on one chart)."""
-    writer.add_custom_scalars(
-        {
-            "Compare runs": {
-                "val top-1 (%)": ["Multiline", [r"val/top1"]],
-                "val top-5 (%)": ["Multiline", [r"val/top5"]],
-                "train loss": ["Multiline", [r"train/loss"]],
-                "learning rate": ["Multiline", [r"train/lr"]],
-            },
-            "Nonlinearity inputs (Figure 1)": {
-                "percentiles 15/50/85": ["Multiline", [r"act/.*"]],
-            },
-        }
-    )
+    charts = {"val top-1 (%)": "val/top1", "val top-5 (%)": "val/top5", "train loss": "train/loss",
+              "learning rate": "train/lr"}  # fmt: skip
+    writer.add_custom_scalars({
+        "Compare runs": {title: ["Multiline", [tag]] for title, tag in charts.items()},
+        "Nonlinearity inputs (Figure 1)": {"percentiles 15/50/85": ["Multiline", [r"act/.*"]]},
+    })  # fmt: skip
 
 
 def write_scalars(writer: SummaryWriter, scalars: Mapping[str, float], step: int) -> None:

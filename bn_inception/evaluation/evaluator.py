@@ -44,8 +44,13 @@ from bn_inception.data.device import (
     read_for_device,
     resample,
 )
-from bn_inception.engine.precision import autocast_context, resolve_amp, resolve_channels_last, resolve_device
-from bn_inception.engine.runinfo import environment
+from bn_inception.engine.precision import (
+    autocast_context,
+    environment,
+    resolve_amp,
+    resolve_channels_last,
+    resolve_device,
+)
 from bn_inception.evaluation.checkpoints import (
     EvaluationError,
     Member,

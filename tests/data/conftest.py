@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bn_inception.data.fashion_mnist import write_idx
 from bn_inception.data.synthetic import make_synthetic_imagenet
 
 
@@ -21,6 +22,12 @@ def make_tree(tmp_path):
         return make_synthetic_imagenet(tmp_path / name, **kwargs)
 
     return make
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """A uint8 array as a gzipped IDX file (magic 0x0000080<ndim>, big-endian uint32 sizes, data)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()))
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def _memory_dataset(n: int = 100, seed: int = 0) -> InMemoryImageDataset:
         0, 256, (n, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
     )
     ds = InMemoryImageDataset(images, torch.arange(n) % 5, list("abcde"), 8, (0.5,), (0.25,))
-    ds.enable_training(TrainAugment(8, (0.35, 1.0), (3 / 4, 4 / 3), 1.0, seed))
+    ds.augment = TrainAugment(8, (0.35, 1.0), (3 / 4, 4 / 3), 1.0, seed)
     return ds
 
 

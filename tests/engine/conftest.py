@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from bn_inception.cli import compose
+from bn_inception.config import TrainConfig
+from bn_inception.config import train_config as typed
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -27,9 +29,9 @@ QUICK = [
 ]
 
 
-def train_config(*overrides: str) -> dict:
-    """train.py's composed, resolved config for these overrides (after QUICK)."""
-    return compose("train", [*QUICK, *overrides])
+def train_config(*overrides: str) -> TrainConfig:
+    """train.py's composed, checked and typed config for these overrides (after QUICK)."""
+    return typed(compose("train", [*QUICK, *overrides]))
 
 
 @pytest.fixture

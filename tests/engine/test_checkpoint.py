@@ -114,12 +114,12 @@ def test_truncated_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_files_follow_the_umask_so_colleagues_can_read_them(tmp_path, umask, mode):
-    from bn_inception.engine.runinfo import write_json_atomic
+    from bn_inception.files import write_json
 
     old = os.umask(umask)
     try:
         save_checkpoint(_state(1.0), tmp_path / "last.pt")
-        write_json_atomic(tmp_path / "results.json", {"status": "completed"})
+        write_json(tmp_path / "results.json", {"status": "completed"})
     finally:
         os.umask(old)
     assert (tmp_path / "last.pt").stat().st_mode & 0o777 == mode

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from bn_inception.config import effective_lr, effective_weight_decay, register_configs
+from bn_inception.config import OptimConfig, effective_lr, effective_weight_decay, register_configs
 
 register_configs()
 
@@ -36,10 +36,10 @@ def test_variant_matches_the_paper(repo, variant, data):
     norm, act, lr, drop, wd_factor, speedup, lrn, shuffle, distortion = PAPER[variant]
     assert cfg["name"] == variant
     assert cfg["model"]["norm"] == norm and cfg["model"]["act"] == act
-    assert effective_lr(cfg["optim"]) == pytest.approx(lr)
+    assert effective_lr(OptimConfig(**cfg["optim"])) == pytest.approx(lr)
     assert cfg["model"]["drop_rate"] == pytest.approx(drop)
     base = cfg["optim"]["base_weight_decay"]
-    assert effective_weight_decay(cfg["optim"]) == pytest.approx(base * wd_factor)
+    assert effective_weight_decay(OptimConfig(**cfg["optim"])) == pytest.approx(base * wd_factor)
     assert cfg["schedule"]["speedup"] == speedup
     assert cfg["model"]["lrn"] is lrn
     assert cfg["data"]["shuffle"] == shuffle and cfg["data"]["distortion"] == distortion
@@ -52,15 +52,19 @@ def test_default_run_is_bn_x5_on_fashion_mnist(repo):
 
 
 def test_lr_override_wins_over_the_multiplier(repo):
-    assert effective_lr(_compose(repo, ["experiment=bn_x30", "optim.lr=0.01"])["optim"]) == 0.01
+    assert (
+        effective_lr(OptimConfig(**_compose(repo, ["experiment=bn_x30", "optim.lr=0.01"])["optim"])) == 0.01
+    )
     slower = _compose(repo, ["experiment=bn_x30", "optim.base_lr=0.001"])
-    assert effective_lr(slower["optim"]) == pytest.approx(0.03)
+    assert effective_lr(OptimConfig(**slower["optim"])) == pytest.approx(0.03)
 
 
 @pytest.mark.parametrize("member", [f"ensemble_m{i}" for i in range(1, 7)])
 def test_ensemble_members_are_bn_x30_with_the_sec_423_changes(repo, member):
     cfg = _compose(repo, [f"experiment={member}"])
-    assert effective_lr(cfg["optim"]) == pytest.approx(0.045) and cfg["model"]["norm"] == "batch"
+    assert (
+        effective_lr(OptimConfig(**cfg["optim"])) == pytest.approx(0.045) and cfg["model"]["norm"] == "batch"
+    )
     assert cfg["model"]["drop_rate"] in (0.05, 0.10)
     assert cfg["model"]["init_scale"] > 1.0 or cfg["model"]["last_bn"] or cfg["model"]["drop_rate"] > 0
 

@@ -1,4 +1,4 @@
-"""No host-device sync inside a plain training step (issue 23): the real loop (``train_from_config``, what
+"""No host-device sync inside a plain training step (issue 23): the real loop (``train``, what
 train.py runs) under ``benchmarks.gpu_check.HostSyncs``, a TorchFunctionMode that records every call that
 makes a host wait for a GPU (device-to-host reads such as ``item``/``tolist``/``bool``, tensors built from
 host data on a device, blocking moves). A GPU would run the same calls, so what the CPU run records is what

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 import bn_inception.engine.checkpoint as checkpoint_module
+import bn_inception.engine.loop as loop_module
 import bn_inception.engine.trainer as trainer_module
 from bn_inception.engine.checkpoint import CheckpointError, load_checkpoint
-from bn_inception.engine.rundir import LOCK_NAME
 from bn_inception.engine.signals import EXIT_INTERRUPTED
-from bn_inception.engine.trainer import train_from_config
+from bn_inception.engine.trainer import LOCK_NAME, train
 from tests.engine.conftest import QUICK, REPO, needs_fashion, train_config
 
 pytestmark = needs_fashion
@@ -112,36 +112,36 @@ def test_a_refused_or_idle_relaunch_leaves_the_runs_record_as_it_was(tmp_path):
         return {".hydra/config.yaml": f"optim:\n  lr: {lr}\n", ".hydra/overrides.yaml": f"- optim.lr={lr}\n"}
 
     short = ["trainer.max_steps=4", "trainer.eval_every=4", "optim.lr=0.0075"]
-    train_from_config(train_config(*short), tmp_path, run_files=record("0.0075"))
+    train(train_config(*short), tmp_path, run_files=record("0.0075"))
     before = {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()}
     with pytest.raises(trainer_module.TrainingError, match="optim.lr"):
-        train_from_config(train_config(*short, "optim.lr=0.1"), tmp_path, run_files=record("0.1"))
+        train(train_config(*short, "optim.lr=0.1"), tmp_path, run_files=record("0.1"))
     assert {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == before
-    done = train_from_config(train_config(*short), tmp_path, run_files=record("relaunched"))
+    done = train(train_config(*short), tmp_path, run_files=record("relaunched"))
     assert done["unchanged"] and {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == before
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_damage_to_last_pt_in_place_leaves_best_pt_to_continue_from(tmp_path):
     run_dir, eight = tmp_path / "run", ["trainer.max_steps=8", "trainer.eval_every=4"]
-    train_from_config(train_config("trainer.max_steps=4", "trainer.eval_every=4"), run_dir)
+    train(train_config("trainer.max_steps=4", "trainer.eval_every=4"), run_dir)
     last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     assert load_checkpoint(best)["step"] == 4  # the best step is the last one: the normal state
     last.write_bytes(last.read_bytes()[:1000])  # truncated in place (same inode), as a bad copy does
     with pytest.raises(CheckpointError, match="corrupt or truncated.*best.pt"):
-        train_from_config(train_config(*eight), run_dir)
-    assert train_from_config(train_config(*eight, f"resume={best}"), run_dir)["steps"] == 8
+        train(train_config(*eight), run_dir)
+    assert train(train_config(*eight, f"resume={best}"), run_dir)["steps"] == 8
     last.unlink()  # deleted to save space, or moved away: starting afresh here would overwrite best.pt
     kept = best.read_bytes()
     with pytest.raises(trainer_module.TrainingError, match="best.pt but no last.pt; continue from it with"):
-        train_from_config(train_config(*eight), run_dir)
+        train(train_config(*eight), run_dir)
     assert best.read_bytes() == kept
     # a checkpoint that is not a run's (no data-order position) is one line too, not a KeyError
     foreign = load_checkpoint(best)
     del foreign["loader"]
     checkpoint_module.save_checkpoint(foreign, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="no 'loader' entry"):
-        train_from_config(train_config(*eight, f"resume={tmp_path / 'foreign.pt'}"), tmp_path / "other")
+        train(train_config(*eight, f"resume={tmp_path / 'foreign.pt'}"), tmp_path / "other")
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -155,16 +155,16 @@ def test_a_kill_between_last_and_best_is_repaired_on_relaunch(tmp_path, monkeypa
             raise KeyboardInterrupt  # SIGKILL's effect: the process is gone right after last.pt
         return real_link(source, path)
 
-    real_link = trainer_module.copy_checkpoint
-    monkeypatch.setattr(trainer_module, "copy_checkpoint", killed_at_the_second_link)
+    real_link = loop_module.copy_checkpoint
+    monkeypatch.setattr(loop_module, "copy_checkpoint", killed_at_the_second_link)
     with pytest.raises(KeyboardInterrupt):
-        train_from_config(train_config("trainer.max_steps=8", "trainer.eval_every=2"), run_dir)
+        train(train_config("trainer.max_steps=8", "trainer.eval_every=2"), run_dir)
     monkeypatch.undo()
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["step"] < last["best_step"] == last["step"]
     (run_dir / "checkpoints" / ".last.pt.0badc0de.tmp").write_bytes(b"half a save")
 
-    final = train_from_config(train_config("trainer.max_steps=8", "trainer.eval_every=2"), run_dir)
+    final = train(train_config("trainer.max_steps=8", "trainer.eval_every=2"), run_dir)
     assert "repaired" in caplog.text
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert best["step"] == final["best_step"] == results(run_dir)["best_step"]
@@ -174,7 +174,7 @@ def test_a_kill_between_last_and_best_is_repaired_on_relaunch(tmp_path, monkeypa
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("poison", ["val_loss", "bn_buffer"])
 def test_a_non_finite_val_loss_or_bn_statistic_is_divergence(tmp_path, monkeypatch, poison):
-    real_validation, calls = trainer_module.run_validation, []
+    real_validation, calls = loop_module.run_validation, []
 
     def poisoned(model, *args, **kwargs):
         calls.append(1)
@@ -183,8 +183,8 @@ def test_a_non_finite_val_loss_or_bn_statistic_is_divergence(tmp_path, monkeypat
         metrics = real_validation(model, *args, **kwargs)
         return {**metrics, "loss": math.nan} if len(calls) == 2 and poison == "val_loss" else metrics
 
-    monkeypatch.setattr(trainer_module, "run_validation", poisoned)
-    res = train_from_config(train_config("trainer.max_steps=8", "trainer.eval_every=2"), tmp_path)
+    monkeypatch.setattr(loop_module, "run_validation", poisoned)
+    res = train(train_config("trainer.max_steps=8", "trainer.eval_every=2"), tmp_path)
     assert res["status"] == "diverged" and res["diverged_at_step"] == 4
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert last["step"] == 2 and all(
@@ -195,13 +195,11 @@ def test_a_non_finite_val_loss_or_bn_statistic_is_divergence(tmp_path, monkeypat
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_run_that_diverges_before_any_checkpoint_names_none(tmp_path):
-    from bn_inception import train
+    from bn_inception import train as train_script
 
-    res = train_from_config(
-        train_config("experiment=inception", "optim.lr=1e6", "trainer.eval_every=12"), tmp_path
-    )
+    res = train(train_config("experiment=inception", "optim.lr=1e6", "trainer.eval_every=12"), tmp_path)
     assert res["status"] == "diverged" and res["checkpoints"] == {} and res["diverged_at_step"] < 12
-    text = train.summary(res, tmp_path, tmp_path)
+    text = train_script.summary(res, tmp_path, tmp_path)
     assert "checkpoints: none" in text and "evaluate:" not in text and ".pt" not in text
 
 
@@ -217,7 +215,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(checkpoint_module.torch, "save", disk_full_at_the_second_save)
     with pytest.raises(CheckpointError) as info:
-        train_from_config(train_config("trainer.max_steps=8", "trainer.eval_every=2"), tmp_path)
+        train(train_config("trainer.max_steps=8", "trainer.eval_every=2"), tmp_path)
     message = str(info.value)
     assert "\n" not in message and "No space left on device" in message and "free some disk space" in message
     monkeypatch.undo()

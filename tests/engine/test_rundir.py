@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from bn_inception.engine.rundir import LOCK_NAME, RunDirBusy, RunLock, remove_interrupted_saves
+from bn_inception.engine.trainer import LOCK_NAME, remove_interrupted_saves
+from bn_inception.engine.trainer import TrainingError as RunDirBusy
+from bn_inception.engine.trainer import lock_run_dir as RunLock
 from bn_inception.files import _start_ticks
 
 
@@ -43,12 +45,12 @@ def test_a_live_holder_is_named_and_nothing_changes(tmp_path, live_pid):
     write_lock(tmp_path, socket.gethostname(), live_pid, ticks=_start_ticks(live_pid))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(RunDirBusy, match=rf"in use by host {socket.gethostname()} pid {live_pid}"):
-        RunLock(tmp_path).acquire()
+        RunLock(tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     # alive on this host, it holds the lock however long it has been stopped (Ctrl-Z) without a heartbeat
     write_lock(tmp_path, socket.gethostname(), live_pid, age_s=3600, ticks=_start_ticks(live_pid))
     with pytest.raises(RunDirBusy):
-        RunLock(tmp_path).acquire()
+        RunLock(tmp_path)
 
 
 @pytest.mark.parametrize("content", [b"", b'{"host": "vm", "pid"', b"\x00" * 64, b"[1, 2]"])
@@ -113,7 +115,7 @@ def test_a_dead_holder_on_this_host_is_taken_over(tmp_path, caplog):
 def test_another_hosts_holder_counts_while_its_heartbeat_is_fresh(tmp_path):
     write_lock(tmp_path, "node-17", 12345, age_s=5)
     with pytest.raises(RunDirBusy, match="node-17 pid 12345"):
-        RunLock(tmp_path).acquire()
+        RunLock(tmp_path)
     write_lock(tmp_path, "node-17", 12345, age_s=3600)
     with RunLock(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == socket.gethostname()
@@ -143,9 +145,8 @@ def test_the_heartbeat_goes_on_after_a_failed_touch(tmp_path, monkeypatch):
 
 def test_two_lockers_one_wins(tmp_path):
     first = RunLock(tmp_path)
-    first.acquire()
     with pytest.raises(RunDirBusy):
-        RunLock(tmp_path).acquire()
+        RunLock(tmp_path)
     first.release()
     with RunLock(tmp_path):
         pass

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from bn_inception.cli import compose
+from bn_inception.config import ConfigError
 from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, lr_at, scaled_lr
 
 
@@ -27,13 +29,13 @@ def test_googlenet_interval_and_bn_speedup():
     assert base == pytest.approx(8 * 1_281_167 / 32)
     assert decay_interval_steps(8, None, 6, 1_281_167, 32) == pytest.approx(base / 6)  # "6x faster"
     assert decay_interval_steps(8, 1200, 6, 1_281_167, 32) == pytest.approx(200)  # explicit steps win
-    with pytest.raises(ValueError, match="speedup"):
-        decay_interval_steps(8, None, 0, 100, 32)
+    with pytest.raises(ConfigError, match="schedule.speedup=0.0 is not valid; it must be > 0"):
+        compose("train", ["schedule.speedup=0"])  # refused by the schema, before anything runs
 
 
 def test_linear_lr_scaling_with_global_batch():
     assert scaled_lr(0.045, 32, 32, "linear") == pytest.approx(0.045)
     assert scaled_lr(0.045, 256, 32, "linear") == pytest.approx(0.36)
     assert scaled_lr(0.045, 256, 32, "none") == pytest.approx(0.045)
-    with pytest.raises(ValueError, match="linear or none"):
-        scaled_lr(0.1, 32, 32, "sqrt")
+    with pytest.raises(ConfigError, match="optim.scale_lr=sqrt is not valid; use one of: linear, none"):
+        compose("train", ["optim.scale_lr=sqrt"])

@@ -19,14 +19,14 @@ from bn_inception.engine.precision import (
     resolve_finite_check,
 )
 from bn_inception.engine.step import NonFiniteGuard, TrainStep, compile_plan
-from bn_inception.engine.trainer import train_from_config
+from bn_inception.engine.trainer import train
 from tests.engine.conftest import needs_fashion, train_config
 
 
 def run(repo: Path, run_dir: Path, *overrides: str) -> dict:
     """train() in this process (so torch.compile can be replaced), from the composed train.py config."""
     quick = ("resume=never", "trainer.max_steps=6", "trainer.eval_every=3")
-    return train_from_config(train_config(*quick, *overrides), run_dir)
+    return train(train_config(*quick, *overrides), run_dir)
 
 
 def _dynamo_failure() -> Exception:
@@ -163,11 +163,7 @@ def test_speed_switches_resolve_by_device():
         resolve_compile(True, cpu) == "default"
         and resolve_compile("reduce-overhead", cuda) == "reduce-overhead"
     )
-    with pytest.raises(ValueError, match="compile='fast' is not valid"):
-        resolve_compile("fast", cuda)
     assert resolve_finite_check("auto", cpu) == "sync" and resolve_finite_check("auto", cuda) == "device"
-    with pytest.raises(ValueError, match="use auto, sync, device"):
-        resolve_finite_check("never", cpu)
 
 
 def _tiny_step(compile_fn, fallback=True):

@@ -158,3 +158,30 @@ def test_relaunching_a_finished_sweep_says_finished_once_per_run(sweep):
     assert proc.returncode == 0 and out.count("nothing to do") == 4
     assert "resumed" not in out and "evaluate:" not in out
     assert [json.loads((r / "results.json").read_text()) for r in runs] == before
+
+
+def test_a_sweeper_plugin_gets_its_own_syntax_and_runs_its_trials(cli_env, tmp_path):
+    """hydra-optuna-sweeper (issue 24 item 4): the pre-flight checks the base config and leaves
+    ``interval(...)`` to the plugin, which runs 2 trials and maximises the run's best top-1."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep_dir = tmp_path / "optuna"
+    quick = ["trainer.max_steps=3", "trainer.eval_every=3", "trainer.eval_limit=64", "trainer.probe_images=0",
+             "trainer.progress=false", "data.workers=0"]  # fmt: skip
+    optuna = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+              "hydra.sweeper.direction=maximize", "hydra.sweeper.sampler.seed=0"]  # fmt: skip
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *optuna, *quick]
+    bad = subprocess.run([*cmd, "optim.lr_mult=interval(0.5,2)", "trainer.eval_every=0"], cwd=REPO,
+                         env=cli_env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == "error: trainer.eval_every=0 is not valid; it must be > 0"
+    )
+    assert not sweep_dir.exists()
+    proc = subprocess.run([*cmd, "optim.lr_mult=interval(0.5,2)"], cwd=REPO, env=cli_env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    runs = [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob("results.json"))]
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+    assert all(0.5 * 0.0015 <= r["lr"] <= 2 * 0.0015 for r in runs) and runs[0]["lr"] != runs[1]["lr"]
+    best = (sweep_dir / "optimization_results.yaml").read_text()
+    assert f"best_value: {max(r['best_top1'] for r in runs)}" in best and "optim.lr_mult:" in best

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bn_inception.engine.trainer import train_from_config
+from bn_inception.engine.trainer import train
 from tests.engine.conftest import needs_fashion, train_config
 
 wandb = pytest.importorskip("wandb", reason="pip install -r requirements-test.txt (wandb)")
@@ -43,8 +43,8 @@ def test_wandb_mirrors_scalars_hparams_and_config_and_a_resume_continues_its_run
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "runs" / "bn_x5" / "seed0"
-    train_from_config(train_config("logger=wandb", "trainer.max_steps=4"), run_dir)
-    train_from_config(train_config("logger=wandb", "trainer.max_steps=8"), run_dir)  # resumed at step 4
+    train(train_config("logger=wandb", "trainer.max_steps=4"), run_dir)
+    train(train_config("logger=wandb", "trainer.max_steps=8"), run_dir)  # resumed at step 4
 
     records = wandb_records(run_dir)
     runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
