@@ -38,12 +38,9 @@ def _checkpoints_under(directory: Path) -> list[Path]:
 
 
 def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
-    """Expand checkpoint files, globs and run/sweep directories (searched for ``*/checkpoints/best.pt``).
-
-    Files named explicitly keep the order given (a file given twice is evaluated twice); a glob or a
-    directory adds its matches sorted. A path that exists is taken as it is, even with glob characters (a
-    sweep directory named after a list-valued key has brackets). Explicit files are checked on loading.
-    """
+    """Checkpoint files (in the order given, repeats kept), globs and run/sweep directories (their
+    ``*/checkpoints/best.pt``, sorted). An existing path is taken as it is, even with glob characters (a sweep
+    directory named after a list-valued key has brackets)."""
     specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
     if not [s for s in specs if str(s).strip()]:
         raise EvaluationError(
@@ -76,10 +73,8 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
 
 
 def member_names(paths: Sequence[Path]) -> list[str]:
-    """Short unique row names: run directories (or bare files, without ``.pt``) relative to their common
-    parent, e.g. ``bn_x30/seed0``; a run alone is named as in its sweep (the folder with Hydra's
-    ``multirun.yaml``), else ``<experiment>/seed<k>``. A checkpoint other than ``best.pt`` keeps its stem
-    (``seed0:last``); repeats get ``#2``, ``#3``."""
+    """Short unique row names relative to the common parent (``bn_x30/seed0``); a run alone is named as in
+    its sweep (Hydra's ``multirun.yaml``); ``seed0:last`` for a checkpoint not ``best.pt``; repeats ``#2``."""
     in_run = [p.parent.name == "checkpoints" for p in paths]
     labels = [
         (p.parent.parent if r else p.with_suffix("")).resolve() for p, r in zip(paths, in_run, strict=True)
@@ -103,8 +98,6 @@ def member_names(paths: Sequence[Path]) -> list[str]:
 
 @dataclass
 class Member:
-    """One network to evaluate, with what its checkpoint says about its inputs."""
-
     name: str
     path: Path
     model: nn.Module
@@ -119,14 +112,11 @@ class Member:
 
 
 def load_member(path: Path, name: str, device: torch.device, channels_last: bool = False) -> Member:
-    """Load a checkpoint (``weights_only``) and rebuild its network in eval mode on ``device``."""
     ckpt = load_checkpoint(path, map_location="cpu")
     data = ckpt.get("data")
     if not isinstance(data, dict) or not {"input_size", "mean", "std", "classes"} <= set(data):
-        raise CheckpointError(
-            f"checkpoint {path} has no data entry (input_size, mean, std, classes); "
-            "it was not written by train.py"
-        )
+        what = "no data entry (input_size, mean, std, classes); it was not written by train.py"
+        raise CheckpointError(f"checkpoint {path} has {what}")
     model = model_from_checkpoint(ckpt, path).eval().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -146,9 +136,8 @@ def load_member(path: Path, name: str, device: torch.device, channels_last: bool
 
 
 def check_members(members: Sequence[Member], splits: Any = None, data_name: str = "") -> None:
-    """Refuse an ensemble whose members predict different class lists (their probabilities do not align),
-    and, given the data's ``splits``, a member it cannot feed: another class list, number of channels, or
-    (in-memory datasets hold images of one size, e.g. Fashion-MNIST) input size."""
+    """Refuse members with different class lists (probabilities would not align) and, given ``splits``, one
+    the data cannot feed (classes, channels, or the one image size of an in-memory dataset)."""
     first = members[0]
     for m in members[1:]:
         if m.classes != first.classes:

@@ -1,13 +1,10 @@
 """Test-time crops: 1 (resize + centre crop), 10 (corners + centre, mirrored) and 144 (GoogLeNet's protocol).
 
-The paper (Sec. 4.2.3) follows GoogLeNet's 144-crop protocol: resize the shorter side to 256, 288, 320 and
-352; from each take the left, centre and right squares (top, centre and bottom for portrait images); from
-each square the 4 corner and the centre 224x224 crops plus the whole square resized to 224x224 (6 crops),
-and the mirror of each: 4 x 3 x 6 x 2 = 144. Every size is given for 224-pixel inputs; a network with
-another input size gets every size scaled by ``input_size / 224``, so a 64-pixel model sees the same
-fraction of the image as a 224-pixel one. The boxes are plain functions of the image size (testable without
-images); resizing is torchvision's bilinear, antialiased resize on the decoded tensor, as the data
-pipeline's validation transform does; cropping and mirroring are tensor slices.
+The paper (Sec. 4.2.3) follows GoogLeNet's 144 crops: shorter side 256, 288, 320, 352; its left, centre and
+right squares (top/centre/bottom for portraits); of each the 4 corner and the centre 224 crops plus the
+square resized (6), and their mirrors: 4 x 3 x 6 x 2. Sizes are for 224-pixel inputs, scaled by
+``input_size / 224`` so a 64-pixel model sees the same fraction of the image. Resizing is torchvision's
+antialiased bilinear, as the data pipeline's validation transform.
 """
 
 from __future__ import annotations
@@ -25,23 +22,18 @@ Box = tuple[int, int, int]  # (top, left, side) of a square
 
 
 def scaled_size(size: int, input_size: int) -> int:
-    """``size`` (given for 224-pixel inputs) for a network with ``input_size`` pixels, rounded as the data
-    pipeline's single-crop evaluation (28 -> resize 32), so ``crops=1`` sees validation's pixels."""
+    """``size`` for ``input_size``-pixel inputs, rounded as validation (28 -> 32): ``crops=1`` matches."""
     return int(round(size * input_size / REFERENCE_INPUT))
 
 
 def crop_resize_sizes(crops: int, input_size: int) -> tuple[int, ...]:
-    """Shorter-side sizes the image is resized to for a protocol: one for 1 and 10 crops, four for 144."""
     if crops not in CROP_COUNTS:
         raise ValueError(f"crops={crops} is not valid; use one of {', '.join(map(str, CROP_COUNTS))}")
     return tuple(scaled_size(s, input_size) for s in (MULTI_CROP_SCALES if crops == 144 else (256,)))
 
 
 def square_boxes(height: int, width: int) -> list[Box]:
-    """The left, centre and right squares of a landscape image (top, centre, bottom for a portrait one).
-
-    For a square image the three coincide (GoogLeNet still takes all three: 144 crops, every scale equal).
-    """
+    """Left, centre, right squares (top, centre, bottom for portraits); a square image's three coincide."""
     side = min(height, width)
     if width >= height:
         return [(0, 0, side), (0, (width - side) // 2, side), (0, width - side, side)]
@@ -49,8 +41,7 @@ def square_boxes(height: int, width: int) -> list[Box]:
 
 
 def corner_and_centre_boxes(side: int, size: int) -> list[Box]:
-    """Top-left, top-right, bottom-left, bottom-right and centre ``size`` squares of a ``side`` square
-    (the centre offset rounds as torchvision's ``center_crop``)."""
+    """tl, tr, bl, br and centre ``size`` squares (the centre rounds as torchvision's ``center_crop``)."""
     if size > side:
         raise ValueError(f"a {size}-pixel crop does not fit in a {side}-pixel square")
     far, mid = side - size, int(round((side - size) / 2.0))
@@ -63,12 +54,8 @@ def _slice(image: torch.Tensor, box: Box) -> torch.Tensor:
 
 
 def make_crops(image: Image.Image | torch.Tensor, crops: int, input_size: int) -> torch.Tensor:
-    """The ``crops`` test-time crops of one decoded image (PIL, or uint8 ``[C, H, W]``): ``[crops, C, S, S]``.
-
-    1: the centre of the 256-resized image (scaled). 10: its 4 corners and centre, then the same of the
-    mirror (torchvision's ``ten_crop`` order). 144: by scale, square (left/top, centre, right/bottom), then
-    the 6 crops (tl, tr, bl, br, centre, whole square resized) followed by their 6 mirrors.
-    """
+    """``[crops, C, S, S]`` from one image (PIL or uint8 ``[C, H, W]``): 10 in ``ten_crop`` order; 144 by
+    scale, square, then the 6 crops (tl, tr, bl, br, centre, square resized) and their 6 mirrors."""
     if isinstance(image, Image.Image):
         image = F.pil_to_tensor(image)
     resized = [F.resize(image, [s], antialias=True) for s in crop_resize_sizes(crops, input_size)]

@@ -14,8 +14,7 @@ TOPK = (1, 5)  # the paper reports top-1 and top-5 error
 def crop_averaged_probs(
     logits: torch.Tensor, n_crops: int, counts: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Softmax probabilities ``[B, K]`` (float32) averaged over the ``n_crops`` adjacent crops of each
-    image in ``logits`` ``[B * n_crops, K]``, weighted by ``counts`` (the crops each stands for)."""
+    """Softmax ``[B, K]`` averaged over each image's ``n_crops`` adjacent rows, weighted by ``counts``."""
     probs = logits.float().softmax(dim=-1).view(-1, n_crops, logits.shape[-1])
     if counts is None:
         return probs.mean(dim=1)
@@ -24,15 +23,10 @@ def crop_averaged_probs(
 
 
 def distinct_crops(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The crops of a batch ``[B, n_crops, ...]`` that differ for some image, in the protocol's order, and
-    how many of the protocol's crops each stands for: (positions ``[D]``, counts ``[D]``).
-
-    GoogLeNet's 144 crops of a square image repeat themselves (its left, centre and right squares are one
-    square), so a 28-pixel Fashion-MNIST image has 48 distinct crops, each 3 times. Evaluating each once
-    and weighting it by its count gives the protocol's average exactly, for a third of the forward passes.
-    Hand-written: equal crops are found by content (``torch.unique`` over whole crops), so the rule holds
-    for any image size and protocol without restating the crop geometry; on the CPU only (see below).
-    """
+    """(positions ``[D]``, counts ``[D]``): the crops of ``[B, n_crops, ...]`` that differ for some image, in
+    order, and how many crops each stands for. A square image's 144 crops are 48 distinct ones, 3 times each:
+    once each, weighted, gives the same average for a third of the passes. Found by content
+    (``torch.unique``), so no crop geometry is restated."""
     n = views.shape[1]
     if views.device.type != "cpu":  # on a GPU (views decoded there) every crop is evaluated: finding the
         every = torch.arange(n, device=views.device)  # equal ones would cost a host sync per batch
@@ -46,15 +40,13 @@ def distinct_crops(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ensemble_probs(member_probs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The ensemble's class probabilities: the arithmetic mean of the members' (Sec. 4.2.3)."""
     if not member_probs:
         raise ValueError("an ensemble needs at least one member")
     return torch.stack(list(member_probs)).mean(dim=0)
 
 
 def topk_correct(probs: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
-    """Boolean ``[B, len(ks)]``: whether the label is among the ``k`` (capped at K) most probable classes.
-    One sorted ``topk`` serves every k, so a top-1 hit is always a top-5 hit."""
+    """Bool ``[B, len(ks)]``: label among the top k (one sorted ``topk``: a top-1 hit is a top-5 hit)."""
     maxk = min(max(ks), probs.shape[-1])
     top = probs.topk(maxk, dim=-1, largest=True, sorted=True).indices
     hit = top == labels.view(-1, 1).to(top.device)
@@ -62,26 +54,21 @@ def topk_correct(probs: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = 
 
 
 def error_percent(correct: np.ndarray) -> np.ndarray:
-    """Error (%) per column of a boolean ``[N, ...]`` correctness array."""
     return 100.0 * (1.0 - correct.mean(axis=0))
 
 
 def bootstrap_error_ci(
     correct: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> np.ndarray:
-    """Percentile-bootstrap intervals ``[..., 2]`` of the error (%) per column of ``correct`` (bool ``[N]``
-    or ``[N, R]``): see :func:`bootstrap_mean_ci`."""
     return bootstrap_mean_ci(1.0 - np.asarray(correct, dtype=np.float64), n_resamples, seed, level)
 
 
 def bootstrap_mean_ci(
     values: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> np.ndarray:
-    """Percentile-bootstrap intervals ``[..., 2]`` of ``100 * mean`` per column of ``values`` (``[N]`` or
-    ``[N, R]``), every column resampled with the same images (paired: with a member's errors minus the
-    ensemble's, the interval of the gain). The draws depend only on ``seed`` and N, so a model's interval
-    is the same alone or with others; counts per image (``bincount``) x values keeps memory O(chunk x N).
-    """
+    """Percentile-bootstrap intervals ``[..., 2]`` of ``100 * mean`` per column of ``values`` ``[N(, R)]``,
+    every column with the same draws (paired), which depend only on ``seed`` and N (a model's interval is the
+    same alone or with others); counts per image x values keeps memory O(chunk x N)."""
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     squeeze = values.ndim == 1
@@ -106,8 +93,7 @@ def bootstrap_mean_ci(
 def per_class_error(
     correct: np.ndarray, labels: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Error (%) per class (NaN for a class with no images), ``[num_classes]`` or ``[num_classes, R]`` for
-    ``correct`` ``[N]`` or ``[N, R]``, and the image count per class."""
+    """Error (%) per class (NaN without images) per column of ``correct``, and the images per class."""
     counts = np.bincount(labels, minlength=num_classes)
     flat = np.asarray(correct, dtype=np.float64).reshape(len(labels), -1)
     hits = np.stack(

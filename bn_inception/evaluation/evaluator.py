@@ -1,22 +1,16 @@
 """Evaluate checkpoints alone and as an ensemble, with 1, 10 or 144 crops (Sec. 4.2.3, Figure 4's table).
 
-One pass over the data: each validation image is read and decoded once (the data package's decode, at the
-smallest JPEG scale that keeps the largest resize any member needs), cut into the crops every member needs
-(one crop set per input size), and every member runs on the same batch. Members may differ in input size
-and normalisation (each gets the crops of its size, normalised with its own mean/std on the device); members
-with different class lists are refused. With ``data.decode=gpu`` the loader sends the JPEG bytes
-(:class:`EncodedViews`), decoded on the GPU in one call and cut there.
+One pass: each image is decoded once (at the smallest JPEG scale that keeps the largest resize needed),
+cut into every input size's crops, and every member runs on the same batch, normalised with its own
+mean/std. With ``data.decode=gpu`` the JPEG bytes travel (:class:`EncodedViews`), decoded on the GPU.
 
 Decisions where the paper is silent:
-- Data: the first checkpoint's recorded data config (its training config's ``data``), with the non-null
-  ``data.*`` given on top, unless ``data=<name>`` selects a configs/data file. A recorded ``decode=gpu`` is
-  evaluated with ``auto`` on a machine without a GPU. With one input size and ``crops=1`` the pixels are
-  training-time validation's.
-- Population statistics (Algorithm 2, ``population_stats=N``): N training mini-batches of m images (m = the
-  first checkpoint's training batch size, else the paper's 32), a seeded random subset of the training set
-  with the *evaluation* geometry (the test images are centre crops; the training distortions shift
-  per-layer statistics away from them). Every member gets the same batches.
-- Bootstrap: percentile intervals over the evaluated images, paired across rows (``ensemble.py``).
+- Data: the first checkpoint's recorded ``data`` with the non-null ``data.*`` on top, unless ``data=<name>``
+  is given; a recorded ``decode=gpu`` runs as ``auto`` without a GPU. One size and ``crops=1``: the pixels
+  are training-time validation's.
+- Population statistics (Algorithm 2): N seeded training mini-batches of m images (the first checkpoint's
+  batch size, else the paper's 32) with the *evaluation* geometry (training distortions would shift the
+  per-layer statistics away from the centre-cropped test images); every member gets the same batches.
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,8 +70,7 @@ DEFAULT_POPULATION_BATCH = 32  # Algorithm 2's m when a checkpoint records none:
 
 @dataclass
 class EncodedViews:
-    """A batch of evaluation images still JPEG-encoded (``data.decode=gpu``): ``crops`` crops per image
-    for each of ``sizes``, cut on the device by :func:`device_views`."""
+    """JPEG-encoded images (``data.decode=gpu``), cut into ``crops`` crops of each size on the device."""
 
     batch: EncodedBatch
     crops: int
@@ -90,9 +83,11 @@ class EncodedViews:
         return self  # the DataLoader's pin-memory thread calls this; nvJPEG reads pageable memory
 
 
-def device_views(views: EncodedViews, device: torch.device) -> dict[int, torch.Tensor]:
-    """Decode ``views`` on ``device`` once and cut every size's crops: {size: [B, crops, C, S, S]} in
-    0-255 (float for single crops, from the data pipeline's batched resampler; uint8 otherwise)."""
+def device_views(views: EncodedViews | dict, device: torch.device) -> dict[int, torch.Tensor]:
+    """{size: [B, crops, C, S, S]} 0-255 crops (float for single crops, from the data pipeline's resampler);
+    ``views`` decoded on ``device`` once if encoded, else as they are."""
+    if not isinstance(views, EncodedViews):
+        return views
     images = decode_images(views.batch, device)
     out = {}
     for size in views.sizes:
@@ -105,12 +100,9 @@ def device_views(views: EncodedViews, device: torch.device) -> dict[int, torch.T
 
 
 class MultiCropImages(Dataset):
-    """A ``bn_inception.data`` dataset's images, decoded once each and cut into every member's crops.
-
-    Speaks the data package's batched protocol (``load_batch(keys, on_bad)`` -> (batch, labels, info)), so
-    its loader drops and counts unreadable images as training-time validation does. A batch is
-    ``{input_size: uint8 [B, crops, C, S, S]}``, or with device decoding an :class:`EncodedViews`.
-    """
+    """A dataset's images, decoded once each and cut into every member's crops: ``{size: uint8 [B, crops,
+    C, S, S]}`` or an :class:`EncodedViews`. Speaks the data package's ``load_batch(keys, on_bad)``, so its
+    loader drops and counts unreadable images as training-time validation does."""
 
     def __init__(
         self, source: Dataset, crops: int, sizes: Sequence[int], indices: Sequence[int] | None = None
@@ -169,16 +161,10 @@ def member_probs(
     forward_batch: int,
     distinct: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[torch.Tensor]:
-    """Each member's class probabilities ``[B, K]``, averaged over the crops of each image.
-
-    ``views`` maps an input size to uint8 (or float, 0-255) crops ``[B, crops, C, S, S]``, or is an
-    :class:`EncodedViews` decoded and cut on the device first. Crops that coincide for every image of the
-    batch are evaluated once and weighted by their count (``distinct``: ``distinct_crops`` of each size,
-    found here unless given). The crops go to the device in
-    chunks of ``forward_batch``, normalised once per (size, mean, std) and shared by the members that take it.
-    """
-    if isinstance(views, EncodedViews):
-        views = device_views(views, device)
+    """Each member's class probabilities ``[B, K]``, averaged over each image's crops (see ``device_views``).
+    Crops equal for every image of the batch run once, weighted by their count (``distinct``); they go to the
+    device in chunks of ``forward_batch``, normalised once per (size, mean, std) for the members taking it."""
+    views = device_views(views, device)
     logits: list[list[torch.Tensor]] = [[] for _ in members]
     distinct = distinct or {s: distinct_crops(v) for s, v in views.items()}
     for size, v in views.items():
@@ -225,11 +211,8 @@ def predict(
     total: int | None = None,
     progress: bool = True,
 ) -> Predictions:
-    """Run every member on every batch of crops; record each member's and each ensemble's top-k hits.
-
-    ``ensembles`` maps a row key to member indices; their class probabilities are averaged (Sec. 4.2.3).
-    ``forward_batch`` bounds the crops in one forward pass (144 crops x a batch would not fit on a GPU).
-    """
+    """Each member's and each ensemble's (row key -> member indices, probabilities averaged: Sec. 4.2.3)
+    top-k hits on every batch. ``forward_batch`` bounds a forward pass (144 crops x a batch would not fit)."""
     hits: dict[str, list[torch.Tensor]] = {m.name: [] for m in members} | {k: [] for k in ensembles}
     labels_seen, n_distinct = [], set()
     # disable=None: no bar off a terminal (a log file gets no \r lines)
@@ -238,8 +221,7 @@ def predict(
     for views, labels in batches:
         if labels.shape[0] == 0:  # every image of the batch was unreadable (the loader counts them)
             continue
-        if isinstance(views, EncodedViews):
-            views = device_views(views, device)
+        views = device_views(views, device)
         distinct = {s: distinct_crops(v) for s, v in views.items()}
         n_distinct.update(len(positions) for positions, _ in distinct.values())
         probs = member_probs(members, views, device, amp_dtype, channels_last, forward_batch, distinct)
@@ -268,13 +250,8 @@ def with_population_stats(
     device: torch.device,
     channels_last: bool,
 ) -> Member:
-    """A copy of ``member`` whose BN statistics are recomputed over ``num_batches`` training batches.
-
-    Algorithm 2 (steps 8-12): the inference network's BN uses the population mean E[x] = E_B[mu_B] and the
-    unbiased variance m/(m-1) E_B[sigma_B^2] over training mini-batches instead of the moving averages.
-    ``batches`` yields ``[m, C, S, S]`` single crops (uint8, or 0-255 floats on the device), normalised here
-    with the member's mean/std. Computed in float32 (no autocast).
-    """
+    """A copy of ``member`` with Algorithm 2's (steps 8-12) population statistics E[x] and m/(m-1) Var over
+    ``num_batches`` of ``[m, C, S, S]`` 0-255 crops instead of the moving averages; float32 (no autocast)."""
     from bn_inception import recompute_population_stats
 
     model = copy.deepcopy(member.model)
@@ -289,24 +266,17 @@ def with_population_stats(
 
 @dataclass
 class EvalReport:
-    """The rows of the table plus what produced them (the JSON's other keys)."""
-
     rows: list[Row]
     meta: dict[str, Any]
     gains: list[Gain] = field(default_factory=list)  # each ensemble against its best member
 
 
 def _read(loader: Iterable, what: str) -> Iterator:
-    """Iterate ``loader``; an error while reading a batch (too many unreadable files, a vanished root)
-    becomes a one-line :class:`EvaluationError`, so no partial table is reported."""
-    batches = iter(loader)
-    while True:
-        try:
-            yield next(batches)
-        except StopIteration:
-            return
-        except (RuntimeError, OSError, ValueError) as e:
-            raise EvaluationError(f"reading the {what} images failed: {_first_line(e)}") from e
+    """``loader``'s batches; a read error (too many bad files, a vanished root) is one line, no table."""
+    try:
+        yield from loader
+    except (RuntimeError, OSError, ValueError) as e:
+        raise EvaluationError(f"reading the {what} images failed: {_first_line(e)}") from e
 
 
 def _first_line(e: BaseException) -> str:
@@ -317,8 +287,7 @@ def _first_line(e: BaseException) -> str:
 def resolve_data_kwargs(
     selected: dict[str, Any] | None, overrides: dict[str, Any], recorded: dict[str, Any] | None, source: str
 ) -> dict[str, Any]:
-    """The data config to build: ``selected`` (``data=<name>``) as it is, or else the ``recorded`` one of
-    the first checkpoint with the non-null ``overrides`` on top."""
+    """``selected`` (``data=<name>``), or else the ``recorded`` one with the non-null ``overrides`` on top."""
     if selected is not None:
         return dict(selected)
     if not recorded or "name" not in recorded:
@@ -336,9 +305,7 @@ def evaluate_checkpoints(
 ) -> EvalReport:
     """Evaluate every checkpoint alone and all of them as an ensemble; see the module docstring."""
     try:
-        crop_resize_sizes(
-            options.crops, REFERENCE_INPUT
-        )  # also checked by the schema: here for library callers
+        crop_resize_sizes(options.crops, REFERENCE_INPUT)  # the schema checks too: here for library callers
         device = resolve_device(options.device)
         amp_dtype = resolve_amp(options.amp, device)
         channels_last = resolve_channels_last(options.channels_last, device)
@@ -382,27 +349,17 @@ def evaluate_checkpoints(
 
     dataset = MultiCropImages(splits.val, options.crops, [m.input_size for m in members], chosen)
     images = loader(dataset, batch_size=options.batch_size or max(1, 256 // options.crops))
-    log.info(
-        "evaluating %d model(s) x %d crop(s) on %d %s validation images (%s, amp %s)",
-        sum(m.bn_stats == "running" for m in members),
-        options.crops,
-        images.num_images,
-        data_name,
-        device,
-        amp_dtype,
-    )
+    log.info("evaluating %d model(s) x %d crop(s) on %d %s validation images (%s, amp %s)",
+             sum(m.bn_stats == "running" for m in members), options.crops, images.num_images, data_name,
+             device, amp_dtype)  # fmt: skip
     batches = _read(images, f"{data_name} validation")
     predictions = predict(
         members, batches, ensembles, device, amp_dtype, channels_last, options.forward_batch,
         total=images.num_images, progress=options.progress,
     )  # fmt: skip
     if predictions.distinct_crops and max(predictions.distinct_crops) < options.crops:
-        log.info(
-            "%d crops per image: %s distinct (equal crops evaluated once, weighted by their count: the same "
-            "average)",
-            options.crops,
-            "/".join(map(str, predictions.distinct_crops)),
-        )
+        log.info("%d crops per image: %s distinct (equal crops evaluated once, weighted by their count: the "
+                 "same average)", options.crops, "/".join(map(str, predictions.distinct_crops)))  # fmt: skip
     rows = build_rows(
         members, ensembles, predictions, options.crops, splits.classes, options.bootstrap, options.seed,
         options.per_class,
@@ -432,7 +389,7 @@ def evaluate_checkpoints(
         "img_per_s": predictions.images / predictions.seconds if predictions.seconds else None,
         "seconds": predictions.seconds,
         "environment": environment(device, 1),
-        "ensemble_gains": [g.to_dict() for g in gains],
+        "ensemble_gains": [asdict(g) for g in gains],
     }
     if options.per_image:
         meta["per_image"] = per_image(predictions)
@@ -457,7 +414,7 @@ def _population_members(
         log.info("recomputing BN population statistics of %s from %d batches of %d training images",
                  member.name, options.population_stats, m)  # fmt: skip
         batches = (
-            ((device_views(v, device) if isinstance(v, EncodedViews) else v)[member.input_size][:, 0], y)
+            (device_views(v, device)[member.input_size][:, 0], y)
             for v, y in _read(loader(subset, batch_size=m), "training")
             if len(y) >= 2
         )

@@ -1,11 +1,7 @@
-"""The evaluator's table in the form of the paper's Figure 4 table: rows, ensemble gains, and their outputs
-(console, Markdown, JSON, TensorBoard), written only where evaluate.py may write.
-
-Columns as the paper's: model, resolution, crops, models, top-1 error, top-5 error (percent), each error
-with its 95% bootstrap interval. An ``output=``/``markdown=`` path that is a checkpoint, one of the evaluated
-files, or an existing file without evaluate.py's mark is refused in one line before any work; so is a path
-that cannot be written. A file evaluate.py wrote before is replaced (atomically).
-"""
+"""The evaluator's table as the paper's Figure 4 (errors with 95% bootstrap intervals), ensemble gains, and
+their outputs (console, Markdown, JSON, TensorBoard). An output path that is a checkpoint, an unwritable
+path, or an existing file without evaluate.py's mark is refused before any work; evaluate.py's own files are
+replaced atomically."""
 
 from __future__ import annotations
 
@@ -49,8 +45,6 @@ FIGURE4: tuple[tuple[str, int | str, int | None, int | None, float | None, float
 
 @dataclass
 class Row:
-    """One line of the table (Figure 4's columns) with its intervals and provenance."""
-
     name: str
     models: int
     crops: int
@@ -71,8 +65,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Gain:
-    """How much an ensemble beats its best member: error points (member minus ensemble, > 0: the ensemble
-    is better), each with its paired 95% bootstrap interval over the same images."""
+    """An ensemble's gain over its best member: error points (> 0: the ensemble is better), paired 95% CIs."""
 
     ensemble: str
     best_member: str  # the member with the lowest top-1 error (point estimate; first of ties)
@@ -81,9 +74,6 @@ class Gain:
     top1_gain_ci: tuple[float, float]
     top5_gain_ci: tuple[float, float]
     images: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def build_rows(
@@ -96,7 +86,6 @@ def build_rows(
     seed: int = 0,
     per_class: bool = False,
 ) -> list[Row]:
-    """Errors (%), bootstrap intervals and (optionally) per-class errors for every member and ensemble."""
     # Each ensemble's row follows its last member's: members, ensemble, [pop] members, ensemble [pop].
     order = [(i, 0, m.name, [i]) for i, m in enumerate(members)]
     order += [(max(idx), 1, key, list(idx)) for key, idx in ensembles.items()]
@@ -142,9 +131,8 @@ def ensemble_gains(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> list[Gain]:
-    """Each ensemble's gain over its best member. The interval is a paired bootstrap: every resample draws
-    the same images for both, so the spread is that of the per-image difference, far narrower than the
-    two errors' own intervals suggest (they share most of their hard images)."""
+    """Each ensemble's gain over its best member; paired resamples (the same images for both) give the
+    per-image difference's spread, far narrower than the two errors' intervals (they share hard images)."""
     gains = []
     for key, idx in ensembles.items():
         errs = {members[i].name: 1.0 - predictions.correct[members[i].name] for i in idx}
@@ -158,7 +146,6 @@ def ensemble_gains(
 
 
 def per_image(predictions: Any) -> dict[str, Any]:
-    """Each image's label and each row's top-1/top-5 hits as "0"/"1" strings, in image order."""
     hits = {
         f"top{k}": {key: "".join(map(str, c[:, i].astype(int))) for key, c in predictions.correct.items()}
         for i, k in enumerate(TOPK)
@@ -193,7 +180,6 @@ def caption(rows: Sequence[Row], data_name: str, bootstrap: int) -> str:
 
 
 def gain_lines(gains: Sequence[Gain]) -> list[str]:
-    """One sentence per ensemble: its gain over its best member, with the paired interval."""
     return [
         f"{g.ensemble} vs its best member ({g.best_member}): top-1 error "
         f"{_err(g.top1_gain, g.top1_gain_ci, '+')} points lower, top-5 "
@@ -208,7 +194,6 @@ def _markdown_table(head: Sequence[str], cells: Sequence[Sequence[str]]) -> list
 
 
 def format_text(rows: Sequence[Row], caption_text: str, gains: Sequence[Gain] = ()) -> str:
-    """A fixed-width table for the console."""
     cells = table_cells(rows)
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
 
@@ -224,8 +209,7 @@ def format_text(rows: Sequence[Row], caption_text: str, gains: Sequence[Gain] = 
 def format_markdown(
     rows: Sequence[Row], caption_text: str, command: str | None = None, gains: Sequence[Gain] = ()
 ) -> str:
-    """A Markdown table with its caption, each ensemble's gain over its best member, the command that made
-    it (when given), the per-class errors (when computed) and the paper's Figure 4 rows below it."""
+    """The table, caption, gains, command, per-class errors (when computed) and the paper's Figure 4 rows."""
     out = _markdown_table(COLUMNS, table_cells(rows)) + ["", caption_text + "."]
     out += [f"\n{line}." for line in gain_lines(gains)]
     if command:
@@ -245,7 +229,6 @@ def format_markdown(
 
 
 def write_json(path: str | Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
-    """``{"rows": [...], **meta}`` written atomically (a reader never sees half a file)."""
     write_text(
         Path(path),
         json.dumps({"rows": [_json_safe(r.to_dict()) for r in rows], **_json_safe(meta)}, indent=2) + "\n",
@@ -264,8 +247,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_tensorboard(log_dir: str | Path, rows: Sequence[Row], markdown: str) -> None:
-    """Scalars ``eval/top1_err/<row>`` and ``eval/top5_err/<row>`` at the checkpoints' (latest) step, and
-    the Markdown table as text ``eval/table``; tags without spaces or brackets."""
+    """Scalars ``eval/top{1,5}_err/<row>`` at the latest checkpoint step, the table as text ``eval/table``."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(log_dir))
@@ -284,14 +266,11 @@ def write_tensorboard(log_dir: str | Path, rows: Sequence[Row], markdown: str) -
 
 
 def markdown_path(output: str) -> Path:
-    """``eval/table.json`` -> ``eval/table.md`` (never the JSON's own path)."""
     path = Path(output)
     return path.with_suffix(".md") if path.suffix != ".md" else path.with_name(path.name + ".md")
 
 
 def check_outputs(paths: Sequence[str | None], inputs: Sequence[Path], tb_dir: str | None = None) -> None:
-    """Refuse, before any work, an output path that would overwrite what evaluate.py did not write, or a
-    TensorBoard folder where files cannot be made."""
     if tb_dir and (problem := unwritable(Path(tb_dir))):
         raise EvaluationError(f"tb_dir={tb_dir}: {problem}; choose another folder")
     protected = {p.resolve() for p in inputs}
@@ -318,7 +297,6 @@ def _written_by_us(path: Path) -> bool:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename; one line on failure."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, text)

@@ -1,9 +1,6 @@
 """The sweep report: Table 2, Figures 1-2 and the paper's claims next to ours, from a sweep's run logs.
 
-`write_report(sweep_dir)` reads every results.json under the sweep (and the runs' TensorBoard scalars for
-Figure 1) and writes `table2.md`, `table2.json`, `report.md`, `figure2.png|svg` (when there are
-ImageNet-variant runs) and `figure1.png|svg` (when there are `mnist_figure1` runs). Every output is a
-deterministic function of the logs. Table 2's definition: `bn_inception.report.table2`.
+Every output is a deterministic function of the logs (results.json, TensorBoard scalars for Figure 1).
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ from pathlib import Path
 from bn_inception.report.figures import (
     WITH_BN,
     WITHOUT_BN,
+    Curve,
     Figure1Data,
     figure1,
     figure1_data,
@@ -46,7 +44,7 @@ class ReportOutputs:
 
 
 def _steps(table: Table2, *variants: str) -> list[float] | str:
-    """Each variant's mean steps to target, or why a claim cannot be computed."""
+    """Each variant's mean steps to target, or why not."""
     out = []
     for variant in variants:
         row = table.row(variant)
@@ -61,8 +59,6 @@ def _steps(table: Table2, *variants: str) -> list[float] | str:
 
 
 def _ratio_claim(a: str, b: str, text: Callable[[float, float], str]) -> Callable[[Table2], str]:
-    """A claim about the mean steps to target of variants `a` and `b`: `text(a's, b's)`."""
-
     def claim(table: Table2) -> str:
         steps = _steps(table, a, b)
         return steps if isinstance(steps, str) else text(*steps)
@@ -91,8 +87,6 @@ def _order_claim(table: Table2) -> str:
 
 
 def _about(variant: str, text: Callable[[Row, Table2], str]) -> Callable[[Table2], str]:
-    """A claim about `variant`'s row: `text(row, table)`, or why it cannot be computed."""
-
     def claim(table: Table2) -> str:
         row = table.row(variant)
         return f"not computed: no `{variant}` runs in this sweep" if row is None else text(row, table)
@@ -146,10 +140,17 @@ CLAIMS: tuple[tuple[str, str, Callable[[Table2], str]], ...] = (
 )  # fmt: skip
 
 
-def _mnist_accuracy_claim(data: Figure1Data) -> str:
-    without, with_bn = mean_curve(data.runs[WITHOUT_BN]), mean_curve(data.runs[WITH_BN])
-    if not without.steps or not with_bn.steps:
-        return "not computed: needs evaluated runs both with and without BN"
+def _mnist_claim(text: Callable[[Curve, Curve], str]) -> Callable[[Figure1Data], str]:
+    def claim(data: Figure1Data) -> str:
+        without, with_bn = mean_curve(data.runs[WITHOUT_BN]), mean_curve(data.runs[WITH_BN])
+        if not without.steps or not with_bn.steps:
+            return "not computed: needs evaluated runs both with and without BN"
+        return text(without, with_bn)
+
+    return claim
+
+
+def _mnist_accuracy_claim(without: Curve, with_bn: Curve) -> str:
     return (
         f"best {max(with_bn.mean):.2f}% with BN vs {max(without.mean):.2f}% without; last evaluation "
         f"{with_bn.mean[-1]:.2f}% vs {without.mean[-1]:.2f}% (mean over {with_bn.n_runs} and "
@@ -157,10 +158,7 @@ def _mnist_accuracy_claim(data: Figure1Data) -> str:
     )
 
 
-def _mnist_faster_claim(data: Figure1Data) -> str:
-    without, with_bn = mean_curve(data.runs[WITHOUT_BN]), mean_curve(data.runs[WITH_BN])
-    if not without.steps or not with_bn.steps:
-        return "not computed: needs evaluated runs both with and without BN"
+def _mnist_faster_claim(without: Curve, with_bn: Curve) -> str:
     target = max(without.mean)
     without_step = without.steps[without.mean.index(target)]
     with_step = next((s for s, m in zip(with_bn.steps, with_bn.mean, strict=True) if m >= target), None)
@@ -184,9 +182,9 @@ def _drift(data: Figure1Data, label: str) -> str:
 
 MNIST_CLAIMS: tuple[tuple[str, str, Callable[[Figure1Data], str]], ...] = (
     ("With BN the MLP reaches higher test accuracy", "higher (Figure 1a, read off the plot; no number given)",
-     _mnist_accuracy_claim),
+     _mnist_claim(_mnist_accuracy_claim)),
     ("With BN the MLP gets to the no-BN network's best accuracy in fewer steps",
-     "faster (Figure 1a; no number given)", _mnist_faster_claim),
+     "faster (Figure 1a; no number given)", _mnist_claim(_mnist_faster_claim)),
     ("Without BN the sigmoid input's distribution drifts; with BN it stays stable",
      "drifts vs stable (Figure 1b, c; no number given)",
      lambda data: f"{_drift(data, WITHOUT_BN)}; {_drift(data, WITH_BN)} (over all logged steps)"),
@@ -233,13 +231,9 @@ def write_report(
     log_x: bool = False,
     title: str | None = None,
 ) -> ReportOutputs:
-    """Write the report files for the runs under `sweep_dir` into `out_dir` (default: `sweep_dir`).
-
-    `probe` picks Figure 1's probe (default: the last hidden layer's single unit, `hidden3_last/unit0`);
-    `log_x` draws Figure 2's steps on a log axis (runs of very different lengths); `title` replaces its
-    title (a sweep that changes the paper's setting says so on the figure).
-    Raises `ReportError` (one line) for a missing sweep directory, no results.json, or a malformed one.
-    """
+    """table2.md|json, report.md, figure2 (ImageNet variants) and figure1 (`mnist_figure1` runs), png and
+    svg, into `out_dir` (default: `sweep_dir`); `probe`: Figure 1's (default: the last hidden layer's unit);
+    `log_x`, `title`: Figure 2's. Bad input raises a one-line `ReportError`."""
     sweep = Path(sweep_dir)
     runs = load_runs(sweep)
     out = Path(out_dir) if out_dir is not None else sweep

@@ -1,8 +1,5 @@
-"""Figures 1 and 2 of the paper from a sweep's runs, written as PNG and SVG with matplotlib's Agg canvas.
-
-The figures are built on `matplotlib.figure.Figure` with an Agg canvas (no pyplot, no global backend
-switch), and SVGs use a fixed hash salt and no date, so the same logs give the same files.
-"""
+"""Figures 1 and 2 of the paper from a sweep's runs, as PNG and SVG (an Agg canvas: no pyplot, no global
+backend switch; a fixed SVG hash salt and no date, so the same logs give the same files)."""
 
 from __future__ import annotations
 
@@ -42,8 +39,6 @@ PERCENTILE_NAMES = {"p15": "15th percentile", "p50": "50th percentile", "p85": "
 
 @dataclass(frozen=True)
 class Curve:
-    """Mean over seeds at every evaluated step, with the min-max band (equal to the mean for one seed)."""
-
     steps: tuple[int, ...]
     mean: tuple[float, ...]
     low: tuple[float, ...]
@@ -52,7 +47,6 @@ class Curve:
 
 
 def mean_curve(runs: list[RunLog]) -> Curve:
-    """Top-1 averaged over the runs that have a finite evaluation at each step (union of their steps)."""
     by_step: dict[int, list[float]] = {}
     for run in runs:
         for e in run.finite_evals():
@@ -68,7 +62,6 @@ def mean_curve(runs: list[RunLog]) -> Curve:
 
 
 def save_figure(figure: Figure, stem: Path) -> list[Path]:
-    """``stem``.png and ``stem``.svg (a fixed hash salt and no date: the same logs give the same files)."""
     FigureCanvasAgg(figure)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     with matplotlib.rc_context(_SVG_RC):
@@ -78,18 +71,12 @@ def save_figure(figure: Figure, stem: Path) -> list[Path]:
 
 
 def _plot_curve(ax, curve: Curve, label: str, color: str) -> None:
-    ax.plot(
-        curve.steps,
-        curve.mean,
-        color=color,
-        label=label + (f" (n={curve.n_runs})" if curve.n_runs > 1 else ""),
-    )
+    ax.plot(curve.steps, curve.mean, color=color, label=label + (f" (n={curve.n_runs})" * (curve.n_runs > 1)))
     if curve.n_runs > 1:
         ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
 
 
 def dataset_name(runs: list[RunLog]) -> str | None:
-    """The runs' dataset as people write it (from the first run's ``data.name``), or None if unrecorded."""
     for run in runs:
         name = hydra_value(run.run_dir, "data.name")
         if name:
@@ -101,7 +88,6 @@ FIGURE2_BOTTOM = 40.0  # percent: the paper's Figure 2 spans 0.4-0.8 of accuracy
 
 
 def mean_crossing(curve: Curve, target: float) -> float | None:
-    """Where a mean curve first reaches `target`, interpolated between its two points around it."""
     points = list(zip(curve.steps, curve.mean, strict=True))
     for i, (step, top1) in enumerate(points):
         if top1 >= target:
@@ -113,7 +99,6 @@ def mean_crossing(curve: Curve, target: float) -> float | None:
 
 
 def _plot_variant(ax, group: list[RunLog], variant: str, color: str) -> tuple[Curve, bool]:
-    """One variant's mean curve and band, and an x where each diverged run stopped; (curve, any diverged)."""
     curve = mean_curve(group)
     label = network_name(variant)
     if curve.steps and max(curve.high) < FIGURE2_BOTTOM:
@@ -129,10 +114,8 @@ def _plot_variant(ax, group: list[RunLog], variant: str, color: str) -> tuple[Cu
 def figure2(
     runs: list[RunLog], target_top1: float | None, log_x: bool = False, title: str | None = None
 ) -> Figure:
-    """Figure 2: validation top-1 vs steps, one line per variant (mean over seeds, min-max band), each
-    variant's "steps to match Inception" (its mean curve's crossing of the target) marked as in the paper,
-    the y-axis from 40% as the paper's (a curve entirely below it says so in the legend), the legend outside
-    the axes so that it covers no curve, the dataset in the title, the band explained."""
+    """Figure 2 as the paper's: mean curve per variant (min-max band), "steps to match Inception" markers,
+    y from 40% (a curve below says so in the legend); the legend outside the axes, covering no curve."""
     runs = [run for run in runs if not is_mnist_run(run)]
     figure = Figure(figsize=(9.0, 4.5))
     ax = figure.add_subplot()
@@ -173,8 +156,6 @@ def figure2(
 
 @dataclass(frozen=True)
 class Percentiles:
-    """Figure 1 (b, c): the 15/50/85th percentiles of one probe's input over training, for one run."""
-
     run_path: str
     probe: str
     series: dict[str, list[tuple[int, float]]]  # "p15"/"p50"/"p85" -> [(step, value)]
@@ -202,7 +183,6 @@ def _group_percentiles(group: list[RunLog], probe: str | None) -> Percentiles | 
 
 
 def figure1_data(runs: list[RunLog], probe: str | None = None) -> Figure1Data | None:
-    """Split the `mnist_figure1` runs into without/with BN (`uses_batch_norm`); None if there are none."""
     mnist = [run for run in runs if is_mnist_run(run)]
     if not mnist:
         return None
@@ -229,7 +209,6 @@ def _plot_percentiles(ax, percentiles: Percentiles | None, title: str, color: st
 
 
 def figure1(data: Figure1Data) -> Figure:
-    """Figure 1: (a) test accuracy with and without BN; (b, c) sigmoid-input percentiles without / with BN."""
     figure = Figure(figsize=(13.0, 4.0))
     ax_a, ax_b, ax_c = figure.subplots(1, 3)
     ax_c.sharey(ax_b)  # same scale, so (b)'s drift and (c)'s stability compare by eye as in the paper

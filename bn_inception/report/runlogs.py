@@ -15,7 +15,7 @@ PERCENTILE_TAGS = ("p15", "p50", "p85")
 
 
 class ReportError(Exception):
-    """Bad input to the report: the message is one line that says what was wrong and what is valid."""
+    """Bad input to the report: one line that says what was wrong and what is valid."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,6 @@ class Eval:
 
 @dataclass(frozen=True)
 class RunLog:
-    """One run as the report sees it: its results.json summary plus where its logs are."""
-
     path: str  # the run directory relative to the sweep directory, POSIX style ("." for the sweep itself)
     run_dir: Path
     name: str
@@ -50,8 +48,6 @@ def _is_int(value: object) -> bool:
 
 
 def load_run(path: Path, sweep_dir: Path) -> RunLog:
-    """Parse one results.json; any missing or mistyped field the report needs is a one-line error."""
-
     def malformed(what: str) -> ReportError:
         return ReportError(f"malformed {path}: {what} (see the results.json format in docs/design.md)")
 
@@ -108,8 +104,7 @@ def _evals(raw: object, malformed: Callable[[str], ReportError]) -> tuple[Eval, 
 
 
 def load_runs(sweep_dir: str | Path) -> list[RunLog]:
-    """All runs under `sweep_dir` (every results.json, recursively), in a fixed order (experiment, seed,
-    path) so reports are reproducible; a one-line error if there is none."""
+    """Every results.json under `sweep_dir`, in a fixed order (experiment, seed, path)."""
     sweep = Path(sweep_dir)
     if not sweep.exists():
         raise ReportError(
@@ -127,12 +122,10 @@ def load_runs(sweep_dir: str | Path) -> list[RunLog]:
 
 
 def is_mnist_run(run: RunLog) -> bool:
-    """Figure 1's runs: experiment `mnist_figure1` (or `mnist_figure1_<suffix>` if a writer adds one)."""
     return run.experiment == MNIST_EXPERIMENT or run.experiment.startswith(MNIST_EXPERIMENT + "_")
 
 
 def hydra_value(run_dir: Path, key: str) -> object:
-    """``key`` (dotted) of the run's resolved ``.hydra/config.yaml``; None without the file or key."""
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
         return None
@@ -150,13 +143,9 @@ _WITH_BN = re.compile(r"(?:^|[^a-z0-9])(?:with[_-]?)?bn(?:$|[^a-z0-9])|(?:^|[_-]
 
 
 def uses_batch_norm(run: RunLog) -> bool:
-    """Whether a Figure 1 run is the BN network.
-
-    Rule: `model.norm` in the run's `.hydra/config.yaml` when present ("none" -> without BN, any other
-    norm -> with BN); otherwise the run's `name`: a `nobn`/`no_bn`/`without_bn` token or a trailing
-    `_none` (configs/experiment/mnist_figure1.yaml names runs `mnist_figure1_${model.norm}`) -> without BN;
-    a `bn` token or a trailing `_batch`/`_paper`/`_ghost` -> with BN.
-    """
+    """`model.norm` of its `.hydra/config.yaml` ("none": no), else its name: a `nobn`/`no_bn`/`without_bn`
+    token or a trailing `_none` (mnist_figure1.yaml's `mnist_figure1_${model.norm}`) -> no; `bn`,
+    `_batch`/`_paper`/`_ghost` -> yes."""
     if (run.run_dir / ".hydra" / "config.yaml").is_file():
         norm = hydra_value(run.run_dir, "model.norm")
         return norm not in (None, False) and str(norm).lower() != "none"
@@ -170,9 +159,8 @@ def uses_batch_norm(run: RunLog) -> bool:
 
 
 def act_percentiles(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{probe: {"p15"|"p50"|"p85": [(step, value)]}} from the run's TensorBoard ``act/<probe>/<stat>``
-    scalars, for the probes with all three; steps sorted and unique (the last value logged at a step wins,
-    as after a resume)."""
+    """{probe: {"p15"|"p50"|"p85": [(step, value)]}} from ``act/<probe>/<stat>`` scalars, probes with all
+    three; the last value logged at a step wins (as after a resume)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not any(run_dir.glob("events.out.tfevents.*")):
@@ -189,12 +177,8 @@ def act_percentiles(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]
 
 
 def last_hidden_probe(probes: list[str]) -> str:
-    """Figure 1's default probe: the last hidden layer, i.e. the highest first number in the layer's name
-    (`hidden3` over `hidden1`, `5b_3x3` over `4c_3x3`), and of that layer its single logged unit
-    (`hidden3/unit0`: the paper's "typical sigmoid") when there is one, else the layer pooled.
-
-    Names without a number rank below numbered ones, then alphabetically, so the choice is deterministic.
-    """
+    """The layer with the highest first number (`5b_3x3` over `4c_3x3`; unnumbered last, alphabetically),
+    its logged unit (`hidden3/unit0`: the paper's "typical sigmoid") if any, else the layer."""
 
     def rank(probe: str) -> tuple[int, int, str, bool]:
         layer, _, unit = probe.partition("/")

@@ -1,18 +1,13 @@
 """Table 2 (the paper's Figure 3 table): steps to reach Inception's best accuracy, best accuracies, speed-ups.
 
-Two definitions, both stated under the rendered table: the pooled one (`DEFINITION`, the paper's) and the
-one paired by seed (`PAIRED_DEFINITION`, every speed-up of docs/results.md, issue 21). Runs are grouped by
-the `experiment` of their results.json (Figure 1's `mnist_figure1` runs left out), in the paper's order,
-then others alphabetically. A run reaches a target at its first evaluation with top-1 >= target - 1e-9 (the
-tolerance absorbs the float rounding of a mean, so a single Inception run reaches its own best). Diverged
-runs count in N; one that reached the target before diverging counts as reached.
-
-Paired: a variant's crossing of its seed's target is interpolated linearly between the last evaluation
-below and the first at or above it; the grid bounds it to (previous, that evaluation]. Bounds ("at most
-the first evaluation", "more than the last") enter the geometric mean at their value and make it a bound.
-Known bias: the target is the baseline's best of noisy evaluations, which the variant reaches a little
-late; with 1 point of noise on a curve rising 7 points per doubling a true 4x reads 3.7-3.9x, at every
-budget (tests/report/test_paired_speedup.py). The paper's 72.2% is such a best too.
+Two definitions, stated under the table: pooled (`DEFINITION`, the paper's) and paired by seed
+(`PAIRED_DEFINITION`, docs/results.md's, issue 21). Runs are grouped by `experiment` (not `mnist_figure1`).
+A run reaches a target at its first evaluation with top-1 >= target - 1e-9 (so a single Inception run
+reaches its own best despite a mean's rounding); diverged runs count in N, and as reached if they got there.
+Paired: the crossing is interpolated between the evaluations around it, the grid bounding it; bounds enter
+the geometric mean at their value and make it a bound. Known bias: the target is the best of noisy
+evaluations, reached a little late: with 1 point of noise on a curve rising 7 points per doubling a true 4x
+reads 3.7-3.9x at every budget (tests/report/test_paired_speedup.py). The paper's 72.2% is such a best too.
 """
 
 from __future__ import annotations
@@ -69,27 +64,22 @@ PAIRED_DEFINITION = (
 
 
 def figure3_speedup(variant: str) -> float | None:
-    """The paper's speed-up: Inception's steps to 72.2% over the variant's; None where never reached."""
     steps = FIGURE3[variant][0]
     return FIGURE3["inception"][0] / steps if steps is not None else None
 
 
 def network_name(variant: str) -> str:
-    """The paper's name for a variant (figures and tables never mix paper and config names)."""
     return NAMES.get(variant, variant)
 
 
 def variant_order(variants: set[str]) -> list[str]:
-    """The paper's five first, in its order, then the rest alphabetically."""
     return [v for v in VARIANTS if v in variants] + sorted(variants - set(VARIANTS))
 
 
 @dataclass(frozen=True)
 class Stats:
-    """Mean, sample standard deviation (None for n < 2), range and count of a few per-seed values."""
-
     mean: float
-    std: float | None
+    std: float | None  # sample standard deviation; None for n < 2
     min: float
     max: float
     n: int
@@ -105,8 +95,6 @@ class Stats:
 
 @dataclass(frozen=True)
 class RunResult:
-    """One run's numbers in Table 2."""
-
     path: str
     seed: int | None
     status: str
@@ -118,8 +106,6 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Row:
-    """One variant: its runs and their aggregates."""
-
     variant: str
     runs: tuple[RunResult, ...]
     steps_to_target: Stats | None
@@ -148,8 +134,7 @@ class Table2:
 
 
 def best_top1(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
-    """(best top-1 within the first `budget` steps (None: all), first step at which it was evaluated), or
-    None without a finite evaluation there."""
+    """(best top-1 within `budget` steps (None: all), first step at it), or None without an evaluation."""
     evals = [e for e in run.finite_evals() if budget is None or e.step <= budget]
     if not evals:
         return None
@@ -158,7 +143,6 @@ def best_top1(run: RunLog, budget: int | None = None) -> tuple[float, int] | Non
 
 
 def build_table2(runs: list[RunLog]) -> Table2:
-    """Compute Table 2 from every non-Figure-1 run (see the module docstring for the definition)."""
     runs = [run for run in runs if not is_mnist_run(run)]
     # The target: the mean best top-1 of the `inception` runs with an evaluation (the paper's 72.2%).
     bests = [b[0] for run in runs if run.experiment == "inception" and (b := best_top1(run)) is not None]
@@ -195,21 +179,16 @@ def build_table2(runs: list[RunLog]) -> Table2:
 
 @dataclass(frozen=True)
 class Crossing:
-    """Where a run's top-1 first reaches a target: an estimate and the evaluation grid's bounds (low, high].
+    """Where a run first reaches a target: an estimate within the evaluation grid's (low, high]."""
 
-    kind: "crossed" (between two evaluations: `steps` interpolated), "by_first" (at or above the target at
-    its first evaluation: at most `high`), "never" (not by its last evaluation: more than `low`).
-    """
-
-    kind: str
+    kind: str  # "crossed" (interpolated), "by_first" (at its first evaluation), "never" (by its last)
     steps: float  # interpolated crossing; for a bound, the bound itself
     low: float
     high: float  # math.inf for "never"
 
 
 def crossing(run: RunLog, target: float) -> Crossing | None:
-    """The run's crossing of `target` (see `Crossing`); None for a run without a finite evaluation, or one
-    still running that has not reached the target yet (it bounds nothing)."""
+    """None without a finite evaluation, or still running short of the target (it bounds nothing)."""
     evals = run.finite_evals()
     if not evals:
         return None
@@ -228,8 +207,7 @@ def crossing(run: RunLog, target: float) -> Crossing | None:
 
 
 def budget_target(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
-    """(best top-1 within the first `budget` steps, first step at it); None when the run has no evaluation
-    at or beyond `budget` (the budget is not covered). `budget` None: the whole run."""
+    """`best_top1`, or None when the run has no evaluation at or beyond `budget` (not covered)."""
     evals = run.finite_evals()
     if not evals or (budget is not None and evals[-1].step < budget):
         return None
@@ -238,34 +216,27 @@ def budget_target(run: RunLog, budget: int | None = None) -> tuple[float, int] |
 
 @dataclass(frozen=True)
 class SeedSpeedup:
-    """One seed: the baseline's steps to its own best within the budget, the variant's crossing of it."""
-
     seed: int | None
     target: float
     baseline_steps: int
     crossing: Crossing
 
     @property
-    def value(self) -> float:
-        """The speed-up, or its bound (a lower bound for "by_first", an upper one for "never")."""
+    def value(self) -> float:  # the speed-up, or its bound
         return self.baseline_steps / self.crossing.steps
 
     @property
     def bound(self) -> str:
-        """ "" (estimated), ">=" (lower bound) or "<" (upper bound)."""
         return {"crossed": "", "by_first": ">=", "never": "<"}[self.crossing.kind]
 
     @property
-    def grid_range(self) -> tuple[float, float]:
-        """What the evaluation grid allows: baseline steps / (high, low]."""
+    def grid_range(self) -> tuple[float, float]:  # what the evaluation grid allows
         c = self.crossing
         return self.baseline_steps / c.high, (self.baseline_steps / c.low if c.low else math.inf)
 
 
 @dataclass(frozen=True)
 class PairedSpeedup:
-    """A variant against a baseline at one budget, paired by seed (see the module docstring)."""
-
     baseline: str
     variant: str
     budget: int | None
@@ -279,11 +250,9 @@ class PairedSpeedup:
 
     @property
     def mean(self) -> float | None:
-        """Geometric mean over seeds (bounds at their value); None without seeds."""
         return geo_mean([s.value for s in self.seeds])
 
     def interval(self) -> tuple[float, float] | None:
-        """95% seed-bootstrap interval of the geometric mean; None with fewer than 2 seeds."""
         return seed_interval([s.value for s in self.seeds])
 
 
@@ -292,8 +261,7 @@ def geo_mean(values: list[float]) -> float | None:
 
 
 def seed_interval(values: list[float], resamples: int = SEED_RESAMPLES) -> tuple[float, float] | None:
-    """95% percentile interval of the geometric mean of `values` (one per seed) over resampled seeds;
-    None with fewer than two. Fixed draws: the same values give the same interval."""
+    """95% percentile interval of the geometric mean over resampled seeds; fixed draws (reproducible)."""
     if len(values) < 2:
         return None
     logs = np.log(values)
@@ -305,8 +273,7 @@ def seed_interval(values: list[float], resamples: int = SEED_RESAMPLES) -> tuple
 def paired_speedup(
     runs: list[RunLog], baseline: str, variant: str, budget: int | None = None
 ) -> PairedSpeedup:
-    """`variant`'s speed-up over `baseline` at `budget`, seed by seed (seeds with both runs): each seed's
-    target is its baseline run's best within the budget, reached at that run's first evaluation at it."""
+    """Seed by seed: each seed's target is its baseline run's best within the budget."""
     bases = {r.seed: r for r in runs if r.experiment == baseline}
     seeds = []
     for run in sorted((r for r in runs if r.experiment == variant), key=lambda r: (r.seed is None, r.seed)):
@@ -319,7 +286,7 @@ def paired_speedup(
 
 
 def format_paired(p: PairedSpeedup, digits: int = 2) -> str:
-    """ "3.91x [3.10, 4.80] (3 seeds)"; a bound as ">= 4.00x ..." and the seeds that are bounds counted."""
+    """ "3.91x [3.10, 4.80] (3 seeds)"; a bound as ">= 4.00x ..." with its bounded seeds counted."""
     if p.mean is None:
         return "–"
     if p.bound is None:
@@ -355,7 +322,6 @@ def _stats(stats: Stats | None, digits: int, n_all: int | None = None) -> str:
 
 
 def _cells(row: Row, has_target: bool) -> list[str]:
-    """The row's cells after its name and run count: steps, reached, best, speed-ups, paper, notes."""
     diverged = [r.diverged_at_step for r in row.runs if r.diverged_at_step is not None]
     if not has_target:
         steps = "no target (no inception runs)"
@@ -396,7 +362,6 @@ TABLE2_HEADER = (
 
 
 def table2_markdown(table: Table2) -> str:
-    """The table, its target, its definitions and each seed's crossing as Markdown (deterministic)."""
     has_target = table.target_top1 is not None
     lines = ["# Table 2 (the paper's Figure 3): steps to reach Inception's best validation top-1", ""]
     if not table.rows:
@@ -461,7 +426,6 @@ def _paired_json(p: PairedSpeedup | None) -> dict | None:
 
 
 def table2_json(table: Table2) -> dict:
-    """Table 2 as plain JSON-ready data (no NaN), with every run's numbers."""
     rows = []
     for row in table.rows:
         e6, top1 = FIGURE3.get(row.variant, (None, None))
