@@ -12,10 +12,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from bn_inception.engine.checkpoint import load_checkpoint
 from bn_inception.engine.signals import EXIT_INTERRUPTED
 from tests.conftest import child_processes
 from tests.e2e.conftest import TREE_RUN, at_line, run
+
+pytestmark = pytest.mark.xdist_group("e2e")  # one xdist worker runs the whole tier (pyproject.toml)
 
 
 def results(run_dir: Path) -> dict:

@@ -19,6 +19,9 @@ from bn_inception.engine.checkpoint import load_checkpoint
 from bn_inception.engine.signals import EXIT_INTERRUPTED
 from tests.e2e.conftest import TREE_RUN, Sampler, run, signal_after
 
+pytestmark = pytest.mark.xdist_group("e2e")  # one xdist worker runs the whole tier (pyproject.toml)
+
+
 WORKERS = 2  # data.workers in TREE_RUN: per loader, and a run has two (training and evaluation)
 
 
