@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
+from bn_inception.data.device import EncodedBatch
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 1024
@@ -108,6 +110,11 @@ def shut_down_workers(dataloader: DataLoader | None) -> None:
 
 def _batch_as_is(batch: Any) -> Any:
     return batch
+
+
+def _on_device(images: Any) -> Any:
+    # data.decode=gpu: the workers sent JPEG bytes, decoded here into the batch on the GPU (data/device.py)
+    return images.decode() if isinstance(images, EncodedBatch) else images
 
 
 class _BatchFetcher(Dataset):
@@ -332,7 +339,7 @@ class TrainLoader(_Loader):
         if self.position == self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
         self._count(info, int(np.count_nonzero(self._requested)))
-        return images, labels
+        return _on_device(images), labels
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -415,8 +422,8 @@ class EvalLoader(_Loader):
         for _ in range(len(self.batches)):
             images, labels, info = _next_batch(batches)
             self._count(info, self.seen + int(info["requested"]))  # one pass: every image requested once
-            if len(images):
-                yield images, labels
+            if len(labels):
+                yield _on_device(images), labels
         self._count({"requested": 0, "skipped": 0, "bad_files": []}, self.seen, final=True)
 
 
