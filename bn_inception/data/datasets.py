@@ -207,7 +207,7 @@ class InMemoryImageDataset(_BaseImageDataset):
 
     def _crop(self, x: torch.Tensor, u: np.ndarray) -> torch.Tensor:
         height, width = x.shape[-2:]
-        top, left, h, w = self.augment.crop_boxes(u, height, width).T
+        top, left, h, w = np.array([self.augment.crop_box(row, height, width) for row in u.tolist()]).T
         boxes = torch.from_numpy(
             np.stack([np.arange(len(u)), left, top, left + w, top + h], axis=1).astype(np.float32)
         )

@@ -32,13 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 1024
 DEFAULT_SHUFFLE_BUFFER = 128
 DEFAULT_BAD_CHECK_MIN_IMAGES = 1000
-_SAME_ON_RESUME = (
-    "seed",
-    "shuffle",
-    "batch_size",
-    "world_size",
-    "num_samples",
-)  # an exact resume needs these
+_SAME_ON_RESUME = ("seed", "shuffle", "batch_size", "world_size", "num_samples")  # exact resume needs
 _ORDER_STREAM, _SHARD_LAYOUT_STREAM, _SHARD_ORDER_STREAM, _BUFFER_STREAM = 0x0DE7, 0x5A7D, 0x5A7E, 0xB0FF
 
 
