@@ -246,7 +246,7 @@ def resampling_agreement(splits: dict, size: int, samples: int = 64) -> dict[str
     from torchvision.transforms import functional as TF
 
     from bn_inception.data.decode import load_image_region
-    from bn_inception.data.transforms import resized_crop
+    from bn_inception.data.transforms import resize_square
 
     train = splits["none"].train
     diffs, grads, reduced = [], [], 0
@@ -260,7 +260,8 @@ def resampling_agreement(splits: dict, size: int, samples: int = 64) -> dict[str
             train.paths[index], lambda h, w, box=box: box, lambda h, w: (size, size)
         )
         reduced += tensor.shape[2] < width  # rows below the crop may be left out; columns only by scale
-        ours = resized_crop(tensor, round(top), round(left), round(h), round(w), size)
+        top, left, h, w = round(top), round(left), round(h), round(w)
+        ours = resize_square(tensor[:, top : top + h, left : left + w], size)
         ours = ours.permute(1, 2, 0).numpy().astype(np.float64)
         diffs.append(np.abs(ours - ref).mean())
         grads.append(np.abs(np.diff(ours, axis=1)).mean() / np.abs(np.diff(ref, axis=1)).mean())

@@ -176,6 +176,7 @@ def step_syncs(overrides: list[str], run_dir: Path) -> tuple[dict[int, list[str]
     finite-check step, which read the device on purpose."""
     from bn_inception.cli import compose
     from bn_inception.config import train_config
+    from bn_inception.data import loader as data_loader
     from bn_inception.data.loader import TrainLoader
     from bn_inception.engine.precision import resolve_device
     from bn_inception.engine.trainer import train
@@ -183,19 +184,22 @@ def step_syncs(overrides: list[str], run_dir: Path) -> tuple[dict[int, list[str]
     config = compose("train", overrides)  # train.py's composed, resolved config
     trainer = config["trainer"]
     syncs = HostSyncs(cuda=resolve_device(trainer["device"]).type == "cuda")
-    fetch = TrainLoader.__next__
+    fetch, receive = TrainLoader.__next__, data_loader._next_batch
 
     def next_batch(loader):  # each step starts with its batch
         syncs.advance()
-        with syncs.paused():
-            return fetch(loader)
+        return fetch(loader)
 
-    TrainLoader.__next__ = next_batch
+    def received(iterator):  # the DataLoader's own hand-over; a GPU decode after it counts in the step
+        with syncs.paused():
+            return receive(iterator)
+
+    TrainLoader.__next__, data_loader._next_batch = next_batch, received
     try:
         with syncs:
             train(train_config(config), run_dir)
     finally:
-        TrainLoader.__next__ = fetch
+        TrainLoader.__next__, data_loader._next_batch = fetch, receive
     every = trainer["finite_check_every"] if trainer["finite_check"] == "sync" else math.inf
     plain = [
         k
@@ -478,9 +482,10 @@ def probe_decode(ctx: Context) -> Result:
             splits = build_datasets("imagenet", root=str(ctx.tree), input_size=32 if ctx.dry else 224, seed=3,
                                     index=str(ctx.out / "index"), workers=0, distortion="full")  # fmt: skip
             data = getattr(splits, split)
-            data.decode_on_device = decode == "gpu"  # on the CPU in a dry run: the same code, CPU tensors
+            data.decode_device = device if decode == "gpu" else None  # a dry run: the same code on the CPU
             keys = [(i, 1) for i in range(min(64, len(data)))] if split == "train" else list(range(len(data)))
             images, _, _ = data.load_batch(keys)
+            images = images.decode() if decode == "gpu" else images  # what the loader does
             out.append(to_model_input(images, (0.0, 0.0, 0.0), (1 / 255,) * 3, device))  # 0-255 levels
         levels.append((out[0] - out[1]).abs().mean(dim=(1, 2, 3)))
     levels = torch.cat(levels).cpu()
@@ -492,7 +497,7 @@ def probe_decode(ctx: Context) -> Result:
     splits = build_datasets(
         "imagenet", root=str(ctx.tree), input_size=224, index=str(ctx.out / "index"), workers=0
     )
-    splits.val.decode_on_device = True
+    splits.val.decode_device = device
     batch, _, _ = splits.val.load_batch(list(range(32)))
     unprotected = _stress(batch, device, lambda: _decode_jpegs(batch.data, device, batch.paths))
     protected = _stress(batch, device, lambda: decode_jpegs(batch.data, device, batch.paths))

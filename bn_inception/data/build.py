@@ -78,9 +78,9 @@ def build_datasets(
     strength = distortion_strength(distortion, reduced_strength) if augment else 0.0
     scale, ratio = tuple(map(float, crop_scale)), tuple(map(float, crop_ratio))
     splits.train.augment = TrainAugment(int(input_size), scale, ratio, strength, int(seed), augment)
-    splits.decode_on_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
-    for split in (splits.train, splits.val):
-        split.decode_on_device = splits.decode_on_device
+    decode_device = resolve_decode(decode, device, isinstance(splits.train, ImageFileDataset))
+    splits.train.decode_device = splits.val.decode_device = decode_device
+    splits.decode_on_device = decode_device is not None
     splits.name = name
     splits.loader = {
         "shuffle": shuffle,

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 
 from bn_inception.data.decode import BadImageError, load_image_crop, load_image_region
-from bn_inception.data.device import EncodedBatch, encoded_batch, read_for_device
+from bn_inception.data.device import encoded_batch, read_for_device
 from bn_inception.data.packed import PackedPaths
 from bn_inception.data.transforms import (
     NUM_DRAWS,
@@ -31,8 +31,8 @@ from bn_inception.data.transforms import (
 
 log = logging.getLogger(__name__)
 
-# (images: uint8 (B, C, S, S) or EncodedBatch, labels, {"requested", "skipped", "bad_files"})
-BatchResult = tuple[torch.Tensor | EncodedBatch, torch.Tensor, dict[str, Any]]
+# (images: uint8 (B, C, S, S), or an EncodedBatch, labels, {"requested", "skipped", "bad_files"})
+BatchResult = tuple[Any, torch.Tensor, dict[str, Any]]
 
 
 def split_key(key: Any) -> tuple[int, int]:
@@ -54,6 +54,7 @@ class _BaseImageDataset(Dataset, ABC):
         self.input_size = int(input_size)
         self.mean, self.std = tuple(mean), tuple(std)  # the model's normalisation (applied on the device)
         self.augment = augment  # None: evaluation transform (set by build_datasets for training)
+        self.decode_device: torch.device | None = None  # data.decode=gpu: JPEG bytes go there to be decoded
 
     @property
     def default_on_bad(self) -> str:  # a training image is replaced, an evaluation image raises
@@ -100,36 +101,32 @@ class ImageFileDataset(_BaseImageDataset):
         # Packed (see bn_inception.data.packed): no Python object per path for loader workers to copy.
         self.paths = paths if isinstance(paths, PackedPaths) else PackedPaths.of(paths)
         self.in_chans = 3
-        self.decode_on_device = False  # data.decode=gpu: send JPEG bytes, decode and transform on the device
         self._known_bad: dict[int, str] = {}  # per process: do not re-decode a file known to be broken
 
     def load_batch(self, keys: Sequence[Any], on_bad: str = "substitute") -> BatchResult:
         pairs = [split_key(k) for k in keys]
         draws = self._draws(pairs) if self.augment is not None else None
-        items, labels, used, bad = [], [], [], []
-        for row, (index, epoch) in enumerate(pairs):
-            u = draws[row : row + 1] if draws is not None else None
-            sample = self._load_sample(index, epoch, u, on_bad, bad)
-            if sample is not None:
-                items.append(sample[0])
-                labels.append(sample[1])
-                used.append(sample[2])
-        u_used = np.concatenate(used) if used and draws is not None else None
+        bad: list[str] = []
+        rows = [None if draws is None else draws[r : r + 1] for r in range(len(pairs))]
+        samples = [self._load_sample(i, e, u, on_bad, bad) for (i, e), u in zip(pairs, rows, strict=True)]
+        samples = [s for s in samples if s is not None]
+        images, labels, used, paths = map(list, zip(*samples, strict=True)) if samples else ([], [], [], [])
+        u = np.concatenate(used) if used and draws is not None else None
         info = {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
-        return self._assemble(items, u_used), torch.tensor(labels, dtype=torch.int64), info
+        return self._assemble(images, u, paths), torch.tensor(labels, dtype=torch.int64), info
 
-    def _assemble(self, items: list[Any], u: np.ndarray | None) -> torch.Tensor | EncodedBatch:
+    def _assemble(self, images: list[torch.Tensor], u: np.ndarray | None, paths: list[str]) -> Any:
         size = self.input_size
-        if self.decode_on_device:
-            return encoded_batch(items, u, self.augment, size)
-        if not items:
+        if self.decode_device is not None:  # JPEG bytes, decoded into the batch on the device by the loader
+            return encoded_batch(images, paths, self.decode_device, size, self.augment, u)
+        if not images:
             return torch.empty((0, 3, size, size), dtype=torch.uint8)
         if self.augment is not None:
-            return self.augment.finish_crops(items, u)
-        return stack_channels_last(items)
+            return self.augment.finish_crops(images, u)
+        return stack_channels_last(images)
 
     def _load_sample(self, index: int, epoch: int, u: np.ndarray | None, on_bad: str, bad: list[str]):
-        """(crop or EncodedImage, label, draws) of ``index`` or its replacement; None when skipped."""
+        """(crop or encoded image, label, draws, path) of ``index`` or its replacement; None when skipped."""
         if not 0 <= index < len(self.paths):
             raise IndexError(f"sample index {index} out of range for a dataset of {len(self.paths)} images")
         candidates = [index]
@@ -143,8 +140,8 @@ class ImageFileDataset(_BaseImageDataset):
             cu = u if candidate == index or u is None else self.augment.draws(epoch, [candidate])
             try:
                 path = self.paths[candidate]
-                image = read_for_device(path) if self.decode_on_device else self._decode(path, cu)
-                return image, int(self.labels[candidate]), cu
+                image = read_for_device(path) if self.decode_device is not None else self._decode(path, cu)
+                return image, int(self.labels[candidate]), cu, path
             except BadImageError:
                 self._known_bad[candidate] = self.paths[candidate]
                 bad.append(self.paths[candidate])
@@ -210,7 +207,7 @@ class InMemoryImageDataset(_BaseImageDataset):
 
     def _crop(self, x: torch.Tensor, u: np.ndarray) -> torch.Tensor:
         height, width = x.shape[-2:]
-        top, left, h, w = self.augment.crop_boxes(u, height, width).T
+        top, left, h, w = np.array([self.augment.crop_box(row, height, width) for row in u.tolist()]).T
         boxes = torch.from_numpy(
             np.stack([np.arange(len(u)), left, top, left + w, top + h], axis=1).astype(np.float32)
         )

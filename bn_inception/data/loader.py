@@ -25,18 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
+from bn_inception.data.device import EncodedBatch
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 1024
 DEFAULT_SHUFFLE_BUFFER = 128
 DEFAULT_BAD_CHECK_MIN_IMAGES = 1000
-_SAME_ON_RESUME = (
-    "seed",
-    "shuffle",
-    "batch_size",
-    "world_size",
-    "num_samples",
-)  # an exact resume needs these
+_SAME_ON_RESUME = ("seed", "shuffle", "batch_size", "world_size", "num_samples")  # exact resume needs
 _ORDER_STREAM, _SHARD_LAYOUT_STREAM, _SHARD_ORDER_STREAM, _BUFFER_STREAM = 0x0DE7, 0x5A7D, 0x5A7E, 0xB0FF
 
 
@@ -108,6 +104,11 @@ def shut_down_workers(dataloader: DataLoader | None) -> None:
 
 def _batch_as_is(batch: Any) -> Any:
     return batch
+
+
+def _on_device(images: Any) -> Any:
+    # data.decode=gpu: the workers sent JPEG bytes, decoded here into the batch on the GPU (data/device.py)
+    return images.decode() if isinstance(images, EncodedBatch) else images
 
 
 class _BatchFetcher(Dataset):
@@ -332,7 +333,7 @@ class TrainLoader(_Loader):
         if self.position == self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
         self._count(info, int(np.count_nonzero(self._requested)))
-        return images, labels
+        return _on_device(images), labels
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -415,8 +416,8 @@ class EvalLoader(_Loader):
         for _ in range(len(self.batches)):
             images, labels, info = _next_batch(batches)
             self._count(info, self.seen + int(info["requested"]))  # one pass: every image requested once
-            if len(images):
-                yield images, labels
+            if len(labels):
+                yield _on_device(images), labels
         self._count({"requested": 0, "skipped": 0, "bad_files": []}, self.seen, final=True)
 
 

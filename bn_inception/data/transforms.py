@@ -103,9 +103,6 @@ class TrainAugment:
             return eval_crop_box(height, width, self.input_size)
         return random_resized_crop_box(u, height, width, self.crop_scale, self.crop_ratio)
 
-    def crop_boxes(self, u: np.ndarray, height: int, width: int) -> np.ndarray:
-        return np.array([self.crop_box(row, height, width) for row in u.tolist()], dtype=np.int64)
-
     def flips(self, u: np.ndarray) -> np.ndarray:
         return u[:, _U_FLIP] < (0.5 if self.random else 0.0)
 
@@ -181,15 +178,11 @@ def photometric_params(u: np.ndarray, strength: float) -> dict[str, torch.Tensor
     }
 
 
-def apply_photometric(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The distortion on (B, C, H, W) floats in [0, 1]: one matrix a sample, ~5x cheaper than four passes."""
-    return apply_colour(x, *photometric_terms(params, x.shape[1]), scale=1.0)
-
-
 def apply_colour(
     x: torch.Tensor, matrix: torch.Tensor, base: torch.Tensor, from_mean: torch.Tensor, scale: float = 255.0
 ) -> torch.Tensor:
-    """:func:`photometric_terms` on float (B, C, H, W) images in [0, ``scale``], clipped to it."""
+    """:func:`photometric_terms` on float (B, C, H, W) images in [0, ``scale``], clipped to it: one matrix a
+    sample, ~5x cheaper than the four ops one by one."""
     b, c, h, w = x.shape
     means = x.mean(dim=(2, 3)).to(from_mean.dtype).unsqueeze(-1)
     offset = (base * scale + (from_mean @ means).squeeze(-1)).to(x.dtype)
@@ -263,10 +256,6 @@ def _contrast(matrix, base, from_mean, params, luma):
 
 
 _AFFINE_OPS = {"B": _brightness, "S": _saturation, "H": _hue, "C": _contrast}
-
-
-def resized_crop(img: torch.Tensor, top: int, left: int, h: int, w: int, size: int) -> torch.Tensor:
-    return resize_square(img[:, top : top + h, left : left + w], size)
 
 
 def resize_square(img: torch.Tensor, size: int) -> torch.Tensor:

@@ -290,7 +290,7 @@ def build(
     amp_dtype = resolve_amp(trainer.amp, device)
     channels_last = resolve_channels_last(trainer.channels_last, device)
 
-    # data: uint8 batches (JPEG bytes with data.decode=gpu); to_model_input makes the model's input
+    # data: uint8 batches (float on the GPU with data.decode=gpu); to_model_input makes the model's input
     splits = build_datasets(**dataclasses.asdict(cfg.data), seed=cfg.seed, device=device)
     global_batch = trainer.batch_size * dist.world_size
     shard = dict(rank=dist.rank, world_size=dist.world_size, pin_memory=device.type == "cuda")

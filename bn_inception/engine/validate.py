@@ -26,8 +26,8 @@ def validate(
 ) -> dict[str, float]:
     """Accuracy of ``model`` (in eval mode) over ``batches``; sums over processes when distributed.
 
-    ``batches`` are a loader's (images, labels): uint8 images (or device-decoded EncodedBatches) turned
-    into the model's input by ``to_model_input`` with ``mean``/``std``, the data's normalisation. Each
+    ``batches`` are a loader's (images, labels): 0-255 images turned into the model's input by
+    ``to_model_input`` with ``mean``/``std``, the data's normalisation. Each
     process evaluates its own exact shard (no padding sampler, which would count images twice).
     Returns ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy) and ``images``.
     """

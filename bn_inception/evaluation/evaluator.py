@@ -2,7 +2,7 @@
 
 One pass: each image is decoded once (at the smallest JPEG scale that keeps the largest resize needed),
 cut into every input size's crops, and every member runs on the same batch, normalised with its own
-mean/std. With ``data.decode=gpu`` the JPEG bytes travel (:class:`EncodedViews`), decoded on the GPU.
+mean/std. With ``data.decode=gpu`` the JPEG bytes travel, decoded and cut on the GPU by the loader.
 
 Decisions where the paper is silent:
 - Data: the first checkpoint's recorded ``data`` with the non-null ``data.*`` on top, unless ``data=<name>``
@@ -36,14 +36,7 @@ from bn_inception.data import (
     decode_image_file,
     to_model_input,
 )
-from bn_inception.data.device import (
-    EncodedBatch,
-    decode_images,
-    encoded_batch,
-    eval_geometry,
-    read_for_device,
-    resample,
-)
+from bn_inception.data.device import EncodedBatch, read_for_device
 from bn_inception.engine.precision import (
     autocast_context,
     environment,
@@ -68,41 +61,15 @@ log = logging.getLogger(__name__)
 DEFAULT_POPULATION_BATCH = 32  # Algorithm 2's m when a checkpoint records none: the paper's mini-batch
 
 
-@dataclass
-class EncodedViews:
-    """JPEG-encoded images (``data.decode=gpu``), cut into ``crops`` crops of each size on the device."""
-
-    batch: EncodedBatch
-    crops: int
-    sizes: list[int]
-
-    def __len__(self) -> int:
-        return len(self.batch)
-
-    def pin_memory(self, device: Any = None) -> EncodedViews:
-        return self  # the DataLoader's pin-memory thread calls this; nvJPEG reads pageable memory
-
-
-def device_views(views: EncodedViews | dict, device: torch.device) -> dict[int, torch.Tensor]:
-    """{size: [B, crops, C, S, S]} 0-255 crops (float for single crops, from the data pipeline's resampler);
-    ``views`` decoded on ``device`` once if encoded, else as they are."""
-    if not isinstance(views, EncodedViews):
-        return views
-    images = decode_images(views.batch, device)
-    out = {}
-    for size in views.sizes:
-        if views.crops == 1:
-            rows, cols = eval_geometry(views.batch.sizes, size)
-            out[size] = resample(images, rows, cols, None, size).unsqueeze(1)
-        else:
-            out[size] = torch.stack([make_crops(image, views.crops, size) for image in images])
-    return out
+def cut_views(images: list[Any], crops: int, sizes: Sequence[int]) -> dict[int, torch.Tensor]:
+    """{size: uint8 [B, crops, C, S, S]} from decoded images (PIL, or [C, H, W] on any device)."""
+    return {s: torch.stack([make_crops(im, crops, s) for im in images]) for s in sizes} if images else {}
 
 
 class MultiCropImages(Dataset):
-    """A dataset's images, decoded once each and cut into every member's crops: ``{size: uint8 [B, crops,
-    C, S, S]}`` or an :class:`EncodedViews`. Speaks the data package's ``load_batch(keys, on_bad)``, so its
-    loader drops and counts unreadable images as training-time validation does."""
+    """A dataset's images, decoded once each and cut into every member's crops (:func:`cut_views`; by the
+    loader on the GPU with ``data.decode=gpu``). Speaks the data package's ``load_batch(keys, on_bad)``, so
+    its loader drops and counts unreadable images as training-time validation does."""
 
     def __init__(
         self, source: Dataset, crops: int, sizes: Sequence[int], indices: Sequence[int] | None = None
@@ -111,7 +78,7 @@ class MultiCropImages(Dataset):
         self.indices = list(indices) if indices is not None else range(len(source))
         side = max(max(crop_resize_sizes(crops, s)) for s in self.sizes)  # the largest shorter side needed
         self.min_size = (side, side)
-        self.on_device = bool(getattr(source, "decode_on_device", False))
+        self.device = getattr(source, "decode_device", None)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -119,33 +86,26 @@ class MultiCropImages(Dataset):
     def _read(self, index: int) -> Any:
         if getattr(self.source, "images", None) is not None:  # in memory, resized as its validation does
             return self.source.images[index]
-        if self.on_device:
+        if self.device is not None:
             return read_for_device(self.source.paths[index])
         return decode_image_file(self.source.paths[index], self.min_size)
 
     def load_batch(self, keys: Sequence[Any], on_bad: str = "raise") -> tuple[Any, torch.Tensor, dict]:
-        images, labels, bad = [], [], []
+        images, kept, bad = [], [], []
         for index in (self.indices[int(k)] for k in keys):
             try:
                 images.append(self._read(index))
+                kept.append(index)
             except BadImageError:
                 bad.append(self.source.paths[index])
                 if on_bad != "skip":
                     raise
-                continue
-            labels.append(int(self.source.labels[index]))
         info = {"requested": len(keys), "skipped": len(bad), "bad_files": bad}
-        labels = torch.tensor(labels, dtype=torch.int64)
-        if self.on_device:
-            return EncodedViews(encoded_batch(images, None, None, 0), self.crops, self.sizes), labels, info
-        empty = (0, self.crops, self.source.in_chans)
-        batch = {
-            s: torch.stack([make_crops(im, self.crops, s) for im in images])
-            if images
-            else torch.empty((*empty, s, s), dtype=torch.uint8)
-            for s in self.sizes
-        }
-        return batch, labels, info
+        labels = torch.tensor([int(self.source.labels[i]) for i in kept], dtype=torch.int64)
+        cut = functools.partial(cut_views, crops=self.crops, sizes=self.sizes)
+        if self.device is not None:  # decoded and cut on the GPU by the loader
+            return EncodedBatch(images, [self.source.paths[i] for i in kept], self.device, cut), labels, info
+        return cut(images), labels, info
 
     def __getitem__(self, key: int) -> tuple[dict[int, torch.Tensor], int]:
         batch, labels, _ = self.load_batch([key])
@@ -154,17 +114,16 @@ class MultiCropImages(Dataset):
 
 def member_probs(
     members: Sequence[Member],
-    views: dict[int, torch.Tensor] | EncodedViews,
+    views: dict[int, torch.Tensor],
     device: torch.device,
     amp_dtype: torch.dtype | None,
     channels_last: bool,
     forward_batch: int,
     distinct: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[torch.Tensor]:
-    """Each member's class probabilities ``[B, K]``, averaged over each image's crops (see ``device_views``).
+    """Each member's class probabilities ``[B, K]``, averaged over each image's crops ``views`` (0-255).
     Crops equal for every image of the batch run once, weighted by their count (``distinct``); they go to the
     device in chunks of ``forward_batch``, normalised once per (size, mean, std) for the members taking it."""
-    views = device_views(views, device)
     logits: list[list[torch.Tensor]] = [[] for _ in members]
     distinct = distinct or {s: distinct_crops(v) for s, v in views.items()}
     for size, v in views.items():
@@ -221,7 +180,6 @@ def predict(
     for views, labels in batches:
         if labels.shape[0] == 0:  # every image of the batch was unreadable (the loader counts them)
             continue
-        views = device_views(views, device)
         distinct = {s: distinct_crops(v) for s, v in views.items()}
         n_distinct.update(len(positions) for positions, _ in distinct.values())
         probs = member_probs(members, views, device, amp_dtype, channels_last, forward_batch, distinct)
@@ -414,7 +372,7 @@ def _population_members(
         log.info("recomputing BN population statistics of %s from %d batches of %d training images",
                  member.name, options.population_stats, m)  # fmt: skip
         batches = (
-            (device_views(v, device)[member.input_size][:, 0], y)
+            (v[member.input_size][:, 0], y)
             for v, y in _read(loader(subset, batch_size=m), "training")
             if len(y) >= 2
         )

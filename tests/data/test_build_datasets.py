@@ -124,7 +124,7 @@ def test_decode_gpu_needs_a_cuda_device(make_tree):
     with pytest.raises(ValueError, match="data.decode=gpu needs training on a CUDA device"):
         build_datasets("imagenet", root=str(tree.root), input_size=16, decode="gpu", device="cpu")
     splits = build_datasets("imagenet", root=str(tree.root), input_size=16, decode="auto", device="cpu")
-    assert not splits.decode_on_device and not splits.train.decode_on_device
+    assert not splits.decode_on_device and splits.train.decode_device is None
 
 
 def test_workers_default_to_what_the_machine_has(monkeypatch):

@@ -6,19 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from bn_inception.data import BadImageError, EncodedBatch, build_datasets, build_train_loader, to_model_input
-from bn_inception.data.device import (
-    decode_jpegs,
-    device_images,
-    eval_geometry,
-    read_for_device,
-    resample,
-    resolve_decode,
-)
-from bn_inception.data.transforms import eval_resize_crop
+from bn_inception.data import BadImageError, build_datasets, build_train_loader, to_model_input
+from bn_inception.data.device import EncodedBatch, decode_jpegs, read_for_device, resolve_decode
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CPU = torch.device("cpu")
@@ -41,38 +32,6 @@ def test_to_model_input_normalises_any_layout_into_the_requested_one():
         to_model_input(x[0], MEAN, STD, CPU)
 
 
-def _images(sizes, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
-
-
-def test_batched_resampling_equals_torchs_antialiased_resize_of_each_crop():
-    """Crop + resize (down and up) + flip of a batch == interpolate(antialias=True) of each crop."""
-    sizes = [(60, 80), (75, 50), (64, 64), (70, 90), (300, 260)]
-    boxes = [(5, 7, 40, 60), (0, 0, 75, 50), (20, 30, 9, 11), (3, 40, 60, 33), (10, 20, 280, 200)]
-    flip = torch.tensor([False, True, False, True, True])
-    images = _images(sizes)
-    top, left, h, w = torch.tensor(boxes, dtype=torch.float64).unbind(-1)
-    s = 24
-    rows = torch.stack([top, h, torch.full_like(top, s), torch.zeros_like(top)], dim=1)
-    cols = torch.stack([left, w, torch.full_like(top, s), torch.zeros_like(top)], dim=1)
-    out = resample(images, rows, cols, flip, s)
-    for i, (t, lft, hh, ww) in enumerate(boxes):
-        crop = images[i][None, :, t : t + hh, lft : lft + ww].float()
-        ref = F.interpolate(crop, size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
-        ref = ref.flip(-1) if flip[i] else ref
-        torch.testing.assert_close(out[i], ref, atol=2e-3, rtol=0)
-
-
-def test_evaluation_geometry_is_resize_shorter_side_then_centre_crop():
-    sizes = [(60, 80), (81, 47), (37, 37), (120, 90)]
-    images = _images(sizes, seed=1)
-    rows, cols = eval_geometry(torch.tensor(sizes), 32)
-    out = resample(images, rows, cols, None, 32)
-    for i, image in enumerate(images):
-        torch.testing.assert_close(out[i], eval_resize_crop(image.float(), 32), atol=2e-3, rtol=0)
-
-
 @pytest.fixture
 def photo_tree(make_tree):
     # Images under twice the 32 px input: the CPU path decodes them at full scale, as nvJPEG does.
@@ -81,7 +40,7 @@ def photo_tree(make_tree):
 
 def _splits(tree, device_decode: bool, **kwargs):
     splits = build_datasets("imagenet", root=str(tree.root), input_size=32, seed=3, **kwargs)
-    splits.train.decode_on_device = splits.val.decode_on_device = device_decode
+    splits.train.decode_device = splits.val.decode_device = CPU if device_decode else None
     return splits
 
 
@@ -93,7 +52,7 @@ def _both(tree, split: str, distortion: str = "full") -> tuple[torch.Tensor, tor
         keys = [(i, 1) for i in range(len(data))] if split == "train" else list(range(len(data)))
         images, labels, _ = data.load_batch(keys)
         assert isinstance(images, EncodedBatch) == device_decode
-        out.append((to_model_input(images, MEAN, STD, CPU), labels))
+        out.append((to_model_input(images.decode() if device_decode else images, MEAN, STD, CPU), labels))
     (a, labels_a), (b, labels_b) = out
     assert torch.equal(labels_a, labels_b) and a.shape == b.shape == (len(labels_a), 3, 32, 32)
     return a, b
@@ -141,17 +100,19 @@ def test_device_mode_keeps_the_cpu_paths_handling_of_odd_and_broken_files(make_t
     # The same replacements for the same unreadable files; CMYK and PNG files come decoded by the worker.
     assert torch.equal(labels_a, labels_b) and info_a == info_b and info_b["skipped"] == 3
     assert sum(t.dim() == 3 for t in b.data) == 2
-    assert (a.float() - device_images(b, CPU)).abs().mean() < 0.5
+    assert (a.float() - b.decode()).abs().mean() < 0.5
 
 
-def test_encoded_batches_cross_loader_worker_processes(photo_tree):
+def test_encoded_batches_cross_loader_worker_processes_and_the_loader_decodes_them(photo_tree):
+    """The loader yields the batch decoded on the device: the training loop sees one batch type."""
     dev = _splits(photo_tree, True, distortion="reduced")
     loader = build_train_loader(dev.train, batch_size=8, seed=3, workers=1)
     images, labels = next(loader)
     loader.close()
     reference, ref_labels, _ = dev.train.load_batch([(int(i), 0) for i in loader.rank_order(0)[:8]])
-    assert isinstance(images, EncodedBatch) and torch.equal(labels, ref_labels)
-    torch.testing.assert_close(device_images(images, CPU), device_images(reference, CPU))
+    assert isinstance(images, torch.Tensor) and images.shape == (8, 3, 32, 32)
+    assert isinstance(reference, EncodedBatch) and torch.equal(labels, ref_labels)
+    torch.testing.assert_close(images, reference.decode())
 
 
 def test_a_jpeg_nobody_can_decode_is_named():
@@ -161,10 +122,10 @@ def test_a_jpeg_nobody_can_decode_is_named():
 
 
 def test_decode_setting_resolves_by_device_and_dataset():
-    assert resolve_decode("cpu", "cuda", True) is False
-    assert resolve_decode("auto", "cpu", True) is False
-    assert resolve_decode("auto", "cuda", True) is False  # the GPU path is experimental until measured
-    assert resolve_decode("auto", None, True) is False
+    assert resolve_decode("cpu", "cuda", True) is None
+    assert resolve_decode("auto", "cpu", True) is None
+    assert resolve_decode("auto", "cuda", True) is None  # the GPU path is experimental until measured
+    assert resolve_decode("auto", None, True) is None
     with pytest.raises(ValueError, match="needs training on a CUDA device"):
         resolve_decode("gpu", "cpu", True)
     with pytest.raises(ValueError, match="held in memory"):
@@ -178,7 +139,7 @@ def test_gpu_decode_runs_on_a_side_stream_that_the_training_stream_waits_for(pho
     wait for it, and every output must be recorded as used on the training stream (so its memory returns to
     the side stream's pool only after that use). Checked at the call level with stand-ins (no GPU here)."""
     paths = [str(p) for p in sorted((photo_tree.root / "train").rglob("*.JPEG"))[:3]]
-    data = [read_for_device(p).data for p in paths]
+    data = [read_for_device(p) for p in paths]
     cuda = torch.device("cuda")
     protocol = [
         ("decode", "side1", 3),

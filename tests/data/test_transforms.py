@@ -14,15 +14,21 @@ from bn_inception.data.transforms import (
     COLOR_ORDERINGS,
     NUM_DRAWS,
     TrainAugment,
-    apply_photometric,
+    apply_colour,
     distortion_strength,
     eval_sizes,
     photometric_params,
+    photometric_terms,
     random_resized_crop_box,
 )
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def apply_photometric(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The distortion on (B, C, H, W) floats in [0, 1]."""
+    return apply_colour(x, *photometric_terms(params, x.shape[1]), scale=1.0)
 
 
 def test_eval_sizes_follow_256_over_224():

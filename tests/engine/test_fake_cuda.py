@@ -12,6 +12,7 @@ sees real devices: a blocking copy from the CPU to the fake GPU on a plain step 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +25,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from benchmarks.gpu_check import HostSyncs
 from bn_inception.config import OptimConfig
 from bn_inception.data import build_datasets
-from bn_inception.data.device import EncodedBatch, _normalise_constants, encoded_batch, read_for_device
+from bn_inception.data.device import EncodedBatch, _normalise_constants, read_for_device
 from bn_inception.data.synthetic import make_synthetic_imagenet
 from bn_inception.engine.distributed import DistInfo
 from bn_inception.engine.schedule import build_lr_schedule
@@ -33,7 +34,7 @@ from bn_inception.engine.trainer import Meter, RunState, build_optimizer, train_
 from bn_inception.evaluation.checkpoints import Member
 from bn_inception.evaluation.crops import make_crops
 from bn_inception.evaluation.ensemble import distinct_crops, ensemble_probs, topk_correct
-from bn_inception.evaluation.evaluator import EncodedViews, member_probs
+from bn_inception.evaluation.evaluator import cut_views, member_probs
 
 CUDA = torch.device("cuda", 0)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -70,9 +71,10 @@ def _backward_on_the_device(monkeypatch, model):
 
 def _fake_run(model, batches, syncs, amp, channels_last, finite_check):
     def loader():  # runs dry after STEPS batches: train_loop stops with StopIteration before any log step
-        for batch in batches:
+        for images, labels in batches:
             syncs.advance()
-            yield batch
+            # data.decode=gpu: TrainLoader hands the loop the batch decoded on the device, as here
+            yield (images.decode() if isinstance(images, EncodedBatch) else images), labels
 
     optimizer = build_optimizer(model, OptimConfig(), 0.01, CUDA, fused=True)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
@@ -110,7 +112,7 @@ def test_the_training_loop_on_fake_cuda(
     splits = build_datasets(
         "imagenet", root=str(tree.root), input_size=32, workers=0, index=str(tree.root / "i")
     )
-    splits.train.decode_on_device = decode
+    splits.train.decode_device = CUDA if decode else None
     batches = [splits.train.load_batch([(i, 0) for i in range(k, k + 8)])[:2] for k in range(0, 8 * STEPS, 8)]
     assert isinstance(batches[0][0], EncodedBatch) == decode
     syncs = HostSyncs()
@@ -148,7 +150,7 @@ def test_evaluator_crop_and_ensemble_maths_on_fake_cuda(fake_cuda, cuda_streams,
     sizes = (32, 40)
     images = [Image.open(p).convert("RGB") for p in paths]
     cpu_views = {c: {s: torch.stack([make_crops(im, c, s) for im in images]) for s in sizes} for c in (1, 10)}
-    encoded = encoded_batch([read_for_device(p) for p in paths], None, None, 0)
+    encoded = [read_for_device(p) for p in paths]
     # equal crops are found on the host, before the device (predict() does the same with real tensors)
     distinct = {c: {s: distinct_crops(v) for s, v in cpu_views[c].items()} for c in (1, 10)}
     with fake_cuda:
@@ -158,10 +160,10 @@ def test_evaluator_crop_and_ensemble_maths_on_fake_cuda(fake_cuda, cuda_streams,
         ]
         labels_dev = labels.to(CUDA, non_blocking=True)
         for crops in (1, 10):
-            for views, known in (
-                (cpu_views[crops], distinct[crops]),
-                (EncodedViews(encoded, crops, list(sizes)), None),
-            ):
+            # what the eval loader yields with data.decode=gpu: the batch decoded and cut on the device
+            cut = partial(cut_views, crops=crops, sizes=sizes)
+            on_device = EncodedBatch(encoded, paths, CUDA, cut).decode()
+            for views, known in ((cpu_views[crops], distinct[crops]), (on_device, None)):
                 probs = member_probs(
                     members, views, CUDA, torch.bfloat16, True, forward_batch=64, distinct=known
                 )

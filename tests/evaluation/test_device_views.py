@@ -1,5 +1,5 @@
 """Evaluation with device decoding (data.decode=gpu), run on the CPU: the evaluator's crops cut from a
-batch decoded in one call equal the per-image CPU crops (up to rounding for the batched single crop)."""
+batch decoded in one call by the loader equal the per-image CPU crops."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import timm
 import torch
 
 import bn_inception  # noqa: F401  (registers the models)
-from bn_inception.data import build_datasets, make_synthetic_imagenet
-from bn_inception.evaluation.evaluator import EncodedViews, MultiCropImages, device_views, member_probs
+from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet
+from bn_inception.data.device import EncodedBatch
+from bn_inception.evaluation.evaluator import MultiCropImages, member_probs
 
 CPU = torch.device("cpu")
 SIZES = [16, 24]
@@ -24,28 +25,36 @@ def splits(tmp_path_factory):
 
 
 def _views(splits, crops: int, on_device: bool):
-    splits.val.decode_on_device = on_device
+    splits.val.decode_device = CPU if on_device else None
     try:
         return MultiCropImages(splits.val, crops, SIZES).load_batch(list(range(len(splits.val))))
     finally:
-        splits.val.decode_on_device = False
+        splits.val.decode_device = None
 
 
 @pytest.mark.parametrize("crops", [1, 10])
 def test_device_views_equal_the_cpu_crops(splits, crops):
     cpu, labels, _ = _views(splits, crops, False)
     encoded, encoded_labels, _ = _views(splits, crops, True)
-    assert isinstance(encoded, EncodedViews) and torch.equal(labels, encoded_labels)
-    on_device = device_views(encoded, CPU)
-    for size in SIZES:
+    assert isinstance(encoded, EncodedBatch) and torch.equal(labels, encoded_labels)
+    on_device = encoded.decode()
+    for size in SIZES:  # make_crops itself, on the same decoded pixels
         assert on_device[size].shape == cpu[size].shape == (len(labels), crops, 3, size, size)
-        diff = (on_device[size].float() - cpu[size].float()).abs()
-        if crops == 1:  # the batched resampler keeps floats where make_crops rounds to uint8
-            assert diff.mean() < 0.5 and diff.max() <= 1.0
-        else:  # make_crops itself, on the same decoded pixels
-            assert diff.max() == 0
-    single = device_views(encoded, CPU)[16][:, 0]
-    assert single.shape == (len(labels), 3, 16, 16)
+        assert torch.equal(on_device[size], cpu[size])
+
+
+def test_the_eval_loader_yields_the_crops_decoded_on_the_device(splits):
+    splits.val.decode_device = CPU
+    try:
+        loader = build_eval_loader(MultiCropImages(splits.val, 10, SIZES), batch_size=5, workers=1)
+        batches = list(loader)
+        loader.close()
+    finally:
+        splits.val.decode_device = None
+    cpu, labels, _ = _views(splits, 10, False)
+    assert torch.equal(torch.cat([y for _, y in batches]), labels)
+    for size in SIZES:
+        assert torch.equal(torch.cat([views[size] for views, _ in batches]), cpu[size])
 
 
 def test_members_see_the_same_inputs_either_way(splits):
@@ -59,5 +68,5 @@ def test_members_see_the_same_inputs_either_way(splits):
     member.model = model
     with torch.no_grad():
         cpu = member_probs([member], _views(splits, 1, False)[0], CPU, None, False, 256)[0]
-        dev = member_probs([member], _views(splits, 1, True)[0], CPU, None, False, 256)[0]
+        dev = member_probs([member], _views(splits, 1, True)[0].decode(), CPU, None, False, 256)[0]
     torch.testing.assert_close(dev, cpu, atol=5e-3, rtol=0)
