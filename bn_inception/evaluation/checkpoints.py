@@ -41,7 +41,7 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
     """Checkpoint files (in the order given, repeats kept), globs and run/sweep directories (their
     ``*/checkpoints/best.pt``, sorted). An existing path is taken as it is, even with glob characters (a sweep
     directory named after a list-valued key has brackets)."""
-    specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
+    specs = list(specs) if isinstance(specs, list | tuple) else [specs]
     if not [s for s in specs if str(s).strip()]:
         raise EvaluationError(
             "no checkpoints given; pass checkpoints=PATH, a list [a.pt,b.pt], a glob or a sweep dir"

@@ -65,8 +65,6 @@ from bn_inception.evaluation.table import Gain, Row, build_rows, ensemble_gains,
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POPULATION_BATCH = 32  # Algorithm 2's m when a checkpoint records none: the paper's mini-batch
-
 
 @dataclass
 class EncodedViews:
@@ -338,9 +336,8 @@ def evaluate_checkpoints(
     )
     m = None
     if options.population_stats:
-        m = options.population_batch_size or int(
-            (members[0].train_config.get("trainer") or {}).get("batch_size") or DEFAULT_POPULATION_BATCH
-        )
+        recorded_batch = (members[0].train_config.get("trainer") or {}).get("batch_size")
+        m = options.population_batch_size or int(recorded_batch or 32)  # else the paper's mini-batch
         members += _population_members(members, splits.train, m, options, loader, device, channels_last)
     ensembles = {}  # the as-trained members, and the recomputed-statistics ones (>= 2 each)
     for stats, key in (("running", "ensemble"), ("recomputed", "ensemble [pop]")):
@@ -365,27 +362,17 @@ def evaluate_checkpoints(
         options.per_class,
     )  # fmt: skip
     gains = ensemble_gains(members, ensembles, predictions, options.bootstrap, options.seed)
+    data = dict(name=data_name, root=kwargs.get("root"), split="val", images=predictions.images,
+                skipped_images=images.skipped_images, bad_files=images.bad_files[:20])  # fmt: skip
     meta = {
-        "data": {
-            "name": data_name,
-            "root": kwargs.get("root"),
-            "split": "val",
-            "images": predictions.images,
-            "skipped_images": images.skipped_images,
-            "bad_files": images.bad_files[:20],
-        },
+        "data": data,
         "crops": options.crops,
         # crops that coincide for every image of a batch are evaluated once, weighted by their count
         "distinct_crops": list(predictions.distinct_crops),
         "image_range": [chosen.start, chosen.stop],  # validation indices evaluated: start to stop - 1
         "population_stats": options.population_stats,
         "population_batch_size": m,
-        "bootstrap": {
-            "resamples": options.bootstrap,
-            "seed": options.seed,
-            "level": 0.95,
-            "method": "percentile",
-        },
+        "bootstrap": dict(resamples=options.bootstrap, seed=options.seed, level=0.95, method="percentile"),
         "img_per_s": predictions.images / predictions.seconds if predictions.seconds else None,
         "seconds": predictions.seconds,
         "environment": environment(device, 1),

@@ -1,16 +1,12 @@
-"""The BN implementations the models choose between (``norm=``), and the per-activation wrapper.
+"""The BN layers the models choose between (``norm=``), and the per-activation wrapper.
 
-``"batch"``: torch's fused ``nn.BatchNorm1d/2d``, the fast default. ``"paper"``: :class:`PaperBatchNorm`,
-Algorithm 1 (Sec. 3) with the backward pass from the paper's own equations, the reference the fast path is
-tested against. ``"ghost"``: :class:`GhostBatchNorm`, statistics over groups of ``ghost_batch_size``, so a
-device batch of 256 still normalises over the paper's 32-image mini-batches (training.md). All subclass
-torch's ``_BatchNorm``: the same parameters and buffers (a state dict loads across them), and code finding BN
-by ``isinstance(m, _BatchNorm)`` (Algorithm 2, folding, weight-decay filters) handles all of them.
-
-Torch's conventions: ``momentum`` is the weight of the NEW batch in the running averages (``None``: a
-cumulative average); Caffe and TF state the complement (decay 0.9 = momentum 0.1), and copying Caffe's 0.9
-into torch's momentum is a known porting mistake. ``running_var`` holds the unbiased n/(n-1) * sigma2_B, n
-the values per channel (m*p*q for a convolution, Sec. 3.2), as Algorithm 2 prescribes.
+``"batch"``: torch's fused ``nn.BatchNorm1d/2d`` (the default); ``"paper"``: :class:`PaperBatchNorm`,
+Algorithm 1 (Sec. 3) with the paper's own backward equations, the reference the fast path is tested against;
+``"ghost"``: :class:`GhostBatchNorm`, statistics over groups of ``ghost_batch_size`` (the paper's 32-image
+mini-batches inside a larger device batch, training.md). All are torch ``_BatchNorm``s: the same parameters,
+buffers and conventions (``momentum`` is the weight of the NEW batch, the complement of Caffe/TF's decay;
+``running_var`` the unbiased n/(n-1) sigma2_B, n = m*p*q for a convolution, Sec. 3.2), so a state dict loads
+across them and Algorithm 2, folding and weight-decay filters find them all by ``isinstance``.
 """
 
 import torch
@@ -146,14 +142,6 @@ def paper_batch_norm(
     return y
 
 
-def _ghost_group_sizes(n: int, group: int) -> tuple[int, int]:
-    """(number of full-size groups processed together, size of the trailing group or 0)."""
-    full, rest = n // group, n % group
-    if rest == 1 and full > 0:  # one example cannot be a group of its own
-        return full - 1, group + 1
-    return full, rest
-
-
 def _normalize_groups(
     x: torch.Tensor, groups: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -183,7 +171,9 @@ def ghost_batch_norm(
     if not use_batch_stats:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
     factor = _average_factor(num_batches_tracked if update_running else None, momentum)
-    full, rest = _ghost_group_sizes(x.shape[0], ghost_batch_size)
+    full, rest = x.shape[0] // ghost_batch_size, x.shape[0] % ghost_batch_size
+    if rest == 1 and full > 0:  # one example cannot be a group of its own: it joins the last full group
+        full, rest = full - 1, ghost_batch_size + 1
     if full + int(rest > 0) <= 1:  # one group: ordinary BN, torch's fused kernel
         mean_buf = running_mean if update_running else None
         var_buf = running_var if update_running else None
@@ -238,18 +228,11 @@ class PaperBatchNorm(_HandWrittenBatchNorm):
 
 
 class GhostBatchNorm(_HandWrittenBatchNorm):
-    """BN whose training statistics come from consecutive groups of ``ghost_batch_size`` examples.
-
-    Each group is normalised with its own mean and variance, exactly as if it were a separate mini-batch
-    (Hoffer et al. 2017, "ghost batch normalization"); this keeps the paper's 32-example BN statistics
-    (Sec. 4.2) whatever the device batch is.
-
-    A batch that is not a multiple of the group size: the batch is cut into consecutive groups of
-    ``ghost_batch_size`` and the remainder forms one smaller group of its own; a remainder of a single
-    example (whose variance would be 0) joins the group before it. A batch no larger than the group size
-    is one group, i.e. ordinary BN. The running statistics move once per forward, towards the average of
-    the groups' means and of their unbiased variances (Algorithm 2's estimate with m = the group size).
-    Inference uses the running statistics, as ordinary BN.
+    """BN whose training statistics come from consecutive groups of ``ghost_batch_size`` examples, each
+    normalised as a separate mini-batch (Hoffer et al. 2017): the paper's 32-example statistics (Sec. 4.2)
+    whatever the device batch. A remainder forms a smaller group (one example joins the group before it); a
+    batch no larger than a group is ordinary BN. The running statistics move once per forward, towards the
+    groups' average mean and unbiased variance (Algorithm 2's estimate with m = the group size).
     """
 
     def __init__(self, num_features: int, ghost_batch_size: int = 32, **kwargs) -> None:

@@ -34,14 +34,8 @@ from .layers import (
 STEMS = ("separable", "plain")
 POOLS = ("tf", "caffe")  # pooling conventions, see pooling()
 # timm's SelectAdaptivePool2d types ("fast*": the same pooling as x.mean / x.amax; "" = none).
-GLOBAL_POOLS = (
-    "avg",
-    "max",
-    "avgmax",
-    "catavgmax",
-    "",
-    *(f"fast{p}" for p in ("", "avg", "max", "avgmax", "catavgmax")),
-)
+_POOLINGS = ("avg", "max", "avgmax", "catavgmax")
+GLOBAL_POOLS = (*_POOLINGS, "", *(f"fast{p}" for p in ("", *_POOLINGS)))
 
 # GoogLeNet's LRN (its Caffe recipe: local_size 5, alpha 1e-4, beta 0.75; torch divides alpha by the size as
 # Caffe does), after pool1 and after conv2. Only the Inception baseline and BN-Baseline use it (Sec. 4.2.1).
@@ -152,22 +146,15 @@ class InceptionModule(nn.Module):
 
 
 class BNInception(nn.Module):
-    """BN-Inception and its Inception baseline, built from a table of Figure 5 rows.
+    """BN-Inception and its Inception baseline, built from a table of Figure 5 rows (``figure5_rows`` or
+    ``small_rows``); the keywords are listed in the README's "Models" section.
 
-    A timm model in every respect: ``forward_features`` / ``forward_head(pre_logits=...)``, ``global_pool``,
-    ``reset_classifier``, ``feature_info`` (and ``features_only=True`` through ``timm.create_model``),
-    ``forward_intermediates``, ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``group_matcher``;
-    it scripts with TorchScript and traces with torch.fx and ``torch.export`` (the input check below runs in
-    eager mode and under torch.compile only).
-
-    ``rows``: the row specs (``figure5_rows`` or ``small_rows``); ``name``: the registered name, for error
-    messages; ``img_size``: the input size it is built for (the cfg's input size, ``last_bn``'s grid). The
-    keywords and their values are listed in the README's "Models" section. Two readings: ``last_bn``
-    (Sec. 4.2.3's "non-convolutional, per-activation BN in the last hidden layers") is per-activation BN in
-    the units that produce 5b's output, the 7x7x1024 activations at 224 the classifier sees through average
-    pooling (each activation normalised on its own over the batch, with its own gamma and beta; the grid is
-    fixed by ``img_size``). ``bn_momentum`` is the weight of the NEW batch (PyTorch's convention: Caffe/TF's
-    decay 0.9 is 0.1 here); the paper uses no running averages: Algorithm 2 replaces them.
+    A timm model in every respect (``forward_head(pre_logits=...)``, ``reset_classifier``, ``feature_info``,
+    ``forward_intermediates``, grad checkpointing, ``group_matcher``); it scripts, fx-traces and exports (the
+    input check runs in eager mode and under torch.compile only). ``name``: the registered name, for errors;
+    ``img_size``: the input it is built for (the cfg, ``last_bn``'s grid). ``last_bn`` (Sec. 4.2.3's
+    "non-convolutional, per-activation BN in the last hidden layers") is per-activation BN in the units that
+    produce 5b's output, the activations the classifier sees through average pooling.
     """
 
     def __init__(
