@@ -20,7 +20,6 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from .batchnorm import PerActivationBatchNorm, make_norm
 from .figure5 import FEATURE_ROWS, ConvRow, InceptionRow, PoolRow, Row
 from .layers import (
-    ACTS,
     ConvNormAct,
     check_batch,
     check_choice,
@@ -28,7 +27,6 @@ from .layers import (
     init_weight,
     like_parameters,
     make_act,
-    separable_conv,
 )
 
 STEMS = ("separable", "plain")
@@ -61,8 +59,12 @@ class Units:
     ) -> ConvNormAct:
         """One unit; ``grid`` (H, W): per-activation BN over ``cout`` x H x W activations (``last_bn``)."""
         bias = self.norm == "none"  # beta replaces the bias under BN (Sec. 3.2)
-        if separable:
-            conv = separable_conv(cin, cout, kernel, stride, bias)
+        if (
+            separable
+        ):  # Figure 5's "convolution*": depthwise (multiplier 8), then 1x1, as TF-slim's inception_v2
+            # (7x7 at RGB: 1,176 + 1,536 = 2,712 weights, GoogLeNet's "2.7K" first layer)
+            depthwise = nn.Conv2d(cin, cin * 8, kernel, stride, padding=kernel // 2, groups=cin, bias=False)
+            conv = nn.Sequential(depthwise, nn.Conv2d(cin * 8, cout, 1, bias=bias))
             init_weight(conv[0], "linear", self.init_scale)
             init_weight(conv[1], self.act, self.init_scale)
         else:
@@ -84,14 +86,10 @@ def pooling(kind: str, stride: int, pool: str) -> nn.Module:
     it. "caffe": the Caffe BN-Inception's pooling (its PyTorch port: pretrainedmodels ``bninception``),
     stride-2 pools without padding in ceil mode, and an average whose count includes the zero padding.
     """
-    caffe = pool == "caffe"
+    pad = dict(padding=0, ceil_mode=True) if pool == "caffe" and stride == 2 else dict(padding=1)
     if kind == "avg":
-        if stride == 2 and caffe:
-            return nn.AvgPool2d(3, stride, padding=0, ceil_mode=True, count_include_pad=True)
-        return nn.AvgPool2d(3, stride, padding=1, count_include_pad=caffe)
-    if stride == 2 and caffe:
-        return nn.MaxPool2d(3, stride, padding=0, ceil_mode=True)
-    return nn.MaxPool2d(3, stride, padding=1)
+        return nn.AvgPool2d(3, stride, count_include_pad=pool == "caffe", **pad)
+    return nn.MaxPool2d(3, stride, **pad)
 
 
 def row_output_size(row: Row, size: int, pool: str) -> int:
@@ -179,7 +177,6 @@ class BNInception(nn.Module):
         name: str = "bn_inception",
     ) -> None:
         super().__init__()
-        check_choice("act", act, ACTS)
         check_choice("stem", stem, STEMS)
         check_choice("pool", pool, POOLS)
         check_positive("init_scale", init_scale)
@@ -271,15 +268,13 @@ class BNInception(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
-        """Parameter groups for timm's layer-wise learning-rate decay: the stem, then one group per inception
-        stage (3, 4, 5; the rows' letters are not numbers, so fine and coarse groupings coincide)."""
+        """timm's layer-wise learning-rate decay groups: the stem, then one per inception stage (3, 4, 5)."""
         return dict(stem=r"^features\.(?:conv|pool)\d", blocks=r"^features\.inception_(\d)")
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each row's activations in the backward pass (timm's ``checkpoint_seq``). As with any
-        activation checkpointing, BN layers in training mode see the recomputation as a second forward pass:
-        their running statistics move twice per step (Algorithm 2 replaces them anyway)."""
+        """Recompute each row's activations in the backward pass; BN's running statistics then move twice per
+        step (a second forward pass; Algorithm 2 replaces them anyway)."""
         self.grad_checkpointing = enable
 
     def probe_modules(self) -> dict[str, nn.Module]:
@@ -345,10 +340,8 @@ class BNInception(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """timm's intermediate-feature interface: the ``feature_info`` maps selected by ``indices`` (None:
-        all; an int n: the last n; a list: those positions), and unless ``intermediates_only`` the final
-        feature map (``forward_features``'s; with ``stop_early`` the last selected map's). ``norm`` has no
-        effect (no final norm layer); only NCHW output."""
+        """timm's interface: the ``feature_info`` maps picked by ``indices`` (timm's convention) and, unless
+        ``intermediates_only``, the final map; ``norm`` has no effect (no final norm layer); NCHW only."""
         if output_fmt not in ("NCHW", Format.NCHW):
             raise ValueError(f"output_fmt={output_fmt!r} is not valid; {self.name} gives only 'NCHW'")
         take, max_index = feature_take_indices(len(self.feature_info), indices)
@@ -365,8 +358,7 @@ class BNInception(nn.Module):
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the rows after the last selected feature map (and the head, ``prune_head``) for feature
-        extraction; returns the selected indices (timm's ``FeatureGetterNet`` calls it)."""
+        """Drop the rows after the last selected feature map (and the head, ``prune_head``): timm API."""
         take, max_index = feature_take_indices(len(self.feature_info), indices)
         keep = self._tap_positions[max_index] + 1
         self.features, self.row_specs = self.features[:keep], self.row_specs[:keep]
