@@ -9,6 +9,8 @@ buffers and conventions (``momentum`` is the weight of the NEW batch, the comple
 across them and Algorithm 2, folding and weight-decay filters find them all by ``isinstance``.
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,11 +76,9 @@ class _PaperBatchNormFunction(torch.autograd.Function):
         return dx, dgamma, dbeta, None
 
 
-# The functional forms below are what the modules run. They are free functions taking tensors and plain
-# values so that one body serves eager mode, TorchScript (they are scriptable) and torch.fx: registered with
-# ``torch.fx.wrap``, a symbolic trace records each as one call instead of tracing into its batch-size
-# dependent Python (ghost BN's grouping), which a trace cannot express. A trace records the train/eval mode
-# it was made in, as it does for dropout.
+# ``batch_norm`` below is what the hand-written layers run: a free function of tensors and plain values, so
+# one body serves eager mode, TorchScript and torch.fx (``torch.fx.wrap``: a trace records it as one call
+# instead of tracing into ghost BN's batch-size dependent grouping, which a trace cannot express).
 
 
 def _average_factor(num_batches_tracked: torch.Tensor | None, momentum: float | None) -> float:
@@ -112,36 +112,6 @@ def _affine(weight: torch.Tensor | None, bias: torch.Tensor | None, x: torch.Ten
     return [ones, torch.zeros_like(ones)]
 
 
-@torch.fx.wrap
-def paper_batch_norm(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    num_batches_tracked: torch.Tensor | None,
-    use_batch_stats: bool,
-    update_running: bool,
-    momentum: float | None,
-    eps: float,
-) -> torch.Tensor:
-    """``PaperBatchNorm``'s computation: Algorithm 1 with the paper's backward in training, the fixed affine
-    map of the running statistics (Algorithm 2's last step, torch's inference kernel) otherwise. TorchScript
-    cannot hold a custom ``autograd.Function``: there autograd derives the (identical) backward."""
-    if not use_batch_stats:
-        return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
-    factor = _average_factor(num_batches_tracked if update_running else None, momentum)
-    gamma, beta = _affine(weight, bias, x)
-    if torch.jit.is_scripting():
-        y, mu, var, _, _ = _algorithm1(x, gamma, beta, eps)
-    else:
-        y, mu, var = _PaperBatchNormFunction.apply(x, gamma, beta, eps)
-    if update_running:
-        n = x.numel() // x.shape[1]
-        _update_running(running_mean, running_var, mu, var * (n / max(n - 1, 1)), factor)
-    return y
-
-
 def _normalize_groups(
     x: torch.Tensor, groups: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,7 +124,7 @@ def _normalize_groups(
 
 
 @torch.fx.wrap
-def ghost_batch_norm(
+def batch_norm(
     x: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
@@ -167,10 +137,23 @@ def ghost_batch_norm(
     eps: float,
     ghost_batch_size: int,
 ) -> torch.Tensor:
-    """``GhostBatchNorm``'s computation (see the class): statistics per group of ``ghost_batch_size``."""
+    """The hand-written layers' computation. In training, ``ghost_batch_size`` 0 (``PaperBatchNorm``):
+    Algorithm 1 with the paper's backward (TorchScript cannot hold a custom ``autograd.Function``: there
+    autograd derives the identical one); else statistics per group of that size (``GhostBatchNorm``).
+    Otherwise the fixed affine map of the running statistics (Algorithm 2's last step, torch's kernel)."""
     if not use_batch_stats:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
     factor = _average_factor(num_batches_tracked if update_running else None, momentum)
+    if ghost_batch_size == 0:
+        gamma, beta = _affine(weight, bias, x)
+        if torch.jit.is_scripting():
+            y, mu, var, _, _ = _algorithm1(x, gamma, beta, eps)
+        else:
+            y, mu, var = _PaperBatchNormFunction.apply(x, gamma, beta, eps)
+        if update_running:
+            n = x.numel() // x.shape[1]
+            _update_running(running_mean, running_var, mu, var * (n / max(n - 1, 1)), factor)
+        return y
     full, rest = x.shape[0] // ghost_batch_size, x.shape[0] % ghost_batch_size
     if rest == 1 and full > 0:  # one example cannot be a group of its own: it joins the last full group
         full, rest = full - 1, ghost_batch_size + 1
@@ -196,8 +179,10 @@ def ghost_batch_norm(
 
 
 class _HandWrittenBatchNorm(_BatchNorm):
-    """Shared by the two hand-written BN layers: the input check (eager mode only: TorchScript and fx
-    cannot evaluate it) and the flags the functional forms take."""
+    """The input check (eager mode only: TorchScript and fx cannot evaluate it) and the call of
+    ``batch_norm`` with this layer's buffers and flags."""
+
+    ghost_batch_size: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
@@ -207,24 +192,19 @@ class _HandWrittenBatchNorm(_BatchNorm):
                 )
         use_batch_stats = self.training or self.running_mean is None
         update = self.training and self.track_running_stats and self.running_mean is not None
-        return self._normalize(x, use_batch_stats, update)
-
-    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
-        raise NotImplementedError
+        return batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
+            use_batch_stats, update, self.momentum, self.eps, self.ghost_batch_size,
+        )  # fmt: skip
 
 
 class PaperBatchNorm(_HandWrittenBatchNorm):
-    """Algorithm 1 of the paper with its own backward pass; a drop-in replacement for ``nn.BatchNorm1d/2d``.
+    """Algorithm 1 of the paper with its own backward pass; a drop-in replacement for ``nn.BatchNorm1d/2d``
+    (per activation for (N, C) input, per feature map for (N, C, H, W), Sec. 3.2)."""
 
-    Per activation for (N, C) input, per feature map for (N, C, H, W) input (Sec. 3.2). Same parameters,
-    buffers, defaults and running-statistics rule as torch's BatchNorm (see the module docstring).
-    """
-
-    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
-        return paper_batch_norm(
-            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
-            use_batch_stats, update, self.momentum, self.eps,
-        )  # fmt: skip
+    def __init__(self, num_features: int, **kwargs: Any) -> None:
+        super().__init__(num_features, **kwargs)
+        self.ghost_batch_size = 0  # statistics over the whole batch
 
 
 class GhostBatchNorm(_HandWrittenBatchNorm):
@@ -245,12 +225,6 @@ class GhostBatchNorm(_HandWrittenBatchNorm):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
-
-    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
-        return ghost_batch_norm(
-            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
-            use_batch_stats, update, self.momentum, self.eps, self.ghost_batch_size,
-        )  # fmt: skip
 
 
 class PerActivationBatchNorm(nn.Module):
