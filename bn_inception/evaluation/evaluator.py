@@ -16,6 +16,7 @@ Decisions where the paper is silent:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import time
@@ -242,24 +243,17 @@ def predict(
 
 
 def with_population_stats(
-    member: Member,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    num_batches: int,
-    device: torch.device,
+    member: Member, batches: Iterable[tuple[torch.Tensor, Any]], num_batches: int, device: torch.device,
     channels_last: bool,
-) -> Member:
+) -> Member:  # fmt: skip
     """A copy of ``member`` with Algorithm 2's (steps 8-12) population statistics E[x] and m/(m-1) Var over
     ``num_batches`` of ``[m, C, S, S]`` 0-255 crops instead of the moving averages; float32 (no autocast)."""
     from bn_inception import recompute_population_stats
 
     model = copy.deepcopy(member.model)
-    inputs = (
-        (to_model_input(x, member.mean, member.std, device, channels_last), y.to(device)) for x, y in batches
-    )
+    inputs = (to_model_input(x, member.mean, member.std, device, channels_last) for x, _ in batches)
     recompute_population_stats(model, inputs, num_batches)
-    return Member(
-        **{**member.__dict__, "model": model.eval(), "name": f"{member.name} [pop]", "bn_stats": "recomputed"}
-    )
+    return dataclasses.replace(member, model=model.eval(), name=f"{member.name} [pop]", bn_stats="recomputed")
 
 
 @dataclass

@@ -195,24 +195,16 @@ class BNInception(nn.Module):
         for size in self.img_size:
             self._check_size(size, f"img_size={img_size!r}")
         bn = dict(eps=bn_eps, momentum=bn_momentum, ghost_batch_size=ghost_batch_size)
-        self.features = self._build(Units(norm, act, init_scale, bn), lrn, last_bn)
+        self.features = self._build(Units(norm, act, init_scale, bn), lrn, last_bn)  # and feature_info
         self._tap_positions = [i for i, r in enumerate(self.row_specs) if r.name in FEATURE_ROWS]
-        self.feature_info, reduction, chans = [], 1, in_chans  # timm's: channels, stride, module per map
-        for i, (row, module_name) in enumerate(zip(self.row_specs, self.features._modules, strict=True)):
-            reduction, chans = reduction * row.stride, row.out_channels(chans)
-            if i in self._tap_positions:
-                self.feature_info.append(
-                    dict(num_chs=chans, reduction=reduction, module=f"features.{module_name}")
-                )
-        self.num_features = chans
         self.grad_checkpointing = False
         self.head_drop = nn.Dropout(drop_rate)
         self._reset_head(num_classes, global_pool)
 
     def _build(self, unit: Units, lrn: bool, last_bn: bool) -> nn.Sequential:
-        """The one builder: one module per Figure 5 row, in order."""
+        """The one builder: one module per Figure 5 row, in order; timm's ``feature_info`` on the way."""
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        grid, chans = self.img_size, self.in_chans
+        grid, chans, reduction, self.feature_info = self.img_size, self.in_chans, 1, []
         last_inception = [r for r in self.row_specs if isinstance(r, InceptionRow)][-1].name
         for row in self.row_specs:
             grid = tuple(row_output_size(row, g, self.pool) for g in grid)
@@ -234,8 +226,11 @@ class BNInception(nn.Module):
                     module.append(LRN())
             else:
                 module = unit(chans, row.out, row.kernel, row.stride)
-            layers[f"inception_{row.name}" if isinstance(row, InceptionRow) else row.name] = module
-            chans = row.out_channels(chans)
+            name = f"inception_{row.name}" if isinstance(row, InceptionRow) else row.name
+            layers[name], chans, reduction = module, row.out_channels(chans), reduction * row.stride
+            if row.name in FEATURE_ROWS:
+                self.feature_info.append(dict(num_chs=chans, reduction=reduction, module=f"features.{name}"))
+        self.num_features = chans
         return nn.Sequential(layers)
 
     def _reset_head(self, num_classes: int, global_pool: str) -> None:

@@ -89,15 +89,13 @@ def fold_bn(model: nn.Module) -> nn.Module:
     """
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():
-        if not isinstance(getattr(module, "bn", None), _BatchNorm):
+        if not isinstance(module, ConvNormAct | LinearNormAct) or not isinstance(module.bn, _BatchNorm):
             continue
-        if isinstance(module, ConvNormAct):
-            if isinstance(module.conv, nn.Sequential):  # separable stem: fold into the pointwise conv
-                module.conv[-1] = fuse_conv_bn_eval(module.conv[-1], module.bn)
-            else:
-                module.conv = fuse_conv_bn_eval(module.conv, module.bn)
-            module.bn = nn.Identity()
-        elif isinstance(module, LinearNormAct):
+        if isinstance(module, LinearNormAct):
             module.fc = fuse_linear_bn_eval(module.fc, module.bn)
-            module.bn = nn.Identity()
+        elif isinstance(module.conv, nn.Sequential):  # separable stem: fold into the pointwise conv
+            module.conv[-1] = fuse_conv_bn_eval(module.conv[-1], module.bn)
+        else:
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+        module.bn = nn.Identity()
     return folded
