@@ -81,16 +81,6 @@ class _PaperBatchNormFunction(torch.autograd.Function):
 # instead of tracing into ghost BN's batch-size dependent grouping, which a trace cannot express).
 
 
-def _average_factor(num_batches_tracked: torch.Tensor | None, momentum: float | None) -> float:
-    """The weight of this batch in the running averages, counting it as torch does (None: no update)."""
-    if num_batches_tracked is None:
-        return 0.0
-    num_batches_tracked.add_(1)
-    if momentum is None:  # cumulative average, as torch (used by Algorithm 2)
-        return 1.0 / float(num_batches_tracked.item())
-    return momentum
-
-
 def _update_running(
     running_mean: torch.Tensor | None,
     running_var: torch.Tensor | None,
@@ -143,7 +133,10 @@ def batch_norm(
     Otherwise the fixed affine map of the running statistics (Algorithm 2's last step, torch's kernel)."""
     if not use_batch_stats:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
-    factor = _average_factor(num_batches_tracked if update_running else None, momentum)
+    factor = 0.0  # the weight of this batch in the running averages, counted as torch does
+    if update_running and num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+        factor = 1.0 / float(num_batches_tracked.item()) if momentum is None else momentum  # None: cumulative
     if ghost_batch_size == 0:
         gamma, beta = _affine(weight, bias, x)
         if torch.jit.is_scripting():
