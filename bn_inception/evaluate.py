@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import shlex
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,70 +26,27 @@ from omegaconf import DictConfig, OmegaConf
 from bn_inception import cli
 from bn_inception.config import EvalConfig, register_configs
 
-log = logging.getLogger("evaluate")
 register_configs()
 
 
 def run(cfg: DictConfig) -> None:
-    from bn_inception.evaluation.checkpoints import EvaluationError, find_checkpoints
+    from bn_inception.evaluation.checkpoints import find_checkpoints
     from bn_inception.evaluation.evaluator import evaluate_checkpoints
-    from bn_inception.evaluation.table import (
-        MARK,
-        MARKDOWN_MARK,
-        caption,
-        check_outputs,
-        format_markdown,
-        format_text,
-        markdown_path,
-        write_json,
-        write_tensorboard,
-        write_text,
-    )
+    from bn_inception.evaluation.table import check_outputs, write_report
 
-    if OmegaConf.is_missing(cfg, "checkpoints"):
-        raise EvaluationError(
-            "no checkpoints given; pass checkpoints=PATH (a .pt file, [a.pt,b.pt], a glob or a dir)"
-        )
-    specs = cfg.checkpoints
-    checkpoints = [str(s) for s in specs] if OmegaConf.is_list(specs) else str(specs)
-    md_path = cfg.markdown or (markdown_path(cfg.output) if cfg.output else None)
-    check_outputs([cfg.output, md_path and str(md_path)], find_checkpoints(checkpoints), cfg.tb_dir)
-
-    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
-    # `data=<name>` picks configs/data/<name>.yaml; without it the first checkpoint's recorded data config is
-    # used, with any data.* given here (data.root=..., +data.key=...) on top.
-    selected = data if HydraConfig.get().runtime.choices.get("data") not in (None, "null") else None
     values = OmegaConf.to_container(cfg, resolve=True)
     options = EvalConfig(**{f.name: values[f.name] for f in dataclasses.fields(EvalConfig)})
-
-    report = evaluate_checkpoints(checkpoints, options, data_kwargs=selected, data_overrides=data)
-    report.meta["command"] = shlex.join(["python", "evaluate.py", *HydraConfig.get().overrides.task])
-    report.meta["written_by"] = MARK
-
-    title = caption(report.rows, report.meta["data"]["name"], options.bootstrap)
-    skipped = report.meta["data"]["skipped_images"]
-    if skipped:
-        title += f"; {skipped} unreadable images skipped"
-    print(format_text(report.rows, title, report.gains), flush=True)
-    markdown = format_markdown(report.rows, title, command=report.meta["command"], gains=report.gains)
-    if cfg.output:
-        try:
-            write_json(cfg.output, report.rows, report.meta)
-        except OSError as e:
-            raise EvaluationError(f"could not write {cfg.output}: {e.strerror or e}") from e
-        log.info("wrote %s", cfg.output)
-    if md_path:
-        write_text(Path(md_path), f"{markdown}\n{MARKDOWN_MARK}\n")
-        log.info("wrote %s", md_path)
-    if cfg.tb_dir:
-        write_tensorboard(cfg.tb_dir, report.rows, markdown)
-        log.info("wrote TensorBoard events to %s", cfg.tb_dir)
+    check_outputs(options, find_checkpoints(options.checkpoints))
+    # `data=<name>` picks configs/data/<name>.yaml; without it the first checkpoint's recorded data config is
+    # used, with any data.* given here (data.root=..., +data.key=...) on top.
+    data = options.data or {}
+    selected = data if HydraConfig.get().runtime.choices.get("data") not in (None, "null") else None
+    report = evaluate_checkpoints(options.checkpoints, options, data_kwargs=selected, data_overrides=data)
+    write_report(report, options, shlex.join(["python", "evaluate.py", *HydraConfig.get().overrides.task]))
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    """Known bad input (EvaluationError, CheckpointError) ends as one line ``error: ...`` and exit 1, before
-    any table is printed or written."""
     import torch
 
     from bn_inception.engine.checkpoint import CheckpointError

@@ -41,7 +41,7 @@ def find_checkpoints(specs: str | Sequence[str]) -> list[Path]:
     """Checkpoint files (in the order given, repeats kept), globs and run/sweep directories (their
     ``*/checkpoints/best.pt``, sorted). An existing path is taken as it is, even with glob characters (a sweep
     directory named after a list-valued key has brackets)."""
-    specs = [specs] if isinstance(specs, str | os.PathLike) else list(specs)
+    specs = list(specs) if isinstance(specs, list | tuple) else [specs]
     if not [s for s in specs if str(s).strip()]:
         raise EvaluationError(
             "no checkpoints given; pass checkpoints=PATH, a list [a.pt,b.pt], a glob or a sweep dir"
@@ -147,23 +147,20 @@ def check_members(members: Sequence[Member], splits: Any = None, data_name: str 
             )
     if splits is None:
         return
-    fixed = getattr(splits.val, "images", None) is not None  # an in-memory dataset: one image size
+    classes, data = tuple(map(str, splits.classes)), f"data {data_name}"
     for m in members:
-        problem = None
-        if m.classes != tuple(map(str, splits.classes)):
-            problem = _class_difference(m.classes, tuple(map(str, splits.classes)), f"data {data_name}")
+        if m.classes != classes:
+            problem = _class_difference(m.classes, classes, data)
         elif m.in_chans != splits.in_chans:
             problem = (
-                f"the model takes {m.in_chans}-channel images but data {data_name} gives "
-                f"{splits.in_chans}-channel ones"
+                f"the model takes {m.in_chans}-channel images but {data} gives {splits.in_chans}-channel ones"
             )
-        elif fixed and m.input_size != splits.val.input_size:
-            problem = (
-                f"the model takes {m.input_size} px inputs but data {data_name} provides "
-                f"{splits.val.input_size} px images"
-            )
-        if problem:
-            raise EvaluationError(f"{m.path}: {problem}; evaluate it on the data it was trained on")
+        elif getattr(splits.val, "images", None) is not None and m.input_size != splits.val.input_size:
+            size = splits.val.input_size  # an in-memory dataset: one image size
+            problem = f"the model takes {m.input_size} px inputs but {data} provides {size} px images"
+        else:
+            continue
+        raise EvaluationError(f"{m.path}: {problem}; evaluate it on the data it was trained on")
 
 
 def _class_difference(a: Sequence[str], b: Sequence[str], other: str) -> str:

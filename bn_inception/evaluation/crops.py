@@ -15,10 +15,7 @@ from PIL import Image
 
 CROP_COUNTS = (1, 10, 144)  # the protocols the evaluator knows
 REFERENCE_INPUT = 224  # every size below is for this input size (the paper's)
-SINGLE_CROP_RESIZE = 256  # shorter side before the centre crop ("the usual practice")
 MULTI_CROP_SCALES = (256, 288, 320, 352)  # GoogLeNet's 4 scales (shorter side)
-
-Box = tuple[int, int, int]  # (top, left, side) of a square
 
 
 def scaled_size(size: int, input_size: int) -> int:
@@ -32,25 +29,12 @@ def crop_resize_sizes(crops: int, input_size: int) -> tuple[int, ...]:
     return tuple(scaled_size(s, input_size) for s in (MULTI_CROP_SCALES if crops == 144 else (256,)))
 
 
-def square_boxes(height: int, width: int) -> list[Box]:
-    """Left, centre, right squares (top, centre, bottom for portraits); a square image's three coincide."""
+def square_boxes(height: int, width: int) -> list[tuple[int, int, int]]:
+    """(top, left, side) of the left, centre, right squares (top, centre, bottom for portraits)."""
     side = min(height, width)
     if width >= height:
         return [(0, 0, side), (0, (width - side) // 2, side), (0, width - side, side)]
     return [(0, 0, side), ((height - side) // 2, 0, side), (height - side, 0, side)]
-
-
-def corner_and_centre_boxes(side: int, size: int) -> list[Box]:
-    """tl, tr, bl, br and centre ``size`` squares (the centre rounds as torchvision's ``center_crop``)."""
-    if size > side:
-        raise ValueError(f"a {size}-pixel crop does not fit in a {side}-pixel square")
-    far, mid = side - size, int(round((side - size) / 2.0))
-    return [(0, 0, size), (0, far, size), (far, 0, size), (far, far, size), (mid, mid, size)]
-
-
-def _slice(image: torch.Tensor, box: Box) -> torch.Tensor:
-    top, left, side = box
-    return image[..., top : top + side, left : left + side]
 
 
 def make_crops(image: Image.Image | torch.Tensor, crops: int, input_size: int) -> torch.Tensor:
@@ -65,9 +49,9 @@ def make_crops(image: Image.Image | torch.Tensor, crops: int, input_size: int) -
         return torch.stack(F.ten_crop(resized[0], [input_size]))
     out = []
     for scaled in resized:
-        for square in square_boxes(scaled.shape[-2], scaled.shape[-1]):
-            patch = _slice(scaled, square)
-            six = [_slice(patch, box) for box in corner_and_centre_boxes(square[2], input_size)]
-            six = torch.stack([*six, F.resize(patch, [input_size, input_size], antialias=True)])
+        for top, left, side in square_boxes(scaled.shape[-2], scaled.shape[-1]):
+            patch = scaled[..., top : top + side, left : left + side]
+            whole = F.resize(patch, [input_size, input_size], antialias=True)
+            six = torch.stack([*F.five_crop(patch, [input_size]), whole])  # tl, tr, bl, br, centre, square
             out += [six, F.horizontal_flip(six)]
     return torch.cat(out)

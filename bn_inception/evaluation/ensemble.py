@@ -40,8 +40,6 @@ def distinct_crops(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ensemble_probs(member_probs: Sequence[torch.Tensor]) -> torch.Tensor:
-    if not member_probs:
-        raise ValueError("an ensemble needs at least one member")
     return torch.stack(list(member_probs)).mean(dim=0)
 
 
@@ -55,12 +53,6 @@ def topk_correct(probs: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = 
 
 def error_percent(correct: np.ndarray) -> np.ndarray:
     return 100.0 * (1.0 - correct.mean(axis=0))
-
-
-def bootstrap_error_ci(
-    correct: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
-) -> np.ndarray:
-    return bootstrap_mean_ci(1.0 - np.asarray(correct, dtype=np.float64), n_resamples, seed, level)
 
 
 def bootstrap_mean_ci(

@@ -16,6 +16,7 @@ Decisions where the paper is silent:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import time
@@ -57,8 +58,6 @@ from bn_inception.evaluation.ensemble import crop_averaged_probs, distinct_crops
 from bn_inception.evaluation.table import Gain, Row, build_rows, ensemble_gains, per_image
 
 log = logging.getLogger(__name__)
-
-DEFAULT_POPULATION_BATCH = 32  # Algorithm 2's m when a checkpoint records none: the paper's mini-batch
 
 
 def cut_views(images: list[Any], crops: int, sizes: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -202,24 +201,17 @@ def predict(
 
 
 def with_population_stats(
-    member: Member,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    num_batches: int,
-    device: torch.device,
+    member: Member, batches: Iterable[tuple[torch.Tensor, Any]], num_batches: int, device: torch.device,
     channels_last: bool,
-) -> Member:
+) -> Member:  # fmt: skip
     """A copy of ``member`` with Algorithm 2's (steps 8-12) population statistics E[x] and m/(m-1) Var over
     ``num_batches`` of ``[m, C, S, S]`` 0-255 crops instead of the moving averages; float32 (no autocast)."""
     from bn_inception import recompute_population_stats
 
     model = copy.deepcopy(member.model)
-    inputs = (
-        (to_model_input(x, member.mean, member.std, device, channels_last), y.to(device)) for x, y in batches
-    )
+    inputs = (to_model_input(x, member.mean, member.std, device, channels_last) for x, _ in batches)
     recompute_population_stats(model, inputs, num_batches)
-    return Member(
-        **{**member.__dict__, "model": model.eval(), "name": f"{member.name} [pop]", "bn_stats": "recomputed"}
-    )
+    return dataclasses.replace(member, model=model.eval(), name=f"{member.name} [pop]", bn_stats="recomputed")
 
 
 @dataclass
@@ -296,9 +288,8 @@ def evaluate_checkpoints(
     )
     m = None
     if options.population_stats:
-        m = options.population_batch_size or int(
-            (members[0].train_config.get("trainer") or {}).get("batch_size") or DEFAULT_POPULATION_BATCH
-        )
+        recorded_batch = (members[0].train_config.get("trainer") or {}).get("batch_size")
+        m = options.population_batch_size or int(recorded_batch or 32)  # else the paper's mini-batch
         members += _population_members(members, splits.train, m, options, loader, device, channels_last)
     ensembles = {}  # the as-trained members, and the recomputed-statistics ones (>= 2 each)
     for stats, key in (("running", "ensemble"), ("recomputed", "ensemble [pop]")):
@@ -323,27 +314,17 @@ def evaluate_checkpoints(
         options.per_class,
     )  # fmt: skip
     gains = ensemble_gains(members, ensembles, predictions, options.bootstrap, options.seed)
+    data = dict(name=data_name, root=kwargs.get("root"), split="val", images=predictions.images,
+                skipped_images=images.skipped_images, bad_files=images.bad_files[:20])  # fmt: skip
     meta = {
-        "data": {
-            "name": data_name,
-            "root": kwargs.get("root"),
-            "split": "val",
-            "images": predictions.images,
-            "skipped_images": images.skipped_images,
-            "bad_files": images.bad_files[:20],
-        },
+        "data": data,
         "crops": options.crops,
         # crops that coincide for every image of a batch are evaluated once, weighted by their count
         "distinct_crops": list(predictions.distinct_crops),
         "image_range": [chosen.start, chosen.stop],  # validation indices evaluated: start to stop - 1
         "population_stats": options.population_stats,
         "population_batch_size": m,
-        "bootstrap": {
-            "resamples": options.bootstrap,
-            "seed": options.seed,
-            "level": 0.95,
-            "method": "percentile",
-        },
+        "bootstrap": dict(resamples=options.bootstrap, seed=options.seed, level=0.95, method="percentile"),
         "img_per_s": predictions.images / predictions.seconds if predictions.seconds else None,
         "seconds": predictions.seconds,
         "environment": environment(device, 1),

@@ -6,6 +6,7 @@ replaced atomically."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -17,14 +18,10 @@ import numpy as np
 
 from bn_inception.cli import unwritable
 from bn_inception.evaluation.checkpoints import EvaluationError
-from bn_inception.evaluation.ensemble import (
-    TOPK,
-    bootstrap_error_ci,
-    bootstrap_mean_ci,
-    error_percent,
-    per_class_error,
-)
+from bn_inception.evaluation.ensemble import TOPK, bootstrap_mean_ci, error_percent, per_class_error
 from bn_inception.files import write_atomically
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("model", "resolution", "crops", "models", "top-1 error (%)", "top-5 error (%)")
 MARK = "bn-inception evaluate.py"  # the JSON key and Markdown last line that say evaluate.py wrote a file
@@ -93,15 +90,15 @@ def build_rows(
     stacked = np.concatenate([predictions.correct[k] for k, _ in groups], axis=1)  # paired resampling
     errors = error_percent(stacked).reshape(len(groups), len(TOPK))
     nan = np.full((len(groups), len(TOPK), 2), np.nan)
-    cis = bootstrap_error_ci(stacked, bootstrap, seed).reshape(nan.shape) if bootstrap else nan
+    cis = bootstrap_mean_ci(1.0 - stacked, bootstrap, seed).reshape(nan.shape) if bootstrap else nan
     rows = []
     for r, (key, group) in enumerate(groups):
         sizes = {m.input_size for m in group}
         table = None
         if per_class:
             err, counts = per_class_error(predictions.correct[key], predictions.labels, len(classes))
-            table = [
-                {"class": str(c), "images": int(n), "top1_err": _finite(e[0]), "top5_err": _finite(e[1])}
+            table = [  # NaN (a class without images) is null in the JSON, "-" in Markdown
+                {"class": str(c), "images": int(n), "top1_err": float(e[0]), "top5_err": float(e[1])}
                 for c, n, e in zip(classes, counts, err, strict=True)
             ]
         rows.append(
@@ -153,10 +150,6 @@ def per_image(predictions: Any) -> dict[str, Any]:
     return {"labels": predictions.labels.tolist(), **hits}
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
 # ---- rendering -----------------------------------------------------------------------------------------
 
 
@@ -172,11 +165,6 @@ def table_cells(rows: Sequence[Row]) -> list[list[str]]:
          _err(r.top5_err, r.top5_err_ci)]
         for r in rows
     ]  # fmt: skip
-
-
-def caption(rows: Sequence[Row], data_name: str, bootstrap: int) -> str:
-    ci = f"; [95% bootstrap interval, {bootstrap} resamples]" if bootstrap else ""
-    return f"{data_name} validation, {rows[0].images if rows else 0} images; errors in percent{ci}"
 
 
 def gain_lines(gains: Sequence[Gain]) -> list[str]:
@@ -219,20 +207,13 @@ def format_markdown(
         head = ["class", "images", *(f"{r.name} top-1 err" for r in with_classes)]
         cells = [
             [entry["class"], str(entry["images"])]
-            + ["-" if (e := r.per_class[i]["top1_err"]) is None else f"{e:.2f}" for r in with_classes]
+            + ["-" if math.isnan(e := r.per_class[i]["top1_err"]) else f"{e:.2f}" for r in with_classes]
             for i, entry in enumerate(with_classes[0].per_class)
         ]
         out += ["", "Per-class top-1 error (%):", "", *_markdown_table(head, cells)]
     paper = [[str(v) if v is not None else "-" for v in row] for row in FIGURE4]
     out += ["", "The paper's Figure 4 table (ImageNet validation, 50,000 images; errors in percent):", ""]
     return "\n".join(out + _markdown_table(COLUMNS, paper)) + "\n"
-
-
-def write_json(path: str | Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
-    write_text(
-        Path(path),
-        json.dumps({"rows": [_json_safe(r.to_dict()) for r in rows], **_json_safe(meta)}, indent=2) + "\n",
-    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -246,35 +227,51 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_tensorboard(log_dir: str | Path, rows: Sequence[Row], markdown: str) -> None:
-    """Scalars ``eval/top{1,5}_err/<row>`` at the latest checkpoint step, the table as text ``eval/table``."""
-    from torch.utils.tensorboard import SummaryWriter
+def write_report(report: Any, options: Any, command: str) -> None:
+    """The table on stdout; where ``options`` (EvalConfig) asks, JSON (with ``command`` and our mark),
+    Markdown and TensorBoard scalars ``eval/top{1,5}_err/<row>`` at the latest checkpoint step."""
+    rows, data = report.rows, report.meta["data"]
+    title = f"{data['name']} validation, {rows[0].images if rows else 0} images; errors in percent"
+    title += f"; [95% bootstrap interval, {options.bootstrap} resamples]" if options.bootstrap else ""
+    title += f"; {data['skipped_images']} unreadable images skipped" if data["skipped_images"] else ""
+    print(format_text(rows, title, report.gains), flush=True)
+    markdown = format_markdown(rows, title, command=command, gains=report.gains)
+    json_path, md_path = _outputs(options)
+    if json_path:
+        table = {"rows": [r.to_dict() for r in rows], **report.meta, "command": command, "written_by": MARK}
+        _write(json_path, json.dumps(_json_safe(table), indent=2) + "\n")
+    if md_path:
+        _write(md_path, f"{markdown}\n{MARKDOWN_MARK}\n")
+    if options.tb_dir:
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(log_dir))
-    try:
-        for r in rows:
-            step = max((s for s in r.steps if s is not None), default=0)
-            tag = re.sub(r"[^\w/.-]+", "_", r.name).strip("_")
-            writer.add_scalar(f"eval/top1_err/{tag}", r.top1_err, global_step=step)
-            writer.add_scalar(f"eval/top5_err/{tag}", r.top5_err, global_step=step)
-        writer.add_text("eval/table", markdown, global_step=0)
-    finally:
-        writer.close()
+        with SummaryWriter(log_dir=str(options.tb_dir)) as writer:
+            for r in rows:
+                step = max((s for s in r.steps if s is not None), default=0)
+                tag = re.sub(r"[^\w/.-]+", "_", r.name).strip("_")
+                writer.add_scalar(f"eval/top1_err/{tag}", r.top1_err, global_step=step)
+                writer.add_scalar(f"eval/top5_err/{tag}", r.top5_err, global_step=step)
+            writer.add_text("eval/table", markdown, global_step=0)
+        log.info("wrote TensorBoard events to %s", options.tb_dir)
 
 
 # ---- where evaluate.py may write -----------------------------------------------------------------------
 
 
-def markdown_path(output: str) -> Path:
-    path = Path(output)
-    return path.with_suffix(".md") if path.suffix != ".md" else path.with_name(path.name + ".md")
+def _outputs(options: Any) -> tuple[Path | None, Path | None]:
+    """The JSON and Markdown paths: ``markdown``, else ``output`` with ``.md`` for its suffix."""
+    out, md = (Path(p) if p else None for p in (options.output, options.markdown))
+    if out and not md:
+        md = out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".md")
+    return out, md
 
 
-def check_outputs(paths: Sequence[str | None], inputs: Sequence[Path], tb_dir: str | None = None) -> None:
-    if tb_dir and (problem := unwritable(Path(tb_dir))):
-        raise EvaluationError(f"tb_dir={tb_dir}: {problem}; choose another folder")
+def check_outputs(options: Any, inputs: Sequence[Path]) -> None:
+    """Refuse, before any work, an output that is a checkpoint, a folder, not ours or not writable."""
+    if options.tb_dir and (problem := unwritable(Path(options.tb_dir))):
+        raise EvaluationError(f"tb_dir={options.tb_dir}: {problem}; choose another folder")
     protected = {p.resolve() for p in inputs}
-    for path in (Path(p) for p in paths if p):
+    for path in (p for p in _outputs(options) if p):
         key = f"{path} (output)"
         if path.suffix == ".pt" or path.resolve() in protected:
             raise EvaluationError(f"{key} is a checkpoint; write the table to a .json or .md path instead")
@@ -296,9 +293,10 @@ def _written_by_us(path: Path) -> bool:
         return False
 
 
-def write_text(path: Path, text: str) -> None:
+def _write(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, text)
     except OSError as e:
         raise EvaluationError(f"could not write {path}: {e.strerror or e}") from e
+    log.info("wrote %s", path)

@@ -1,17 +1,15 @@
-"""The BN implementations the models choose between (``norm=``), and the per-activation wrapper.
+"""The BN layers the models choose between (``norm=``), and the per-activation wrapper.
 
-``"batch"``: torch's fused ``nn.BatchNorm1d/2d``, the fast default. ``"paper"``: :class:`PaperBatchNorm`,
-Algorithm 1 (Sec. 3) with the backward pass from the paper's own equations, the reference the fast path is
-tested against. ``"ghost"``: :class:`GhostBatchNorm`, statistics over groups of ``ghost_batch_size``, so a
-device batch of 256 still normalises over the paper's 32-image mini-batches (training.md). All subclass
-torch's ``_BatchNorm``: the same parameters and buffers (a state dict loads across them), and code finding BN
-by ``isinstance(m, _BatchNorm)`` (Algorithm 2, folding, weight-decay filters) handles all of them.
-
-Torch's conventions: ``momentum`` is the weight of the NEW batch in the running averages (``None``: a
-cumulative average); Caffe and TF state the complement (decay 0.9 = momentum 0.1), and copying Caffe's 0.9
-into torch's momentum is a known porting mistake. ``running_var`` holds the unbiased n/(n-1) * sigma2_B, n
-the values per channel (m*p*q for a convolution, Sec. 3.2), as Algorithm 2 prescribes.
+``"batch"``: torch's fused ``nn.BatchNorm1d/2d`` (the default); ``"paper"``: :class:`PaperBatchNorm`,
+Algorithm 1 (Sec. 3) with the paper's own backward equations, the reference the fast path is tested against;
+``"ghost"``: :class:`GhostBatchNorm`, statistics over groups of ``ghost_batch_size`` (the paper's 32-image
+mini-batches inside a larger device batch, training.md). All are torch ``_BatchNorm``s: the same parameters,
+buffers and conventions (``momentum`` is the weight of the NEW batch, the complement of Caffe/TF's decay;
+``running_var`` the unbiased n/(n-1) sigma2_B, n = m*p*q for a convolution, Sec. 3.2), so a state dict loads
+across them and Algorithm 2, folding and weight-decay filters find them all by ``isinstance``.
 """
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,21 +76,9 @@ class _PaperBatchNormFunction(torch.autograd.Function):
         return dx, dgamma, dbeta, None
 
 
-# The functional forms below are what the modules run. They are free functions taking tensors and plain
-# values so that one body serves eager mode, TorchScript (they are scriptable) and torch.fx: registered with
-# ``torch.fx.wrap``, a symbolic trace records each as one call instead of tracing into its batch-size
-# dependent Python (ghost BN's grouping), which a trace cannot express. A trace records the train/eval mode
-# it was made in, as it does for dropout.
-
-
-def _average_factor(num_batches_tracked: torch.Tensor | None, momentum: float | None) -> float:
-    """The weight of this batch in the running averages, counting it as torch does (None: no update)."""
-    if num_batches_tracked is None:
-        return 0.0
-    num_batches_tracked.add_(1)
-    if momentum is None:  # cumulative average, as torch (used by Algorithm 2)
-        return 1.0 / float(num_batches_tracked.item())
-    return momentum
+# ``batch_norm`` below is what the hand-written layers run: a free function of tensors and plain values, so
+# one body serves eager mode, TorchScript and torch.fx (``torch.fx.wrap``: a trace records it as one call
+# instead of tracing into ghost BN's batch-size dependent grouping, which a trace cannot express).
 
 
 def _update_running(
@@ -116,44 +102,6 @@ def _affine(weight: torch.Tensor | None, bias: torch.Tensor | None, x: torch.Ten
     return [ones, torch.zeros_like(ones)]
 
 
-@torch.fx.wrap
-def paper_batch_norm(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    num_batches_tracked: torch.Tensor | None,
-    use_batch_stats: bool,
-    update_running: bool,
-    momentum: float | None,
-    eps: float,
-) -> torch.Tensor:
-    """``PaperBatchNorm``'s computation: Algorithm 1 with the paper's backward in training, the fixed affine
-    map of the running statistics (Algorithm 2's last step, torch's inference kernel) otherwise. TorchScript
-    cannot hold a custom ``autograd.Function``: there autograd derives the (identical) backward."""
-    if not use_batch_stats:
-        return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
-    factor = _average_factor(num_batches_tracked if update_running else None, momentum)
-    gamma, beta = _affine(weight, bias, x)
-    if torch.jit.is_scripting():
-        y, mu, var, _, _ = _algorithm1(x, gamma, beta, eps)
-    else:
-        y, mu, var = _PaperBatchNormFunction.apply(x, gamma, beta, eps)
-    if update_running:
-        n = x.numel() // x.shape[1]
-        _update_running(running_mean, running_var, mu, var * (n / max(n - 1, 1)), factor)
-    return y
-
-
-def _ghost_group_sizes(n: int, group: int) -> tuple[int, int]:
-    """(number of full-size groups processed together, size of the trailing group or 0)."""
-    full, rest = n // group, n % group
-    if rest == 1 and full > 0:  # one example cannot be a group of its own
-        return full - 1, group + 1
-    return full, rest
-
-
 def _normalize_groups(
     x: torch.Tensor, groups: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -166,7 +114,7 @@ def _normalize_groups(
 
 
 @torch.fx.wrap
-def ghost_batch_norm(
+def batch_norm(
     x: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
@@ -179,11 +127,29 @@ def ghost_batch_norm(
     eps: float,
     ghost_batch_size: int,
 ) -> torch.Tensor:
-    """``GhostBatchNorm``'s computation (see the class): statistics per group of ``ghost_batch_size``."""
+    """The hand-written layers' computation. In training, ``ghost_batch_size`` 0 (``PaperBatchNorm``):
+    Algorithm 1 with the paper's backward (TorchScript cannot hold a custom ``autograd.Function``: there
+    autograd derives the identical one); else statistics per group of that size (``GhostBatchNorm``).
+    Otherwise the fixed affine map of the running statistics (Algorithm 2's last step, torch's kernel)."""
     if not use_batch_stats:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
-    factor = _average_factor(num_batches_tracked if update_running else None, momentum)
-    full, rest = _ghost_group_sizes(x.shape[0], ghost_batch_size)
+    factor = 0.0  # the weight of this batch in the running averages, counted as torch does
+    if update_running and num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+        factor = 1.0 / float(num_batches_tracked.item()) if momentum is None else momentum  # None: cumulative
+    if ghost_batch_size == 0:
+        gamma, beta = _affine(weight, bias, x)
+        if torch.jit.is_scripting():
+            y, mu, var, _, _ = _algorithm1(x, gamma, beta, eps)
+        else:
+            y, mu, var = _PaperBatchNormFunction.apply(x, gamma, beta, eps)
+        if update_running:
+            n = x.numel() // x.shape[1]
+            _update_running(running_mean, running_var, mu, var * (n / max(n - 1, 1)), factor)
+        return y
+    full, rest = x.shape[0] // ghost_batch_size, x.shape[0] % ghost_batch_size
+    if rest == 1 and full > 0:  # one example cannot be a group of its own: it joins the last full group
+        full, rest = full - 1, ghost_batch_size + 1
     if full + int(rest > 0) <= 1:  # one group: ordinary BN, torch's fused kernel
         mean_buf = running_mean if update_running else None
         var_buf = running_var if update_running else None
@@ -206,8 +172,10 @@ def ghost_batch_norm(
 
 
 class _HandWrittenBatchNorm(_BatchNorm):
-    """Shared by the two hand-written BN layers: the input check (eager mode only: TorchScript and fx
-    cannot evaluate it) and the flags the functional forms take."""
+    """The input check (eager mode only: TorchScript and fx cannot evaluate it) and the call of
+    ``batch_norm`` with this layer's buffers and flags."""
+
+    ghost_batch_size: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips a branch only on this test alone)
@@ -217,39 +185,27 @@ class _HandWrittenBatchNorm(_BatchNorm):
                 )
         use_batch_stats = self.training or self.running_mean is None
         update = self.training and self.track_running_stats and self.running_mean is not None
-        return self._normalize(x, use_batch_stats, update)
-
-    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class PaperBatchNorm(_HandWrittenBatchNorm):
-    """Algorithm 1 of the paper with its own backward pass; a drop-in replacement for ``nn.BatchNorm1d/2d``.
-
-    Per activation for (N, C) input, per feature map for (N, C, H, W) input (Sec. 3.2). Same parameters,
-    buffers, defaults and running-statistics rule as torch's BatchNorm (see the module docstring).
-    """
-
-    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
-        return paper_batch_norm(
+        return batch_norm(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
-            use_batch_stats, update, self.momentum, self.eps,
+            use_batch_stats, update, self.momentum, self.eps, self.ghost_batch_size,
         )  # fmt: skip
 
 
+class PaperBatchNorm(_HandWrittenBatchNorm):
+    """Algorithm 1 of the paper with its own backward pass; a drop-in replacement for ``nn.BatchNorm1d/2d``
+    (per activation for (N, C) input, per feature map for (N, C, H, W), Sec. 3.2)."""
+
+    def __init__(self, num_features: int, **kwargs: Any) -> None:
+        super().__init__(num_features, **kwargs)
+        self.ghost_batch_size = 0  # statistics over the whole batch
+
+
 class GhostBatchNorm(_HandWrittenBatchNorm):
-    """BN whose training statistics come from consecutive groups of ``ghost_batch_size`` examples.
-
-    Each group is normalised with its own mean and variance, exactly as if it were a separate mini-batch
-    (Hoffer et al. 2017, "ghost batch normalization"); this keeps the paper's 32-example BN statistics
-    (Sec. 4.2) whatever the device batch is.
-
-    A batch that is not a multiple of the group size: the batch is cut into consecutive groups of
-    ``ghost_batch_size`` and the remainder forms one smaller group of its own; a remainder of a single
-    example (whose variance would be 0) joins the group before it. A batch no larger than the group size
-    is one group, i.e. ordinary BN. The running statistics move once per forward, towards the average of
-    the groups' means and of their unbiased variances (Algorithm 2's estimate with m = the group size).
-    Inference uses the running statistics, as ordinary BN.
+    """BN whose training statistics come from consecutive groups of ``ghost_batch_size`` examples, each
+    normalised as a separate mini-batch (Hoffer et al. 2017): the paper's 32-example statistics (Sec. 4.2)
+    whatever the device batch. A remainder forms a smaller group (one example joins the group before it); a
+    batch no larger than a group is ordinary BN. The running statistics move once per forward, towards the
+    groups' average mean and unbiased variance (Algorithm 2's estimate with m = the group size).
     """
 
     def __init__(self, num_features: int, ghost_batch_size: int = 32, **kwargs) -> None:
@@ -262,12 +218,6 @@ class GhostBatchNorm(_HandWrittenBatchNorm):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
-
-    def _normalize(self, x: torch.Tensor, use_batch_stats: bool, update: bool) -> torch.Tensor:
-        return ghost_batch_norm(
-            x, self.weight, self.bias, self.running_mean, self.running_var, self.num_batches_tracked,
-            use_batch_stats, update, self.momentum, self.eps, self.ghost_batch_size,
-        )  # fmt: skip
 
 
 class PerActivationBatchNorm(nn.Module):

@@ -32,9 +32,6 @@ class ConvRow:
     reduce: int = 0  # width of a 1x1 convolution before the main one (0 = none)
     stem: bool = False  # the first convolution: separable (depth multiplier 8) or plain, see ``stem=``
 
-    def scaled(self, w: float) -> ConvRow:
-        return dataclasses.replace(self, out=scale_width(self.out, w), reduce=scale_width(self.reduce, w))
-
     def out_channels(self, in_channels: int) -> int:
         return self.out
 
@@ -45,9 +42,6 @@ class PoolRow:
 
     name: str
     stride: int = 2
-
-    def scaled(self, w: float) -> PoolRow:
-        return self
 
     def out_channels(self, in_channels: int) -> int:
         return in_channels
@@ -67,20 +61,13 @@ class InceptionRow:
     proj: int  # ... then a 1x1 projection (0 = the pooled input passes through)
     stride: int = 1  # 2 in 3c/4e: on the 3x3 of branch 2, the second 3x3 of branch 3 and the pooling
 
-    def scaled(self, w: float) -> InceptionRow:
-        widths = ("n1x1", "n3x3_reduce", "n3x3", "dbl_reduce", "dbl_3x3", "proj")
-        return dataclasses.replace(self, **{k: scale_width(getattr(self, k), w) for k in widths})
-
     def out_channels(self, in_channels: int) -> int:
-        return self.n1x1 + self.n3x3 + self.dbl_3x3 + (self.proj if self.proj else in_channels)
+        return self.n1x1 + self.n3x3 + self.dbl_3x3 + (self.proj or in_channels)
 
 
 Row = ConvRow | PoolRow | InceptionRow
-
-
-def scale_width(width: int, width_mult: float) -> int:
-    """A row width times the width multiplier, rounded, never below 1 (0 stays 0: an absent branch)."""
-    return 0 if width == 0 else max(1, round(width * width_mult))
+# The width columns, scaled by ``small_rows``.
+WIDTHS = ("out", "reduce", "n1x1", "n3x3_reduce", "n3x3", "dbl_reduce", "dbl_3x3", "proj")
 
 
 # Figure 5, 224x224 input; the trailing avg pool and fc rows are the model's head.
@@ -119,19 +106,21 @@ STEM_SMALL: tuple[Row, ...] = (
 )
 
 
-def inception_rows(table: str) -> tuple[InceptionRow, ...]:
-    check_choice("table", table, TABLES)
-    return INCEPTION_ROWS_TF if table == "tf" else INCEPTION_ROWS_CAFFE
-
-
 def figure5_rows(table: str = "tf") -> tuple[Row, ...]:
     """Figure 5's rows conv1..5b for 224x224 input, with the chosen reading of 4c/4d."""
-    return STEM_224 + inception_rows(table)
+    check_choice("table", table, TABLES)
+    return STEM_224 + (INCEPTION_ROWS_TF if table == "tf" else INCEPTION_ROWS_CAFFE)
 
 
 def small_rows(table: str = "tf", width_mult: float = 1.0) -> tuple[Row, ...]:
-    """The small-image network's rows: the small stem, then Figure 5's 3a..5b, every width scaled."""
-    return tuple(row.scaled(width_mult) for row in STEM_SMALL + inception_rows(table))
+    """The small-image network's rows: the small stem, then Figure 5's 3a..5b, every width times
+    ``width_mult``, rounded, never below 1 (0 stays 0: an absent branch)."""
+
+    def scaled(row: Row) -> Row:
+        widths = {k: getattr(row, k) for k in WIDTHS if hasattr(row, k)}
+        return dataclasses.replace(row, **{k: v and max(1, round(v * width_mult)) for k, v in widths.items()})
+
+    return tuple(map(scaled, STEM_SMALL + figure5_rows(table)[len(STEM_224) :]))
 
 
 # The model keywords of the paper's five ImageNet networks (Sec. 4.2, training.md's table); learning rate,

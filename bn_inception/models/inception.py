@@ -20,7 +20,6 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from .batchnorm import PerActivationBatchNorm, make_norm
 from .figure5 import FEATURE_ROWS, ConvRow, InceptionRow, PoolRow, Row
 from .layers import (
-    ACTS,
     ConvNormAct,
     check_batch,
     check_choice,
@@ -28,20 +27,13 @@ from .layers import (
     init_weight,
     like_parameters,
     make_act,
-    separable_conv,
 )
 
 STEMS = ("separable", "plain")
 POOLS = ("tf", "caffe")  # pooling conventions, see pooling()
 # timm's SelectAdaptivePool2d types ("fast*": the same pooling as x.mean / x.amax; "" = none).
-GLOBAL_POOLS = (
-    "avg",
-    "max",
-    "avgmax",
-    "catavgmax",
-    "",
-    *(f"fast{p}" for p in ("", "avg", "max", "avgmax", "catavgmax")),
-)
+_POOLINGS = ("avg", "max", "avgmax", "catavgmax")
+GLOBAL_POOLS = (*_POOLINGS, "", *(f"fast{p}" for p in ("", *_POOLINGS)))
 
 # GoogLeNet's LRN (its Caffe recipe: local_size 5, alpha 1e-4, beta 0.75; torch divides alpha by the size as
 # Caffe does), after pool1 and after conv2. Only the Inception baseline and BN-Baseline use it (Sec. 4.2.1).
@@ -67,8 +59,12 @@ class Units:
     ) -> ConvNormAct:
         """One unit; ``grid`` (H, W): per-activation BN over ``cout`` x H x W activations (``last_bn``)."""
         bias = self.norm == "none"  # beta replaces the bias under BN (Sec. 3.2)
-        if separable:
-            conv = separable_conv(cin, cout, kernel, stride, bias)
+        if (
+            separable
+        ):  # Figure 5's "convolution*": depthwise (multiplier 8), then 1x1, as TF-slim's inception_v2
+            # (7x7 at RGB: 1,176 + 1,536 = 2,712 weights, GoogLeNet's "2.7K" first layer)
+            depthwise = nn.Conv2d(cin, cin * 8, kernel, stride, padding=kernel // 2, groups=cin, bias=False)
+            conv = nn.Sequential(depthwise, nn.Conv2d(cin * 8, cout, 1, bias=bias))
             init_weight(conv[0], "linear", self.init_scale)
             init_weight(conv[1], self.act, self.init_scale)
         else:
@@ -90,14 +86,10 @@ def pooling(kind: str, stride: int, pool: str) -> nn.Module:
     it. "caffe": the Caffe BN-Inception's pooling (its PyTorch port: pretrainedmodels ``bninception``),
     stride-2 pools without padding in ceil mode, and an average whose count includes the zero padding.
     """
-    caffe = pool == "caffe"
+    pad = dict(padding=0, ceil_mode=True) if pool == "caffe" and stride == 2 else dict(padding=1)
     if kind == "avg":
-        if stride == 2 and caffe:
-            return nn.AvgPool2d(3, stride, padding=0, ceil_mode=True, count_include_pad=True)
-        return nn.AvgPool2d(3, stride, padding=1, count_include_pad=caffe)
-    if stride == 2 and caffe:
-        return nn.MaxPool2d(3, stride, padding=0, ceil_mode=True)
-    return nn.MaxPool2d(3, stride, padding=1)
+        return nn.AvgPool2d(3, stride, count_include_pad=pool == "caffe", **pad)
+    return nn.MaxPool2d(3, stride, **pad)
 
 
 def row_output_size(row: Row, size: int, pool: str) -> int:
@@ -152,22 +144,15 @@ class InceptionModule(nn.Module):
 
 
 class BNInception(nn.Module):
-    """BN-Inception and its Inception baseline, built from a table of Figure 5 rows.
+    """BN-Inception and its Inception baseline, built from a table of Figure 5 rows (``figure5_rows`` or
+    ``small_rows``); the keywords are listed in the README's "Models" section.
 
-    A timm model in every respect: ``forward_features`` / ``forward_head(pre_logits=...)``, ``global_pool``,
-    ``reset_classifier``, ``feature_info`` (and ``features_only=True`` through ``timm.create_model``),
-    ``forward_intermediates``, ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``group_matcher``;
-    it scripts with TorchScript and traces with torch.fx and ``torch.export`` (the input check below runs in
-    eager mode and under torch.compile only).
-
-    ``rows``: the row specs (``figure5_rows`` or ``small_rows``); ``name``: the registered name, for error
-    messages; ``img_size``: the input size it is built for (the cfg's input size, ``last_bn``'s grid). The
-    keywords and their values are listed in the README's "Models" section. Two readings: ``last_bn``
-    (Sec. 4.2.3's "non-convolutional, per-activation BN in the last hidden layers") is per-activation BN in
-    the units that produce 5b's output, the 7x7x1024 activations at 224 the classifier sees through average
-    pooling (each activation normalised on its own over the batch, with its own gamma and beta; the grid is
-    fixed by ``img_size``). ``bn_momentum`` is the weight of the NEW batch (PyTorch's convention: Caffe/TF's
-    decay 0.9 is 0.1 here); the paper uses no running averages: Algorithm 2 replaces them.
+    A timm model in every respect (``forward_head(pre_logits=...)``, ``reset_classifier``, ``feature_info``,
+    ``forward_intermediates``, grad checkpointing, ``group_matcher``); it scripts, fx-traces and exports (the
+    input check runs in eager mode and under torch.compile only). ``name``: the registered name, for errors;
+    ``img_size``: the input it is built for (the cfg, ``last_bn``'s grid). ``last_bn`` (Sec. 4.2.3's
+    "non-convolutional, per-activation BN in the last hidden layers") is per-activation BN in the units that
+    produce 5b's output, the activations the classifier sees through average pooling.
     """
 
     def __init__(
@@ -192,7 +177,6 @@ class BNInception(nn.Module):
         name: str = "bn_inception",
     ) -> None:
         super().__init__()
-        check_choice("act", act, ACTS)
         check_choice("stem", stem, STEMS)
         check_choice("pool", pool, POOLS)
         check_positive("init_scale", init_scale)
@@ -211,24 +195,16 @@ class BNInception(nn.Module):
         for size in self.img_size:
             self._check_size(size, f"img_size={img_size!r}")
         bn = dict(eps=bn_eps, momentum=bn_momentum, ghost_batch_size=ghost_batch_size)
-        self.features = self._build(Units(norm, act, init_scale, bn), lrn, last_bn)
+        self.features = self._build(Units(norm, act, init_scale, bn), lrn, last_bn)  # and feature_info
         self._tap_positions = [i for i, r in enumerate(self.row_specs) if r.name in FEATURE_ROWS]
-        self.feature_info, reduction, chans = [], 1, in_chans  # timm's: channels, stride, module per map
-        for i, (row, module_name) in enumerate(zip(self.row_specs, self.features._modules, strict=True)):
-            reduction, chans = reduction * row.stride, row.out_channels(chans)
-            if i in self._tap_positions:
-                self.feature_info.append(
-                    dict(num_chs=chans, reduction=reduction, module=f"features.{module_name}")
-                )
-        self.num_features = chans
         self.grad_checkpointing = False
         self.head_drop = nn.Dropout(drop_rate)
         self._reset_head(num_classes, global_pool)
 
     def _build(self, unit: Units, lrn: bool, last_bn: bool) -> nn.Sequential:
-        """The one builder: one module per Figure 5 row, in order."""
+        """The one builder: one module per Figure 5 row, in order; timm's ``feature_info`` on the way."""
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        grid, chans = self.img_size, self.in_chans
+        grid, chans, reduction, self.feature_info = self.img_size, self.in_chans, 1, []
         last_inception = [r for r in self.row_specs if isinstance(r, InceptionRow)][-1].name
         for row in self.row_specs:
             grid = tuple(row_output_size(row, g, self.pool) for g in grid)
@@ -250,8 +226,11 @@ class BNInception(nn.Module):
                     module.append(LRN())
             else:
                 module = unit(chans, row.out, row.kernel, row.stride)
-            layers[f"inception_{row.name}" if isinstance(row, InceptionRow) else row.name] = module
-            chans = row.out_channels(chans)
+            name = f"inception_{row.name}" if isinstance(row, InceptionRow) else row.name
+            layers[name], chans, reduction = module, row.out_channels(chans), reduction * row.stride
+            if row.name in FEATURE_ROWS:
+                self.feature_info.append(dict(num_chs=chans, reduction=reduction, module=f"features.{name}"))
+        self.num_features = chans
         return nn.Sequential(layers)
 
     def _reset_head(self, num_classes: int, global_pool: str) -> None:
@@ -284,15 +263,13 @@ class BNInception(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
-        """Parameter groups for timm's layer-wise learning-rate decay: the stem, then one group per inception
-        stage (3, 4, 5; the rows' letters are not numbers, so fine and coarse groupings coincide)."""
+        """timm's layer-wise learning-rate decay groups: the stem, then one per inception stage (3, 4, 5)."""
         return dict(stem=r"^features\.(?:conv|pool)\d", blocks=r"^features\.inception_(\d)")
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each row's activations in the backward pass (timm's ``checkpoint_seq``). As with any
-        activation checkpointing, BN layers in training mode see the recomputation as a second forward pass:
-        their running statistics move twice per step (Algorithm 2 replaces them anyway)."""
+        """Recompute each row's activations in the backward pass; BN's running statistics then move twice per
+        step (a second forward pass; Algorithm 2 replaces them anyway)."""
         self.grad_checkpointing = enable
 
     def probe_modules(self) -> dict[str, nn.Module]:
@@ -358,10 +335,8 @@ class BNInception(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """timm's intermediate-feature interface: the ``feature_info`` maps selected by ``indices`` (None:
-        all; an int n: the last n; a list: those positions), and unless ``intermediates_only`` the final
-        feature map (``forward_features``'s; with ``stop_early`` the last selected map's). ``norm`` has no
-        effect (no final norm layer); only NCHW output."""
+        """timm's interface: the ``feature_info`` maps picked by ``indices`` (timm's convention) and, unless
+        ``intermediates_only``, the final map; ``norm`` has no effect (no final norm layer); NCHW only."""
         if output_fmt not in ("NCHW", Format.NCHW):
             raise ValueError(f"output_fmt={output_fmt!r} is not valid; {self.name} gives only 'NCHW'")
         take, max_index = feature_take_indices(len(self.feature_info), indices)
@@ -378,8 +353,7 @@ class BNInception(nn.Module):
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the rows after the last selected feature map (and the head, ``prune_head``) for feature
-        extraction; returns the selected indices (timm's ``FeatureGetterNet`` calls it)."""
+        """Drop the rows after the last selected feature map (and the head, ``prune_head``): timm API."""
         take, max_index = feature_take_indices(len(self.feature_info), indices)
         keep = self._tap_positions[max_index] + 1
         self.features, self.row_specs = self.features[:keep], self.row_specs[:keep]

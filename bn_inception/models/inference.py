@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Iterable
 
@@ -18,22 +19,15 @@ _logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def recompute_population_stats(model: nn.Module, batches: Iterable, num_batches: int) -> int:
-    """Algorithm 2: set every BN layer's statistics from ``num_batches`` training mini-batches.
+    """Algorithm 2: set every BN layer's statistics from ``num_batches`` training mini-batches (fewer, with a
+    warning, if ``batches`` runs out); returns the number used (0: no BN, the model is untouched).
 
-    With the network frozen (no gradient, no parameter change, dropout off) and BN normalising with batch
-    statistics as in training, each BN layer gets running_mean = E_B[mu_B] and running_var = m/(m-1) *
-    E_B[sigma2_B] (the average of the biased batch variances); every batch counts equally. m: the values each
-    statistic comes from: for a convolution the effective mini-batch m*p*q of Sec. 3.2 ("and similarly for
-    Algorithm 2"), torch's convention for ``running_var``; per activation (``last_bn``, fully connected) the
-    batch size; for ghost BN the group size (times p*q). Implementation: each layer's
-    cumulative-average mode (``momentum=None``, torch's convention, followed by our BN classes) averages the
-    batch means and the unbiased batch variances, which equals the formula above for equal-sized batches.
-
-    ``model`` runs on its own device; its train/eval mode, the BN layers' ``momentum`` and
-    ``num_batches_tracked`` are restored afterwards (and the statistics too if it fails). ``batches``: an
-    iterable of ``(images, labels, ...)`` tuples (e.g. a DataLoader); element 0 is used. ``num_batches``: how
-    many to average over (fewer if ``batches`` runs out; a warning says so). Returns the number used (0 for
-    a model without BN, which is left untouched).
+    The network frozen (no gradient, dropout off) and BN normalising with batch statistics as in training,
+    each layer gets E_B[mu_B] and m/(m-1) E_B[sigma2_B], every batch counting equally: torch's cumulative
+    average (``momentum=None``) of the batch means and unbiased variances, with m the values per statistic
+    (m*p*q for a convolution, Sec. 3.2; the group size for ghost BN). ``batches``: tensors or ``(images,
+    ...)`` tuples, run on the model's device. The modes, ``momentum`` and ``num_batches_tracked`` are
+    restored afterwards, and the statistics too if it fails.
     """
     if num_batches < 1:
         raise ValueError(f"num_batches={num_batches!r} is not valid; it must be at least 1")
@@ -47,13 +41,26 @@ def recompute_population_stats(model: nn.Module, batches: Iterable, num_batches:
         (m.momentum, m.num_batches_tracked.clone(), m.running_mean.clone(), m.running_var.clone())
         for m in layers
     ]
+    used = 0
     try:
         model.eval()  # frozen: dropout off ...
         for m in layers:
             m.reset_running_stats()
             m.momentum = None  # cumulative average: equal weight per batch
             m.train()  # ... but BN normalises with batch statistics, as during training
-        used = _feed(model, batches, num_batches, device)
+        for batch in itertools.islice(batches, num_batches):
+            images = batch[0] if isinstance(batch, tuple | list) else batch
+            if images.shape[0] < 2:
+                raise ValueError(
+                    "recompute_population_stats needs batches of at least 2 examples (m/(m-1)), "
+                    f"got {images.shape[0]}"
+                )
+            model(images.to(device, non_blocking=True))
+            used += 1
+        if used == 0:
+            raise ValueError(
+                "recompute_population_stats got no batches; pass a non-empty iterable of (images, labels)"
+            )
     except BaseException:
         for m, (_, _, mean, var) in zip(layers, saved, strict=True):
             m.running_mean.copy_(mean)
@@ -72,27 +79,6 @@ def recompute_population_stats(model: nn.Module, batches: Iterable, num_batches:
     return used
 
 
-def _feed(model: nn.Module, batches: Iterable, num_batches: int, device: torch.device) -> int:
-    """Run up to ``num_batches`` batches through ``model``; how many ran."""
-    used = 0
-    for batch in batches:
-        if used == num_batches:
-            break
-        images = batch[0] if isinstance(batch, tuple | list) else batch
-        if images.shape[0] < 2:
-            raise ValueError(
-                "recompute_population_stats needs batches of at least 2 examples (m/(m-1)), "
-                f"got {images.shape[0]}"
-            )
-        model(images.to(device, non_blocking=True))
-        used += 1
-    if used == 0:
-        raise ValueError(
-            "recompute_population_stats got no batches; pass a non-empty iterable of (images, labels)"
-        )
-    return used
-
-
 def fold_bn(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every foldable BN folded into the weight layer before it.
 
@@ -103,15 +89,13 @@ def fold_bn(model: nn.Module) -> nn.Module:
     """
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():
-        if not isinstance(getattr(module, "bn", None), _BatchNorm):
+        if not isinstance(module, ConvNormAct | LinearNormAct) or not isinstance(module.bn, _BatchNorm):
             continue
-        if isinstance(module, ConvNormAct):
-            if isinstance(module.conv, nn.Sequential):  # separable stem: fold into the pointwise conv
-                module.conv[-1] = fuse_conv_bn_eval(module.conv[-1], module.bn)
-            else:
-                module.conv = fuse_conv_bn_eval(module.conv, module.bn)
-            module.bn = nn.Identity()
-        elif isinstance(module, LinearNormAct):
+        if isinstance(module, LinearNormAct):
             module.fc = fuse_linear_bn_eval(module.fc, module.bn)
-            module.bn = nn.Identity()
+        elif isinstance(module.conv, nn.Sequential):  # separable stem: fold into the pointwise conv
+            module.conv[-1] = fuse_conv_bn_eval(module.conv[-1], module.bn)
+        else:
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+        module.bn = nn.Identity()
     return folded

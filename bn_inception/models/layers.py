@@ -81,15 +81,6 @@ class LinearNormAct(nn.Module):
         return self.act(self.bn(self.fc(x)))
 
 
-def separable_conv(in_chans: int, out_chans: int, kernel: int, stride: int, bias: bool) -> nn.Sequential:
-    """Figure 5's "convolution*": a depthwise ``kernel`` x ``kernel`` convolution with depth multiplier 8
-    (3 -> 24 channels at RGB input) then a 1x1 pointwise convolution (24 -> 64), as TF-slim's inception_v2.
-    7x7 at RGB: 1,176 + 1,536 = 2,712 weights, GoogLeNet's "2.7K" first layer."""
-    mid = in_chans * 8
-    depthwise = nn.Conv2d(in_chans, mid, kernel, stride, padding=kernel // 2, groups=in_chans, bias=False)
-    return nn.Sequential(depthwise, nn.Conv2d(mid, out_chans, 1, bias=bias))
-
-
 def like_parameters(module: nn.Module) -> dict:
     """The device and dtype of ``module``'s parameters, for a layer built later (a new classifier)."""
     p = next(module.parameters(), None)

@@ -51,7 +51,7 @@ class BNMLP(nn.Module):
             init_weight(fc, "linear", std=init_std or 1.0 / math.sqrt(width))
             layers.append(LinearNormAct(fc, make_norm(norm, hidden, **bn), make_act(act)))
             width = hidden
-        self.hidden = nn.ModuleList(layers)
+        self.hidden = nn.Sequential(*layers)
         self.num_features = self.head_hidden_size = hidden
         self.head_drop = nn.Dropout(drop_rate)
         self.reset_classifier(num_classes)
@@ -87,10 +87,7 @@ class BNMLP(nn.Module):
         if not torch.jit.is_scripting():  # noqa: SIM102
             if not is_fx_symbolic_tracing():
                 self.check_input(x)
-        x = x.flatten(1)
-        for layer in self.hidden:
-            x = layer(x)
-        return x
+        return self.hidden(x.flatten(1))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x)

@@ -32,6 +32,7 @@ from .mlp import BNMLP
 SMALL_WIDTH_MULT = 0.125
 
 FASHION_MNIST = ((0.2860,), (0.3530,))  # the training set's pixel mean and std (values in [0, 1])
+IMAGENET = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 # The Caffe port's input (pretrainedmodels' pretrained_settings["bninception"]): BGR in 0-255 minus this mean,
 # std 1. Ours is RGB in [0, 1], (x - mean) / std, and (x - m / 255) / (1 / 255) = 255 x - m: the same input.
@@ -47,30 +48,20 @@ CAFFE_PORT_HELP = (
 
 
 def _cfg(classes: int, size: tuple, mean: tuple, std: tuple, conv: str, **kwargs: Any) -> dict[str, Any]:
-    """A registered cfg (its size-dependent entries are recomputed per model, ``_create``); crop_pct 0.875:
-    shorter side to 256/224 of the input size, centre crop (our single-crop evaluation)."""
-    return dict(
-        url="", interpolation="bilinear", classifier="fc", crop_pct=0.875, num_classes=classes,
-        input_size=size, mean=mean, std=std, first_conv=conv, **kwargs,
-    )  # fmt: skip
+    """A registered cfg; ``_create`` recomputes its size-dependent entries per model."""
+    return dict(url="", interpolation="bilinear", classifier="fc", crop_pct=0.875, num_classes=classes,
+                input_size=size, mean=mean, std=std, first_conv=conv, **kwargs)  # fmt: skip
 
 
-IMAGENET = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 CFGS = {
     "bn_inception": _cfg(1000, (3, 224, 224), *IMAGENET, "features.conv1.conv.0", pool_size=(7, 7)),
     "bn_inception.caffe_port": _cfg(
-        1000,
-        (3, 224, 224),
-        CAFFE_MEAN,
-        CAFFE_STD,
-        "features.conv1.conv",
-        pool_size=(7, 7),
+        1000, (3, 224, 224), CAFFE_MEAN, CAFFE_STD, "features.conv1.conv", pool_size=(7, 7),
         origin_url="https://github.com/Cadene/pretrained-models.pytorch",
-        notes=(CAFFE_PORT_HELP, "ImageNet val single crop 73.52% top-1 / 91.56% top-5, the port's README"),
-    ),  # fmt: skip
+        notes=(CAFFE_PORT_HELP, "ImageNet val single crop 73.52% top-1 / 91.56% top-5, the port's README")),
     "bn_inception_small": _cfg(10, (1, 28, 28), *FASHION_MNIST, "features.conv1.conv", pool_size=(4, 4)),
     "bn_mlp": _cfg(10, (1, 28, 28), (0.0,), (1.0,), "hidden.0.fc"),  # Sec. 4.1: the raw pixels in [0, 1]
-}
+}  # fmt: skip
 default_cfgs = generate_default_cfgs(CFGS)
 
 
@@ -101,15 +92,10 @@ def _create(
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_model_with_cfg(
-            model_cls,
-            variant,
-            pretrained=pretrained,
-            pretrained_cfg=pretrained_cfg,
-            pretrained_cfg_overlay=overlay,
+            model_cls, variant, pretrained=pretrained, pretrained_cfg=pretrained_cfg,
+            pretrained_cfg_overlay=overlay, img_size=img_size, **kwargs,
             feature_cfg=dict(flatten_sequential=True, out_indices=(1, 2, 3, 4)),  # (fresh: timm edits it)
-            img_size=img_size,
-            **kwargs,
-        )
+        )  # fmt: skip
     return model.to(dtype=dtype) if dtype is not None else model
 
 

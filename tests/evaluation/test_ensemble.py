@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bn_inception.evaluation.ensemble import (
-    bootstrap_error_ci,
+    bootstrap_mean_ci,
     crop_averaged_probs,
     ensemble_probs,
     error_percent,
@@ -19,6 +19,10 @@ from bn_inception.evaluation.ensemble import (
 def softmax(row):
     e = [math.exp(v) for v in row]
     return [v / sum(e) for v in e]
+
+
+def bootstrap_error_ci(correct: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    return bootstrap_mean_ci(1.0 - correct, n_resamples, seed)  # as the table's rows
 
 
 def test_crop_average_then_member_mean_matches_a_hand_computation():

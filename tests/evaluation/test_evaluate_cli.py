@@ -353,12 +353,12 @@ def test_an_output_folder_that_cannot_be_created_in_is_refused_before_any_work(w
 
     (tmp_path / "results").symlink_to(tmp_path / "unmounted")  # a dangling link: mkdir would fail at the end
     with pytest.raises(EvaluationError, match="results is a broken symbolic link"):
-        check_outputs([str(tmp_path / "results" / "eval.json")], [world["a"]])
+        check_outputs(EvalConfig(output=str(tmp_path / "results" / "eval.json")), [world["a"]])
     with pytest.raises(EvaluationError, match="tb_dir=.*results is a broken symbolic link"):  # a traceback
-        check_outputs([None], [world["a"]], tb_dir=str(tmp_path / "results" / "tb"))  # after all the work
+        check_outputs(EvalConfig(tb_dir=str(tmp_path / "results" / "tb")), [world["a"]])  # after all the work
     if os.geteuid() == 0 and os.path.isdir("/sys/kernel"):  # os.access says yes to root; creating fails
         with pytest.raises(EvaluationError, match="/sys/kernel is not writable"):
-            check_outputs(["/sys/kernel/eval.json"], [world["a"]])
+            check_outputs(EvalConfig(output="/sys/kernel/eval.json"), [world["a"]])
 
 
 def test_members_must_share_classes(world):
