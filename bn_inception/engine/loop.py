@@ -18,7 +18,6 @@ from torch import nn
 
 from bn_inception.config import TrainerConfig
 from bn_inception.data import DataSplits, to_model_input
-from bn_inception.engine import tblog
 from bn_inception.engine.checkpoint import all_finite, capture_rng_state, copy_checkpoint, save_checkpoint
 from bn_inception.engine.distributed import DistInfo, all_reduce_sum
 from bn_inception.engine.progress import Progress
@@ -140,8 +139,8 @@ def log_training(run: Run) -> None:
     lr = run.optimizer.param_groups[0]["lr"]
     perf = run.progress.tick(run.state.step, loss, lr)
     if run.dist.is_main:
-        tblog.write_scalars(run.writer, {"train/loss": loss, "train/top1": top1, "train/lr": lr, **perf},
-                            run.state.step)  # fmt: skip
+        for tag, value in {"train/loss": loss, "train/top1": top1, "train/lr": lr, **perf}.items():
+            run.writer.add_scalar(tag, value, run.state.step)
 
 
 def evaluate_and_checkpoint(run: Run) -> bool:
@@ -171,8 +170,8 @@ def evaluate_and_checkpoint(run: Run) -> bool:
                        "hparam/final_top5": metrics["top5"]}  # fmt: skip
             if state.steps_to_target is not None:  # "not reached" is an empty HParams cell, not a -1
                 scalars["hparam/steps_to_target"] = float(state.steps_to_target)
-            tblog.write_scalars(run.writer, {**scalars, **(run.probes.percentiles() if run.probes else {})},
-                                state.step)  # fmt: skip
+            for tag, value in {**scalars, **(run.probes.percentiles() if run.probes else {})}.items():
+                run.writer.add_scalar(tag, value, state.step)
             save_checkpoints(run, ckpt, improved)
             write_results(run, "running")
             run.progress.evaluation(state, record)
