@@ -60,8 +60,7 @@ class Run:
 
     dir: Path
     dist: DistInfo
-    model: nn.Module  # what the step runs (DDP-wrapped when distributed)
-    raw_model: nn.Module
+    raw_model: nn.Module  # the step runs it DDP-wrapped when distributed, and compiled
     optimizer: torch.optim.Optimizer
     scaler: Any
     lr_schedule: Any
@@ -227,7 +226,7 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
     state, splits = run.state, run.splits
     state.train_images, state.train_seconds = run.progress.totals(state)
     return {
-        "model": run.raw_model.state_dict(),  # never wrapped: DDP and torch.compile wrap run.model
+        "model": run.raw_model.state_dict(),  # no DDP or torch.compile prefixes: those wrap the step's
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "schedule": run.lr_schedule.state_dict(),

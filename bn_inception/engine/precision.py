@@ -1,7 +1,6 @@
 """Where and how a network runs: device, autocast precision, memory layout, compilation, the finite check,
-and the record of it (:func:`environment`). Shared by training and evaluation so that ``auto`` means the
-same in both; the values are the schema's (``bn_inception.config`` checks them before anything runs).
-"""
+and the record of it (:func:`environment`). Shared by training and evaluation: ``auto`` means the same in
+both. The values are the schema's, checked before anything runs."""
 
 from __future__ import annotations
 
@@ -111,15 +110,10 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
     import timm
     import torchvision
 
-    root = Path(__file__).resolve().parents[2]
-    git = ["git", "-C", str(root)]
-    try:
-        rev = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()  # fmt: skip
-        revision = rev.stdout.strip() + ("+dirty" if dirty else "") if rev.returncode == 0 else None
+    git = ["git", "-C", str(Path(__file__).resolve().parents[2]), "describe", "--always", "--exclude=*"]
+    try:  # the commit, +dirty when tracked files differ from it
+        rev = subprocess.run([*git, "--dirty=+dirty"], capture_output=True, text=True, timeout=5)
+        revision = rev.stdout.strip() if rev.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         revision = None
     info: dict[str, Any] = {

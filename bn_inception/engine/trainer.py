@@ -330,7 +330,6 @@ def build(
     run = Run(
         dir=run_dir,
         dist=dist,
-        model=model,
         raw_model=raw_model,
         optimizer=optimizer,
         scaler=scaler,
