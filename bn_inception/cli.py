@@ -208,7 +208,8 @@ def explain_composition_error(error: BaseException, overrides: Sequence[str], sc
     if isinstance(cause, ValidationError) and key:
         value = _override_value(overrides, key)
         return f"{key}={value} is not valid; {_expected(key, value, schema)}"
-    return _one_line(error)
+    # all of the message on one line (Hydra's say what to do on their later lines)
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
 def _override_value(overrides: Sequence[str], key: str) -> str | None:
@@ -237,11 +238,6 @@ def _refuse(message: str) -> None:
     sys.exit(EXIT_CONFIG)
 
 
-def _one_line(e: BaseException) -> str:
-    """All of a message on one line (Hydra's say what to do on their later lines)."""
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-
-
 def run_subdir(name: str, seed: int, overrides: Sequence[str], exclude: Sequence[str]) -> str:
     """A sweep job's directory below the sweep: ``<name>/<choices>/seed<k>``, ``<choices>`` the overrides
     that make this job differ from the experiment (``model.norm:ghost+optim.lr_mult:10``), without the
@@ -257,12 +253,8 @@ def run_subdir(name: str, seed: int, overrides: Sequence[str], exclude: Sequence
         key = key.lstrip("+~")
         if key in exclude or key in SAME_RUN_KEYS or key.startswith("hydra") or defaults.get(key) == value:
             continue
-        items.append(f"{key}:{_safe(value)}")
+        items.append(f"{key}:{re.sub(r'[^A-Za-z0-9._:-]+', '_', value).strip('_') or '_'}")
     return "/".join([name, *(["+".join(items)] if items else []), f"seed{seed}"])
-
-
-def _safe(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._:-]+", "_", value).strip("_") or "_"
 
 
 if not OmegaConf.has_resolver("run_subdir"):  # also in a launcher's workers, which import this module

@@ -204,8 +204,9 @@ class SyntheticConfig(DataConfig):
     index: str | None = None
 
 
-_DATA = (ImageNetConfig, ImageNetSubsetConfig, FashionMNISTConfig, SyntheticConfig)
-DATA_SCHEMAS: dict[str, type[DataConfig]] = dict(zip(DATASETS, _DATA, strict=True))
+DATA_SCHEMAS: dict[str, type[DataConfig]] = dict(
+    zip(DATASETS, (ImageNetConfig, ImageNetSubsetConfig, FashionMNISTConfig, SyntheticConfig), strict=True)
+)
 
 
 @dataclass

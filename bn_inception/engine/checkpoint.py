@@ -173,8 +173,9 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def checked_model_args(ckpt: dict[str, Any], path: str | Path) -> tuple[str, dict[str, Any]]:
-    """The ``(model_name, model_kwargs)`` a checkpoint records, refused unless they are ours."""
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> torch.nn.Module:
+    """The network saved in ``ckpt`` (its ``model_name``/``model_kwargs``) with its weights (DDP or
+    torch.compile prefixes removed); refused unless its arguments are the model's and its weights finite."""
     try:
         name, kwargs = ckpt["model_name"], dict(ckpt["model_kwargs"])
     except (KeyError, TypeError, ValueError) as e:
@@ -184,18 +185,10 @@ def checked_model_args(ckpt: dict[str, Any], path: str | Path) -> tuple[str, dic
         ) from e
     if name not in MODELS:
         raise CheckpointError(f"checkpoint {path} names model {name!r}; only {', '.join(MODELS)} are known")
-    unknown = sorted(set(kwargs) - MODEL_ARGS)
-    if unknown:
+    if unknown := sorted(set(kwargs) - MODEL_ARGS):
         raise CheckpointError(
             f"checkpoint {path} passes {unknown[0]!r} to {name}, which is not one of its arguments; refused"
         )
-    return name, kwargs
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> torch.nn.Module:
-    """The network saved in ``ckpt`` (its ``model_name``/``model_kwargs``) with its weights (DDP or
-    torch.compile prefixes removed); refused unless its arguments are the model's and its weights finite."""
-    name, kwargs = checked_model_args(ckpt, path)
     import bn_inception  # noqa: F401  (registers the models with timm)
 
     state = clean_state_dict(ckpt["model"])

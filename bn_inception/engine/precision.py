@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NVIDIA_PROC = Path("/proc/driver/nvidia")  # the kernel driver's view: gpus/<bus id>/ per GPU, version
 _MIN_DRIVER = {"13": 580, "12": 525}  # the NVIDIA driver each CUDA major version needs (CUDA's release notes)
 
@@ -74,7 +73,7 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if device.type == "cuda" else None
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("amp=fp16 needs a GPU; use amp=bf16 or none on a CPU")
-    return _AMP[amp]
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def resolve_channels_last(value: Any, device: torch.device) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -96,30 +97,21 @@ class ActivationPercentiles:
     then their percentiles. The hooks do nothing outside :meth:`recording`: training steps pay nothing."""
 
     def __init__(self, modules: Mapping[str, nn.Module], max_images: int) -> None:
-        self.max_images = max_images
-        self._active = False
-        self._seen: dict[str, int] = {}
-        self._values: dict[str, list[torch.Tensor]] = {}
-        for name in modules:
-            self._values[name] = []
-            self._values[f"{name}/{TYPICAL_UNIT}"] = []
-        self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in modules.items()]
+        self.max_images, self._active, self._seen = max_images, False, dict.fromkeys(modules, 0)
+        self._values = {key: [] for n in modules for key in (n, f"{n}/{TYPICAL_UNIT}")}
+        self._handles = [m.register_forward_pre_hook(partial(self._hook, n)) for n, m in modules.items()]
 
-    def _hook(self, name: str):
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            if not self._active or self._seen.get(name, 0) >= self.max_images:
-                return
-            x = inputs[0].detach()
-            take = min(x.shape[0], self.max_images - self._seen.get(name, 0))
-            self._seen[name] = self._seen.get(name, 0) + take
-            self._values[name].append(x[:take].float().flatten().cpu())
-            self._values[f"{name}/{TYPICAL_UNIT}"].append(x[:take, 0].float().flatten().cpu())
-
-        return hook
+    def _hook(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        take = min(inputs[0].shape[0], self.max_images - self._seen[name]) if self._active else 0
+        if take > 0:
+            x = inputs[0].detach()[:take].float()
+            self._seen[name] += take
+            self._values[name].append(x.flatten().cpu())
+            self._values[f"{name}/{TYPICAL_UNIT}"].append(x[:, 0].flatten().cpu())
 
     @contextmanager
     def recording(self) -> Iterator[None]:
-        self._seen.clear()
+        self._seen = dict.fromkeys(self._seen, 0)
         for values in self._values.values():
             values.clear()
         self._active = True
