@@ -380,9 +380,12 @@ def register_configs() -> None:
         cs.store(group="schema/data", name=name, node=node, package="data")
 
 
-def effective_lr(optim: OptimConfig) -> float:
-    """The initial learning rate: ``optim.lr`` when set, else ``base_lr x lr_mult`` (the paper's x5, x30)."""
-    return float(optim.lr) if optim.lr is not None else optim.base_lr * optim.lr_mult
+def effective_lr(optim: OptimConfig, global_batch: int | None = None) -> float:
+    """The initial learning rate: ``optim.lr`` when set, else ``base_lr x lr_mult`` (the paper's x5, x30);
+    with ``scale_lr=linear``, times ``global_batch / reference_batch`` (the paper's rates are for 32-image
+    steps; Goyal et al. 2017, the usual rule for data-parallel SGD)."""
+    lr = float(optim.lr) if optim.lr is not None else optim.base_lr * optim.lr_mult
+    return lr * global_batch / optim.reference_batch if global_batch and optim.scale_lr == "linear" else lr
 
 
 def effective_weight_decay(optim: OptimConfig) -> float:

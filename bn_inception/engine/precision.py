@@ -8,7 +8,6 @@ import os
 import platform
 import re
 import subprocess
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,11 @@ _MIN_DRIVER = {"13": 580, "12": 525}  # the NVIDIA driver each CUDA major versio
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when a GPU is visible, else cpu; a named device must exist. A machine whose NVIDIA
     driver lists a GPU that torch cannot use is refused, not trained on its CPU without a word."""
-    if device not in ("auto", "cpu", "cuda"):  # a library caller's value (evaluation's options)
-        raise ValueError(f"device={device!r} is not valid; use auto, cpu or cuda")
     if device == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
         return torch.device("cuda")
-    unusable = unusable_gpu()
-    if unusable:
+    if unusable := unusable_gpu():
         raise ValueError(f"device={device}: {unusable}; or set device=cpu to run on the CPU")
     if device == "cuda":
         raise ValueError("device=cuda but no GPU is visible; use device=cpu or auto")
@@ -97,11 +93,9 @@ def resolve_finite_check(value: str, device: torch.device) -> str:
     return value
 
 
-def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
+def autocast_context(device: torch.device, amp_dtype: torch.dtype | None) -> torch.autocast:
     """Autocast to ``amp_dtype`` on ``device``, or nothing when it is None."""
-    if amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
 
 def environment(device: torch.device, world_size: int) -> dict[str, Any]:
