@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import bn_inception  # noqa: E402, F401  (registers the models)
 from bn_inception.cli import compose  # noqa: E402
 from bn_inception.data import build_datasets, build_eval_loader, make_synthetic_imagenet  # noqa: E402
-from bn_inception.engine.checkpoint import model_state_dict, save_checkpoint  # noqa: E402
+from bn_inception.engine.checkpoint import save_checkpoint  # noqa: E402
 from bn_inception.engine.precision import resolve_amp, resolve_channels_last, resolve_device  # noqa: E402
 from bn_inception.evaluation.checkpoints import load_member  # noqa: E402
 from bn_inception.evaluation.evaluator import MultiCropImages, predict  # noqa: E402
@@ -106,7 +106,7 @@ def make_world(root: Path, args: argparse.Namespace) -> list[Path]:
             "in_chans": 3,
         }
         ckpt = {
-            "model": model_state_dict(model),
+            "model": model.state_dict(),
             "step": 0,
             "model_name": args.model,
             "model_kwargs": kwargs,

@@ -1,15 +1,12 @@
-"""What ``train.py`` and ``evaluate.py`` share before and around their Hydra job: the pre-flight check of
-every job's config, one-line errors, and the process rank.
+"""What ``train.py`` and ``evaluate.py`` share around their Hydra job (no torch here: it runs before the
+job's heavy imports): the pre-flight check, one-line errors, run names, the commands the project prints.
 
-The pre-flight check (:func:`preflight`) composes the config of every job the command line asks for (each
-combination of a ``-m`` sweep, including an experiment's own ``hydra.sweeper.params``), exactly as Hydra's
-launcher will, and validates it against the schema (``bn_inception.config``): a wrong type, an unknown key
-or option, a value out of range, or a directory name that would leave the run or sweep root ends the
-command with one line, ``error: <key>=<value> is not valid; <what is>``, and exit status 2, before Hydra
-creates a directory or the job imports torch. Hydra alone would report these only when (and if) the job
-reached them, in several lines, after writing ``.hydra/`` into the run directory.
-
-No torch here: this module runs before the job's heavy imports.
+:func:`preflight` composes the config of every job the command line asks for (each combination of a ``-m``
+sweep, an experiment's own ``hydra.sweeper.params`` included) as Hydra's launcher will, and validates it
+against the schema: a wrong type, an unknown key or option, a value out of range, or a directory name that
+would leave the sweep ends the command with one line, ``error: <key>=<value> is not valid; <what is>``, and
+exit status 2, before Hydra creates a directory (Hydra alone would say it in several lines, if the job ever
+reached the value, after writing ``.hydra/`` into the run directory).
 """
 
 from __future__ import annotations
@@ -24,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from bn_inception.config import (
     SAME_RUN_KEYS,
@@ -41,9 +40,6 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # inside the package: 
 
 #: Exit status of a command refused for its configuration (as argparse's usage errors); 1 is a run error.
 EXIT_CONFIG = 2
-
-
-# ---------------------------------------------------------------------------------------- pre-flight
 
 
 def preflight(app: str, argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> None:
@@ -104,8 +100,6 @@ def compose_jobs(config_name: str, overrides: Sequence[str], multirun: bool, con
 
 def task_config(cfg: Any) -> dict[str, Any]:
     """The job's own config, as the job receives it (without ``hydra``, interpolations resolved)."""
-    from omegaconf import OmegaConf
-
     container = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra", None)
     return OmegaConf.to_container(OmegaConf.create(container), resolve=True)
@@ -113,26 +107,16 @@ def task_config(cfg: Any) -> dict[str, Any]:
 
 def job_dir(cfg: Any, multirun: bool) -> Path:
     """The run directory of a composed job config: ``hydra.run.dir``, or the sweep's dir and subdir."""
-    from omegaconf import OmegaConf
-
     if not multirun:
         return Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
-    return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))) / str(
-        OmegaConf.select(cfg, "hydra.sweep.subdir")
-    )
+    sweep = OmegaConf.select(cfg, "hydra.sweep")
+    return Path(str(sweep.dir), str(sweep.subdir))
 
 
 def compose(app: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
-    """The config ``python <app>.py <overrides>`` runs (``app``: train or evaluate), composed by Hydra from
-    ``configs/``, resolved to plain containers without Hydra's own section and checked against the schema:
-    how a benchmark or a test gets a config, never by writing config keys by hand (issue 19)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name=app):
-        cfg = OmegaConf.to_container(hydra_compose(config_name=app, overrides=list(overrides)), resolve=True)
+    """The config ``python <app>.py <overrides>`` runs (``app``: train or evaluate), as the job receives it,
+    checked against the schema: how a benchmark or a test gets a config, never by writing keys by hand."""
+    cfg = task_config(compose_jobs(app, overrides, False, config_dir)[0])
     validate(cfg, SCHEMAS[app])
     return cfg
 
@@ -140,8 +124,6 @@ def compose(app: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG_D
 def check_job_dir(cfg: Any, multirun: bool) -> None:
     """The job's directory can be made, and a sweep job's subdirectory (built from override values) stays
     inside the sweep directory."""
-    from omegaconf import OmegaConf
-
     if multirun:
         subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
         normal = os.path.normpath(subdir)
@@ -154,25 +136,18 @@ def check_job_dir(cfg: Any, multirun: bool) -> None:
     if not str(OmegaConf.select(cfg, key)).strip():  # `hydra.run.dir=$RUN_DIR` with the variable unset
         raise ConfigError(f"{key} is empty (an unset variable in a job script?); give a folder (. for here)")
     path = job_dir(cfg, multirun)
-    problem = unwritable(path)
-    if problem:
+    if problem := unwritable(path):
         raise ConfigError(f"the run directory {path} cannot be made: {problem}")
-
-
-#: SLURM sends the ``--signal`` warning up to this much earlier than asked (sbatch(1)).
-SLURM_SIGNAL_EARLY_S = 60
 
 
 def check_launcher(cfg: Any) -> None:
     """A SLURM launcher whose warning signal could come as the job starts is refused: every segment would
     be warned, saved and requeued before it trained a step (a requeue loop with no progress)."""
-    from omegaconf import OmegaConf
-
     timeout_min = OmegaConf.select(cfg, "hydra.launcher.timeout_min", default=None)
     delay = OmegaConf.select(cfg, "hydra.launcher.signal_delay_s", default=None)
     if timeout_min is None or delay is None:
         return
-    early = SLURM_SIGNAL_EARLY_S
+    early = 60  # SLURM sends the --signal warning up to this much earlier than asked (sbatch(1))
     if delay + early >= timeout_min * 60:
         raise ConfigError(
             f"hydra.launcher.signal_delay_s={delay} is not valid with timeout_min={timeout_min}; SLURM may "
@@ -233,7 +208,8 @@ def explain_composition_error(error: BaseException, overrides: Sequence[str], sc
     if isinstance(cause, ValidationError) and key:
         value = _override_value(overrides, key)
         return f"{key}={value} is not valid; {_expected(key, value, schema)}"
-    return _one_line(error)
+    # all of the message on one line (Hydra's say what to do on their later lines)
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
 def _override_value(overrides: Sequence[str], key: str) -> str | None:
@@ -262,58 +238,27 @@ def _refuse(message: str) -> None:
     sys.exit(EXIT_CONFIG)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _one_line(e: BaseException) -> str:
-    """All of a message on one line (Hydra's say what to do on their later lines)."""
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-
-
-# ----------------------------------------------------------------------------------- run names
-
-
 def run_subdir(name: str, seed: int, overrides: Sequence[str], exclude: Sequence[str]) -> str:
     """A sweep job's directory below the sweep: ``<name>/<choices>/seed<k>``, ``<choices>`` the overrides
     that make this job differ from the experiment (``model.norm:ghost+optim.lr_mult:10``), without the
     keys in ``exclude`` or ``config.SAME_RUN_KEYS`` and without group options that are the defaults. The
     characters are ones no shell or Hydra override needs quoted: a printed path can be pasted as it is."""
-    defaults = default_choices()
+    entries = OmegaConf.load(CONFIG_DIR / "train.yaml").get("defaults", [])  # the group options by default
+    defaults = {
+        k: str(v) for e in entries if OmegaConf.is_dict(e) for k, v in e.items() if "override" not in k
+    }
     items = []
     for item in sorted(str(o) for o in overrides):
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
         if key in exclude or key in SAME_RUN_KEYS or key.startswith("hydra") or defaults.get(key) == value:
             continue
-        items.append(f"{key}:{_safe(value)}")
+        items.append(f"{key}:{re.sub(r'[^A-Za-z0-9._:-]+', '_', value).strip('_') or '_'}")
     return "/".join([name, *(["+".join(items)] if items else []), f"seed{seed}"])
 
 
-def default_choices(config_dir: Path = CONFIG_DIR, config_name: str = "train") -> dict[str, str]:
-    """The group options the primary config picks by default (``data: fashion_mnist`` ...)."""
-    from omegaconf import OmegaConf
-
-    entries = OmegaConf.load(config_dir / f"{config_name}.yaml").get("defaults", [])
-    return {k: str(v) for e in entries if OmegaConf.is_dict(e) for k, v in e.items() if "override" not in k}
-
-
-def _safe(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._:-]+", "_", value).strip("_") or "_"
-
-
-def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("run_subdir"):
-        OmegaConf.register_new_resolver("run_subdir", run_subdir)
-
-
-_register_resolvers()  # also in a launcher's worker processes, which import this module with the job
-
-
-# ------------------------------------------------------------------------------------ job helpers
+if not OmegaConf.has_resolver("run_subdir"):  # also in a launcher's workers, which import this module
+    OmegaConf.register_new_resolver("run_subdir", run_subdir)
 
 
 def process_rank() -> int:
@@ -337,15 +282,12 @@ def quiet_unless_main() -> None:
 
 @contextmanager
 def one_line_errors(known: tuple[type[BaseException], ...], multirun: bool) -> Iterator[None]:
-    """Report ``known`` errors as one line (``error: ...``) instead of a traceback.
-
-    A single run exits with status 1; inside a sweep the error is re-raised so Hydra records the job as
-    failed and goes on to the next one.
-    """
+    """Report ``known`` errors as one line (``error: ...``) instead of a traceback: a single run exits 1;
+    inside a sweep the error is re-raised so Hydra records the job as failed and goes on to the next one."""
     try:
         yield
     except known as e:
-        message = _first_line(e)
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if multirun:
             log.error("error: %s", message)
             raise
@@ -369,8 +311,6 @@ def quick_exit(multirun: bool) -> Iterator[None]:
 
             gc.freeze()
 
-
-# ----------------------------------------------------------------------------------------- commands
 
 #: Characters that make Hydra's override grammar read a value as something other than one string (checked
 #: against its parser: tests/test_config.py).

@@ -41,31 +41,23 @@ def pair(low: float, high: float) -> Any:
     return field(default_factory=lambda: [low, high], metadata={"pair": True})
 
 
-def token() -> Any:
-    """A required name that becomes a directory name: letters, digits, ``_ . -``; never ``.`` or ``..``."""
-    return field(default=MISSING, metadata={"token": True})
-
-
-def index_range() -> Any:
-    """Items by index: ``N`` (the first N), ``A:B`` (A to B-1, a slice), ``A:`` or ``:B``; null: all."""
-    return field(default=None, metadata={"index_range": True})
-
-
-def _is_index_range(spec: Any) -> bool:
+def _index_bounds(spec: Any) -> tuple[int, int | None] | None:
+    """``(start, stop)`` of an index range (stop None: to the end), or None when it is not a valid one."""
     m = INDEX_RANGE.fullmatch(str(spec).strip())
-    return bool(m) and (int(m["n"]) > 0 if m["n"] else not m["b"] or int(m["b"]) > int(m["a"] or 0))
+    if not m:
+        return None
+    start, stop = (0, int(m["n"])) if m["n"] else (int(m["a"] or 0), int(m["b"]) if m["b"] else None)
+    return (start, stop) if stop is None or stop > start else None
 
 
 def index_range_of(spec: str | int | None, length: int) -> range:
-    """The indices ``spec`` (see :func:`index_range`) selects among ``length`` items (all when null);
+    """The indices ``spec`` (``EvalConfig.images``) selects among ``length`` items (all when null);
     ValueError (one line) for a malformed or empty range."""
     if spec is None:
         return range(length)
-    if not _is_index_range(spec):
+    if (bounds := _index_bounds(spec)) is None:
         raise ValueError(f"images={spec} is not a range; use N > 0 (the first N), A:B with A < B, A: or :B")
-    m = INDEX_RANGE.fullmatch(str(spec).strip())
-    start, stop = (0, int(m["n"])) if m["n"] else (int(m["a"] or 0), int(m["b"]) if m["b"] else length)
-    chosen = range(start, min(stop, length))
+    chosen = range(bounds[0], length if bounds[1] is None else min(bounds[1], length))
     if not chosen:
         raise ValueError(f"images={spec} selects no image of the {length}; use indices below {length}")
     return chosen
@@ -212,9 +204,9 @@ class SyntheticConfig(DataConfig):
     index: str | None = None
 
 
-SECTIONS = ("model", "data", "optim", "schedule", "trainer")  # of train.py's config
-_DATA = (ImageNetConfig, ImageNetSubsetConfig, FashionMNISTConfig, SyntheticConfig)
-DATA_SCHEMAS: dict[str, type[DataConfig]] = dict(zip(DATASETS, _DATA, strict=True))
+DATA_SCHEMAS: dict[str, type[DataConfig]] = dict(
+    zip(DATASETS, (ImageNetConfig, ImageNetSubsetConfig, FashionMNISTConfig, SyntheticConfig), strict=True)
+)
 
 
 @dataclass
@@ -300,7 +292,7 @@ class TrainConfig:
     """``python train.py``: configs/train.yaml picks the groups; the experiments are deltas on top."""
 
     # the run's name, set by the experiment (the paper's variant name); names the run directory
-    name: str = token()
+    name: str = field(default=MISSING, metadata={"token": True})
     # seeds data order, augmentation, initialisation and dropout
     seed: int = number(0, ge=0)
     # auto: continue the run in its directory (checkpoints/last.pt); never: refuse; or a checkpoint's path
@@ -329,7 +321,7 @@ class EvalConfig:
     # 1 (side 256, centre 224) | 10 (corners + centre, mirrored) | 144 (GoogLeNet's), sizes x input_size/224
     crops: int = one_of(1, 10, 144)
     # val images by index: N (the first N), A:B (A to B-1), A: or :B; null: all (0:5000 choose, 5000: report)
-    images: str | None = index_range()
+    images: str | None = field(default=None, metadata={"index_range": True})
     # images per batch (each carries `crops` crops); null: max(1, 256 // crops)
     batch_size: int | None = number(None, gt=0)
     # crops per forward pass (bounds GPU memory with 144 crops)
@@ -365,6 +357,14 @@ class EvalConfig:
 
 
 SCHEMAS = {"train": TrainConfig, "evaluate": EvalConfig}
+#: The schemas each section of train.py's config may follow, by the section's ``name`` (None: any other).
+SECTIONS: dict[str, dict[str | None, type]] = {
+    "model": {"bn_mlp": MLPModelConfig, None: InceptionModelConfig},
+    "data": {**DATA_SCHEMAS, None: DataConfig},
+    "optim": {None: OptimConfig},
+    "schedule": {None: ScheduleConfig},
+    "trainer": {None: TrainerConfig},
+}
 
 
 def register_configs() -> None:
@@ -380,9 +380,12 @@ def register_configs() -> None:
         cs.store(group="schema/data", name=name, node=node, package="data")
 
 
-def effective_lr(optim: OptimConfig) -> float:
-    """The initial learning rate: ``optim.lr`` when set, else ``base_lr x lr_mult`` (the paper's x5, x30)."""
-    return float(optim.lr) if optim.lr is not None else optim.base_lr * optim.lr_mult
+def effective_lr(optim: OptimConfig, global_batch: int | None = None) -> float:
+    """The initial learning rate: ``optim.lr`` when set, else ``base_lr x lr_mult`` (the paper's x5, x30);
+    with ``scale_lr=linear``, times ``global_batch / reference_batch`` (the paper's rates are for 32-image
+    steps; Goyal et al. 2017, the usual rule for data-parallel SGD)."""
+    lr = float(optim.lr) if optim.lr is not None else optim.base_lr * optim.lr_mult
+    return lr * global_batch / optim.reference_batch if global_batch and optim.scale_lr == "linear" else lr
 
 
 def effective_weight_decay(optim: OptimConfig) -> float:
@@ -411,34 +414,24 @@ class ConfigError(ValueError):
     """A value the schema does not allow; one line naming the key, the value and what is valid."""
 
 
-def _section_schemas(name: str) -> list[type]:
-    """Every schema a top-level section may follow (model and data: one per choice)."""
-    sections = {"model": [InceptionModelConfig, MLPModelConfig], "data": list(DATA_SCHEMAS.values())}
-    return sections.get(name) or [{"optim": OptimConfig, "schedule": ScheduleConfig,
-                                   "trainer": TrainerConfig}[name]] if name in SECTIONS else []  # fmt: skip
-
-
 def section_schema(name: str, section: Mapping[str, Any]) -> type | None:
     """The dataclass describing a config section (``model``/``data``: the one its ``name`` picks)."""
-    if name == "model":
-        return MLPModelConfig if section.get("name") == "bn_mlp" else InceptionModelConfig
-    if name == "data":
-        return DATA_SCHEMAS.get(section.get("name"), DataConfig)
-    return next(iter(_section_schemas(name)), None)
+    choices = SECTIONS.get(name, {})
+    return choices.get(section.get("name"), choices.get(None))
 
 
 def field_of(schema: type, dotted_key: str) -> dataclasses.Field | None:
     """The schema field of ``key`` or ``section.key`` (any model/data schema that has it), or None."""
     section, _, leaf = dotted_key.rpartition(".")
-    candidates = _section_schemas(section) if section else [schema]
+    candidates = SECTIONS.get(section, {}).values() if section else [schema]
     return next((f for s in candidates for f in dataclasses.fields(s) if f.name == leaf), None)
 
 
 def did_you_mean(key: str, schema: type) -> str:
     """`` (did you mean trainer.max_steps?)`` for ``max_steps`` or ``trainer.max_step``; or nothing."""
-    keys = [f.name for f in dataclasses.fields(schema) if not _section_schemas(f.name)]
-    keys += [f"{f.name}.{g.name}" for f in dataclasses.fields(schema) for s in _section_schemas(f.name)
-             for g in dataclasses.fields(s)]  # fmt: skip
+    keys = [f.name for f in dataclasses.fields(schema) if f.name not in SECTIONS]
+    keys += [f"{f.name}.{g.name}" for f in dataclasses.fields(schema) if f.name in SECTIONS
+             for s in SECTIONS[f.name].values() for g in dataclasses.fields(s)]  # fmt: skip
     section, _, leaf = key.rpartition(".")
     elsewhere = [k for k in keys if k.rpartition(".")[2] == leaf and k != key]  # the key in another section
     here = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
@@ -486,7 +479,7 @@ def _problem(value: Any, rules: Mapping[str, Any]) -> str | None:
         return None
     if allowed and (text.lower() if text in ("True", "False") else text) not in allowed:
         return "use one of: " + ", ".join(allowed)
-    if rules.get("index_range") and not _is_index_range(text):
+    if rules.get("index_range") and _index_bounds(text) is None:
         return "use N > 0 (the first N), A:B with A < B, A: or :B (indices from 0)"
     if rules.get("token") and not TOKEN.fullmatch(text):
         return "use letters, digits, '_', '.' and '-' only (it names a directory)"

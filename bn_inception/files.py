@@ -5,12 +5,11 @@ leaves the old file and at most a temporary one next to it (temp file in the sam
 ``os.replace``, fsync of the folder: the rename is durable only then). The file's mode follows the umask
 (mkstemp's 0600 would hide results from colleagues on shared storage).
 
-``LockFile``: the owner of a run directory (``engine/trainer.py``) and the one builder of a
-tree index (``data/index.py``), on local disks and on NFS, across nodes and container restarts.
-
-Hand-written because the alternatives fail our cases: ``fcntl``/``flock`` locks are advisory and need lockd
-on NFSv3; filelock 4.3's soft locks never break an empty lock file (the state a node crash can leave) and
-take over a holder on another host only after watching its file unchanged for a whole lease.
+``LockFile``: the owner of a run directory (``engine/trainer.py``) and the one builder of a tree index
+(``data/index.py``), on local disks and on NFS, across nodes and container restarts. Hand-written because
+the alternatives fail our cases: ``fcntl``/``flock`` locks are advisory and need lockd on NFSv3; filelock
+4.3's soft locks never break an empty lock file (the state a node crash can leave) and take over a holder on
+another host only after watching its file unchanged for a whole lease.
 
 The lock file is a record (host, pid, the process's start time, a token) written to a temporary file,
 fsynced, and linked into place with ``os.link`` (atomic, also on NFS): a complete record or no file. Its
@@ -122,8 +121,6 @@ class LockFile:
         if raw is not None and holder.get("token") == self.me["token"]:
             self._break(raw)
 
-    # -------------------------------------------------------------------------------- internals
-
     def _create(self) -> bool:
         tmp = self.path.with_name(f"{self.path.name}.{self.me['token']}")
         try:
@@ -156,7 +153,7 @@ class LockFile:
     def _stale(self, holder: dict[str, Any]) -> str | None:
         """Why ``holder`` no longer holds the lock, or None if it may still."""
         pid = holder.get("pid")
-        if not isinstance(pid, int) or not holder.get("host") or not holder.get("token"):
+        if not isinstance(pid, int) or pid <= 0 or not holder.get("host") or not holder.get("token"):
             return "it is empty or damaged (a crash while it was written?)"
         if holder["host"] == self.me["host"]:
             if not _alive(pid):
@@ -209,14 +206,12 @@ def describe(holder: dict[str, Any]) -> str:
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
+        pass
     return True
 
 

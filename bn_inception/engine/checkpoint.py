@@ -1,12 +1,10 @@
 """Checkpoints: atomic saves, a consistent last/best pair, safe loads.
 
-A checkpoint is a plain dict of tensors, containers and numbers (see docs/design.md), so it loads with
+A checkpoint is a plain dict of tensors, containers and numbers (docs/design.md), so it loads with
 ``torch.load(weights_only=True)``: a file carrying a pickled code payload is refused, never executed.
-
-``best.pt`` is a copy of the ``last.pt`` of the same step: a file of its own, so damage to ``last.pt`` in
-place leaves it to continue from. After a kill at any instant the pair can be one save apart;
-:func:`reconcile_checkpoints` (run at every start) brings ``best.pt`` back to the best step the newest
-``last.pt`` records.
+``best.pt`` is a copy of the ``last.pt`` of the same step, a file of its own (damage to one is never damage
+to both). After a kill the pair can be one save apart: :func:`reconcile_checkpoints` (at every start)
+brings ``best.pt`` back to the best step the newest ``last.pt`` records.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import numpy as np
 import timm
 import torch
 from timm.models import clean_state_dict
-from torch import nn
 
 from bn_inception.config import SAME_RUN_KEYS, InceptionModelConfig, MLPModelConfig
 from bn_inception.files import write_atomically
@@ -48,23 +45,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message is one line that says what to do."""
 
 
-# ------------------------------------------------------------------------------------------- write
-
-
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` with the project's one atomic writer (``bn_inception/files.py``).
-
-    Not timm's CheckpointSaver: it renames without fsync and pickles its ``args`` (an
-    OmegaConf object there breaks ``weights_only`` loading). A crash or a full disk at any point leaves
-    the previous file at ``path`` intact. The file's mode follows the umask (colleagues on shared storage
-    can read it where the umask lets them).
-    """
+    """Write ``state`` to ``path`` with the project's one atomic writer (``bn_inception/files.py``): a crash
+    or a full disk leaves the previous file intact. Not timm's CheckpointSaver: it renames without fsync and
+    pickles its ``args`` (an OmegaConf object there breaks ``weights_only`` loading)."""
     _write(Path(path), lambda f: torch.save(state, f))
 
 
 def copy_checkpoint(source: str | Path, path: str | Path) -> None:
-    """Make ``path`` a copy of the checkpoint ``source``, atomically: a file of its own (``best.pt``), so
-    that damage to one (a truncated copy, ``cp other.pt last.pt``) is never damage to both."""
+    """Make ``path`` (``best.pt``) an atomic copy of the checkpoint ``source``, a file of its own."""
 
     def copy(f: BinaryIO) -> None:
         with open(source, "rb") as src:
@@ -77,40 +66,24 @@ def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     try:
         write_atomically(path, write)
     except BaseException as e:
-        error = _os_error(e)
-        if error is None:
+        # A full disk reaches us from torch's file writer as "RuntimeError: [enforce fail at
+        # inline_container.cc:672] . unexpected pos", with the OSError as its context.
+        torch_writer = any(m in str(e) for m in ("inline_container", "PytorchStreamWriter"))
+        error = e.__context__ if isinstance(e, RuntimeError) and torch_writer else e
+        if not isinstance(error, OSError):
             raise
-        raise CheckpointError(f"could not write checkpoint {path}: {_reason(error)}") from e
-
-
-def _os_error(e: BaseException) -> OSError | None:
-    """The OSError behind ``e``: itself, or the one torch's file writer met (a full disk reaches us as
-    ``RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos``, with the OSError as its
-    context)."""
-    torch_writer = any(m in str(e) for m in ("inline_container", "PytorchStreamWriter"))
-    if isinstance(e, RuntimeError) and torch_writer and isinstance(e.__context__, OSError):
-        return e.__context__
-    return e if isinstance(e, OSError) else None
-
-
-def _reason(e: OSError) -> str:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        hint = "free some disk space (or raise the quota or file-size limit)"
-    else:
         hint = "check that the directory is writable"
-    return f"{e.strerror or e}; {hint} (the previous checkpoint is intact)"
-
-
-# -------------------------------------------------------------------------------------------- read
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            hint = "free some disk space (or raise the quota or file-size limit)"
+        reason = f"{error.strerror or error}; {hint} (the previous checkpoint is intact)"
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}") from e
 
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
 ) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; every failure is a one-line :class:`CheckpointError`.
-
-    ``mmap=True`` maps the tensors instead of reading them (cheap when only the metadata is needed).
-    """
+    ``mmap=True`` maps the tensors instead of reading them (cheap when only the metadata is needed)."""
     path = Path(path)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
@@ -147,29 +120,20 @@ def _unloadable(path: Path, e: Exception) -> str:
     )
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The step a checkpoint was written at, or None when it is missing or unreadable (tensors not read)."""
-    try:
-        return int(load_checkpoint(path, mmap=True)["step"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return None
-
-
-def reconcile_checkpoints(ckpt_dir: Path, last: dict[str, Any] | None) -> list[str]:
+def reconcile_checkpoints(ckpt_dir: Path, last: dict[str, Any]) -> list[str]:
     """Make ``best.pt`` the checkpoint of the best step recorded in ``last`` (``last.pt``'s content);
     returns what was repaired, or what cannot be, as log lines.
 
-    A kill between writing ``last.pt`` and linking ``best.pt`` leaves ``best.pt`` one improvement behind,
-    with the new best being ``last.pt`` itself: it is linked again. Any other disagreement cannot be
+    A kill between writing ``last.pt`` and copying ``best.pt`` leaves ``best.pt`` one improvement behind,
+    with the new best being ``last.pt`` itself: it is copied again. Any other disagreement cannot be
     repaired (the best weights are gone) and is reported, never hidden.
     """
-    if last is None:
-        return []
     best_path, best_step = ckpt_dir / "best.pt", last.get("best_step")
-    if best_step is None:
-        return []
-    have = checkpoint_step(best_path) if best_path.exists() else None
-    if have == best_step:
+    try:  # the step best.pt was written at (tensors mapped, not read), or None: missing or unreadable
+        have = int(load_checkpoint(best_path, mmap=True)["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        have = None
+    if best_step is None or have == best_step:
         return []
     if best_step == last.get("step"):
         copy_checkpoint(ckpt_dir / "last.pt", best_path)
@@ -203,22 +167,15 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
-# ------------------------------------------------------------------------------------------ models
-
-
-def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict without DDP (``module.``) or torch.compile (``_orig_mod.``) prefixes."""
-    return clean_state_dict(model.state_dict())
-
-
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """True when every floating-point value is finite (parameters and buffers: BN statistics too)."""
     flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def checked_model_args(ckpt: dict[str, Any], path: str | Path) -> tuple[str, dict[str, Any]]:
-    """The ``(model_name, model_kwargs)`` a checkpoint records, refused unless they are ours."""
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> torch.nn.Module:
+    """The network saved in ``ckpt`` (its ``model_name``/``model_kwargs``) with its weights (DDP or
+    torch.compile prefixes removed); refused unless its arguments are the model's and its weights finite."""
     try:
         name, kwargs = ckpt["model_name"], dict(ckpt["model_kwargs"])
     except (KeyError, TypeError, ValueError) as e:
@@ -228,21 +185,10 @@ def checked_model_args(ckpt: dict[str, Any], path: str | Path) -> tuple[str, dic
         ) from e
     if name not in MODELS:
         raise CheckpointError(f"checkpoint {path} names model {name!r}; only {', '.join(MODELS)} are known")
-    unknown = sorted(set(kwargs) - MODEL_ARGS)
-    if unknown:
+    if unknown := sorted(set(kwargs) - MODEL_ARGS):
         raise CheckpointError(
             f"checkpoint {path} passes {unknown[0]!r} to {name}, which is not one of its arguments; refused"
         )
-    return name, kwargs
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> nn.Module:
-    """Rebuild the network saved in ``ckpt`` (from its ``model_name``/``model_kwargs``) and load its weights.
-
-    Accepts state dicts saved under DDP or torch.compile (prefixed keys). Refuses model arguments that
-    are not the model's and weights that are not all finite.
-    """
-    name, kwargs = checked_model_args(ckpt, path)
     import bn_inception  # noqa: F401  (registers the models with timm)
 
     state = clean_state_dict(ckpt["model"])
@@ -257,9 +203,6 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not match model {name}{kwargs}: {first}") from e
     return model
-
-
-# --------------------------------------------------------------------------------------------- rng
 
 
 def capture_rng_state() -> dict[str, Any]:

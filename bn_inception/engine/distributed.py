@@ -16,7 +16,6 @@ from bn_inception.engine.precision import resolve_device
 class DistInfo:
     device: torch.device
     rank: int = 0
-    local_rank: int = 0
     world_size: int = 1
 
     @property
@@ -28,35 +27,21 @@ class DistInfo:
         return self.rank == 0
 
 
-def _export_slurm_rendezvous() -> None:
-    # Under SLURM (one task per GPU: the submitit launcher, or a plain `srun` in a job script) nobody sets
-    # MASTER_ADDR/PORT for env:// init; submitit's helper derives them from SLURM's node list and job id,
-    # the same on every task. It asks for SUBMITIT_EXECUTOR=slurm, which only submitit's own sbatch file
-    # sets: in a plain srun task SLURM's variables are all it reads, so say so. torchrun sets MASTER_ADDR
-    # itself, so this only fills what is missing.
-    if "SLURM_PROCID" in os.environ and "MASTER_ADDR" not in os.environ:
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that torchrun or SLURM describes in the environment (or run alone): timm's
+    ``init_distributed_device_so`` reads their variables and picks NCCL on CUDA, gloo on CPU."""
+    device = resolve_device(device).type
+    if is_distributed_env() and "SLURM_PROCID" in os.environ and "MASTER_ADDR" not in os.environ:
+        # Under SLURM (one task per GPU: the submitit launcher, or a plain `srun` in a job script) nobody
+        # sets MASTER_ADDR/PORT for env:// init (torchrun does); submitit's helper derives them from SLURM's
+        # node list and job id, the same on every task. It asks for SUBMITIT_EXECUTOR=slurm, which only
+        # submitit's own sbatch file sets: in a plain srun task SLURM's variables are all it reads.
         from submitit.helpers import TorchDistributedEnvironment
 
         os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-
-
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group that torchrun or SLURM describes in the environment (or run alone).
-
-    timm's ``init_distributed_device_so`` reads torchrun's and SLURM's variables and picks NCCL on CUDA,
-    gloo on CPU; we only add the SLURM rendezvous and a typed result.
-    """
-    device = resolve_device(device).type
-    if is_distributed_env():
-        _export_slurm_rendezvous()
     info = init_distributed_device_so(device=device)
-    return DistInfo(
-        device=torch.device(info["device"]),
-        rank=info["global_rank"],
-        local_rank=info["local_rank"],
-        world_size=info["world_size"],
-    )
+    return DistInfo(torch.device(info["device"]), rank=info["global_rank"], world_size=info["world_size"])
 
 
 def shutdown_distributed() -> None:

@@ -1,7 +1,5 @@
 """A run and its loop, readable in one sitting: :class:`Run` (everything ``trainer.build`` makes),
-:func:`train_loop` (fetch, step, log, evaluate and checkpoint), :func:`finish`, and the one writer of
-``results.json`` (:func:`write_results`), a function of the run's state, which the checkpoint holds.
-"""
+:func:`train_loop`, :func:`finish`, and the one writer of ``results.json`` (:func:`write_results`)."""
 
 from __future__ import annotations
 
@@ -20,14 +18,7 @@ from torch import nn
 
 from bn_inception.config import TrainerConfig
 from bn_inception.data import DataSplits, to_model_input
-from bn_inception.engine import tblog
-from bn_inception.engine.checkpoint import (
-    all_finite,
-    capture_rng_state,
-    copy_checkpoint,
-    model_state_dict,
-    save_checkpoint,
-)
+from bn_inception.engine.checkpoint import all_finite, capture_rng_state, copy_checkpoint, save_checkpoint
 from bn_inception.engine.distributed import DistInfo, all_reduce_sum
 from bn_inception.engine.progress import Progress
 from bn_inception.engine.signals import GracefulStop
@@ -57,15 +48,10 @@ class RunState:
 
     @classmethod
     def of(cls, ckpt: Mapping[str, Any]) -> RunState:
-        best = ckpt.get("best_top1")
-        return cls(
-            **{
-                f.name: ckpt[f.name]
-                for f in dataclasses.fields(cls)
-                if ckpt.get(f.name) is not None and f.name != "best_top1"
-            },
-            best_top1=None if best is None or best < 0 else float(best),  # older checkpoints: -1 for none
-        )
+        state = cls(**{f.name: ckpt[f.name] for f in dataclasses.fields(cls) if ckpt.get(f.name) is not None})
+        if state.best_top1 is not None and state.best_top1 < 0:  # older checkpoints: -1 for none
+            state.best_top1 = None
+        return state
 
 
 @dataclass(kw_only=True)
@@ -74,8 +60,7 @@ class Run:
 
     dir: Path
     dist: DistInfo
-    model: nn.Module  # what the step runs (DDP-wrapped when distributed)
-    raw_model: nn.Module
+    raw_model: nn.Module  # the step runs it DDP-wrapped when distributed, and compiled
     optimizer: torch.optim.Optimizer
     scaler: Any
     lr_schedule: Any
@@ -96,13 +81,6 @@ class Run:
     writer: Any = None
     probes: Any = None
     wall_start: float = field(default_factory=time.perf_counter)
-
-    @property
-    def is_main(self) -> bool:
-        return self.dist.is_main
-
-
-# ------------------------------------------------------------------------------------------- loop
 
 
 def train_loop(run: Run) -> str:
@@ -159,9 +137,9 @@ def log_training(run: Run) -> None:
         return
     lr = run.optimizer.param_groups[0]["lr"]
     perf = run.progress.tick(run.state.step, loss, lr)
-    if run.is_main:
-        tblog.write_scalars(run.writer, {"train/loss": loss, "train/top1": top1, "train/lr": lr, **perf},
-                            run.state.step)  # fmt: skip
+    if run.dist.is_main:
+        for tag, value in {"train/loss": loss, "train/top1": top1, "train/lr": lr, **perf}.items():
+            run.writer.add_scalar(tag, value, run.state.step)
 
 
 def evaluate_and_checkpoint(run: Run) -> bool:
@@ -174,7 +152,7 @@ def evaluate_and_checkpoint(run: Run) -> bool:
                                      run.channels_last, mean=run.splits.mean, std=run.splits.std)  # fmt: skip
         if not model_finite(run) or not math.isfinite(metrics["loss"]):
             return False
-        train_loss = run.meter.since_eval(run.dist)
+        train_loss = run.meter.since_eval()
         record = {"step": state.step, "top1": metrics["top1"], "top5": metrics["top5"],
                   "val_loss": metrics["loss"], "train_loss": train_loss}  # fmt: skip
         state.evals.append(record)
@@ -185,14 +163,14 @@ def evaluate_and_checkpoint(run: Run) -> bool:
         if target is not None and state.steps_to_target is None and metrics["top1"] >= target:
             state.steps_to_target = state.step
         ckpt = checkpoint_dict(run)
-        if run.is_main:
+        if run.dist.is_main:
             scalars = {"val/top1": metrics["top1"], "val/top5": metrics["top5"], "val/loss": metrics["loss"],
                        "hparam/best_top1": state.best_top1, "hparam/final_top1": metrics["top1"],
                        "hparam/final_top5": metrics["top5"]}  # fmt: skip
             if state.steps_to_target is not None:  # "not reached" is an empty HParams cell, not a -1
                 scalars["hparam/steps_to_target"] = float(state.steps_to_target)
-            tblog.write_scalars(run.writer, {**scalars, **(run.probes.percentiles() if run.probes else {})},
-                                state.step)  # fmt: skip
+            for tag, value in {**scalars, **(run.probes.percentiles() if run.probes else {})}.items():
+                run.writer.add_scalar(tag, value, state.step)
             save_checkpoints(run, ckpt, improved)
             write_results(run, "running")
             run.progress.evaluation(state, record)
@@ -204,7 +182,7 @@ def save_interrupted(run: Run) -> bool:
     if not model_finite(run):
         return False
     ckpt = checkpoint_dict(run)
-    if run.is_main:
+    if run.dist.is_main:
         save_checkpoints(run, ckpt, improved=False)
         log.warning("%s: stopped by %s at step %d; saved %s", run.info["name"],
                     run.stop.received or "a signal to another process", run.state.step,
@@ -222,16 +200,13 @@ def finish(run: Run, status: str) -> dict[str, Any]:
         kept = (
             f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written before it"
         )
-        if run.is_main:
+        if run.dist.is_main:
             log.warning("run %s diverged at step %d (non-finite loss, gradients, weights or BN statistics);"
                         " %s", run.info["name"], diverged_at, kept)  # fmt: skip
     results = write_results(run, status, diverged_at)
     if run.writer is not None:
         run.writer.flush()
     return results
-
-
-# -------------------------------------------------------------------------- checkpoints and results
 
 
 def model_finite(run: Run) -> bool:
@@ -251,7 +226,7 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
     state, splits = run.state, run.splits
     state.train_images, state.train_seconds = run.progress.totals(state)
     return {
-        "model": model_state_dict(run.raw_model),
+        "model": run.raw_model.state_dict(),  # no DDP or torch.compile prefixes: those wrap the step's
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "schedule": run.lr_schedule.state_dict(),
@@ -269,7 +244,7 @@ def checkpoint_dict(run: Run) -> dict[str, Any]:
             "std": list(splits.std),
             "classes": list(splits.classes),
             "in_chans": splits.in_chans,
-        },  # fmt: skip
+        },
         "info": run.info,
         "config": run.config,
     }
@@ -357,7 +332,7 @@ class Meter:
         self.logged = self.sums.clone()
         return (loss / count, 100.0 * correct / count, int(count)) if count else (0.0, 0.0, 0)
 
-    def since_eval(self, dist: DistInfo) -> float:
+    def since_eval(self) -> float:
         """Mean training loss since the last evaluation over all processes; starts the next period."""
         loss, _, count = all_reduce_sum(self.sums.clone()).tolist()
         self.sums.zero_()

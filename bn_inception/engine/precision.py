@@ -1,7 +1,6 @@
 """Where and how a network runs: device, autocast precision, memory layout, compilation, the finite check,
-and the record of it (:func:`environment`). Shared by training and evaluation so that ``auto`` means the
-same in both; the values are the schema's (``bn_inception.config`` checks them before anything runs).
-"""
+and the record of it (:func:`environment`). Shared by training and evaluation: ``auto`` means the same in
+both. The values are the schema's, checked before anything runs."""
 
 from __future__ import annotations
 
@@ -9,13 +8,11 @@ import os
 import platform
 import re
 import subprocess
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NVIDIA_PROC = Path("/proc/driver/nvidia")  # the kernel driver's view: gpus/<bus id>/ per GPU, version
 _MIN_DRIVER = {"13": 580, "12": 525}  # the NVIDIA driver each CUDA major version needs (CUDA's release notes)
 
@@ -23,14 +20,11 @@ _MIN_DRIVER = {"13": 580, "12": 525}  # the NVIDIA driver each CUDA major versio
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when a GPU is visible, else cpu; a named device must exist. A machine whose NVIDIA
     driver lists a GPU that torch cannot use is refused, not trained on its CPU without a word."""
-    if device not in ("auto", "cpu", "cuda"):  # a library caller's value (evaluation's options)
-        raise ValueError(f"device={device!r} is not valid; use auto, cpu or cuda")
     if device == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
         return torch.device("cuda")
-    unusable = unusable_gpu()
-    if unusable:
+    if unusable := unusable_gpu():
         raise ValueError(f"device={device}: {unusable}; or set device=cpu to run on the CPU")
     if device == "cuda":
         raise ValueError("device=cuda but no GPU is visible; use device=cpu or auto")
@@ -75,7 +69,7 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if device.type == "cuda" else None
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("amp=fp16 needs a GPU; use amp=bf16 or none on a CPU")
-    return _AMP[amp]
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def resolve_channels_last(value: Any, device: torch.device) -> bool:
@@ -99,11 +93,9 @@ def resolve_finite_check(value: str, device: torch.device) -> str:
     return value
 
 
-def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
+def autocast_context(device: torch.device, amp_dtype: torch.dtype | None) -> torch.autocast:
     """Autocast to ``amp_dtype`` on ``device``, or nothing when it is None."""
-    if amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
 
 def environment(device: torch.device, world_size: int) -> dict[str, Any]:
@@ -111,15 +103,10 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
     import timm
     import torchvision
 
-    root = Path(__file__).resolve().parents[2]
-    git = ["git", "-C", str(root)]
-    try:
-        rev = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()  # fmt: skip
-        revision = rev.stdout.strip() + ("+dirty" if dirty else "") if rev.returncode == 0 else None
+    git = ["git", "-C", str(Path(__file__).resolve().parents[2]), "describe", "--always", "--exclude=*"]
+    try:  # the commit, +dirty when tracked files differ from it
+        rev = subprocess.run([*git, "--dirty=+dirty"], capture_output=True, text=True, timeout=5)
+        revision = rev.stdout.strip() if rev.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         revision = None
     info: dict[str, Any] = {

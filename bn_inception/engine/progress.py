@@ -57,17 +57,11 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", refresh=False)
         elif self.enabled:
-            log.info("%s | step %d/%d | loss %.4f | lr %.4g | %.0f img/s | data wait %.0f%% | ETA %s",
-                     self.label, step, self.max_steps, loss, lr, img_s, 100 * wait,
-                     self.eta(step, now))  # fmt: skip
+            s = int((now - self.start_time) / max(step - self.step0, 1) * (self.max_steps - step))  # ETA
+            log.info("%s | step %d/%d | loss %.4f | lr %.4g | %.0f img/s | data wait %.0f%% | ETA "
+                     "%d:%02d:%02d", self.label, step, self.max_steps, loss, lr, img_s, 100 * wait, s // 3600,
+                     s % 3600 // 60, s % 60)  # fmt: skip
         return {"perf/img_per_s": img_s, "perf/data_wait_frac": wait}
-
-    def eta(self, step: int, now: float) -> str:
-        done = step - self.step0
-        if done <= 0:
-            return "?"
-        seconds = int((now - self.start_time) / done * (self.max_steps - step))
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
     def evaluation(self, state: Any, record: dict[str, float]) -> None:
         log.info("%s | step %d/%d | val top1 %.2f top5 %.2f | train loss %.4f | best %.2f @ %d", self.label,

@@ -6,15 +6,6 @@ import torch
 from timm.scheduler import StepLRScheduler
 
 
-def scaled_lr(lr: float, global_batch: int, reference_batch: int, scale_lr: str) -> float:
-    """The initial lr for ``global_batch`` images per step.
-
-    The paper's rates are for 32-image steps. ``linear`` multiplies by ``global_batch / reference_batch``
-    (Goyal et al. 2017, the usual rule for data-parallel SGD); ``none`` keeps the configured rate.
-    """
-    return lr * global_batch / reference_batch if scale_lr == "linear" else lr
-
-
 def decay_interval_steps(
     decay_epochs: float, decay_steps: float | None, speedup: float, train_images: int, global_batch: int
 ) -> float:

@@ -37,14 +37,10 @@ log = logging.getLogger(__name__)
 
 
 class TrainStep:
-    """``step(images, labels, k) -> (logits, loss)``: one whole training step ``k`` (1-based): zero the
-    gradients, forward under autocast, cross-entropy, backward (through the GradScaler when there is
-    one), the non-finite check, and the update. ``compile_mode`` None runs ``model`` eagerly.
-
-    ``diverged_at`` is the first non-finite step once it is known: at once with ``guard`` in sync mode (the
-    update is not made), at :meth:`poll` in device mode (the updates from that step on were skipped on
-    the device, so the parameters are those of the step before).
-    """
+    """``step(images, labels, k) -> (logits, loss)``: training step ``k`` (1-based): forward under autocast,
+    cross-entropy, backward (through the GradScaler when there is one), the non-finite check, the update.
+    ``compile_mode`` None runs ``model`` eagerly. ``diverged_at``: the first non-finite step once known (sync
+    mode: at once, the update not made; device mode: at :meth:`poll`, see the module docstring)."""
 
     def __init__(
         self,
@@ -101,21 +97,14 @@ class TrainStep:
         saved, start = self._snapshot(), time.perf_counter()
         try:
             out = self._forward_backward(self.model, images, labels)
-            log.info(
-                "torch.compile: compiled (mode %s; the first step, compilation included, took %.0f s)",
-                self.compile_mode,
-                time.perf_counter() - start,
-            )
+            log.info("torch.compile: compiled (mode %s; the first step, compilation included, took %.0f s)",
+                     self.compile_mode, time.perf_counter() - start)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - see the module docstring: retried eagerly, re-raised there
             self._restore(saved)
             self._fall_back(e)
             out = self._forward_backward(self.model, images, labels)
         self.on_trial = False
         return out
-
-    @property
-    def compiled(self) -> bool:
-        return self.model is not self.eager
 
     def _forward_backward(self, model, images, labels):
         with autocast_context(self.device, self.amp_dtype):
@@ -145,26 +134,22 @@ class TrainStep:
 
     def _fall_back(self, error: BaseException) -> None:
         text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())[:300]
+        why = f"{type(error).__name__}: {text}"
         if not self.fallback:
             raise RuntimeError(
-                f"torch.compile failed under DDP ({type(error).__name__}: {text}); a DDP step that failed "
-                f"part-way cannot be retried eagerly: relaunch with trainer.compile=false"
+                f"torch.compile failed under DDP ({why}); a DDP step that failed part-way cannot be retried "
+                f"eagerly: relaunch with trainer.compile=false"
             ) from error
         log.warning(
-            "torch.compile: eager (compiling failed: %s: %s); trainer.compile=false skips the attempt",
-            type(error).__name__,
-            text,
+            "torch.compile: eager (compiling failed: %s); trainer.compile=false skips the attempt", why
         )
         self.model = self.eager
 
 
 def compile_plan(setting: Any, device: torch.device, sync_bn: bool) -> tuple[str | None, str]:
-    """``trainer.compile`` -> (the torch.compile mode to try, or None; why not, when None).
-
-    ``sync_bn``: the model has SyncBatchNorm layers (``trainer.sync_bn`` under DDP). Checked here, before
-    anything is built, is what makes compiling fail or pointless on every process alike; what remains is
-    found at the first step (:class:`TrainStep`).
-    """
+    """``trainer.compile`` -> (the torch.compile mode to try, or None; why not, when None). Checked before
+    anything is built: what makes compiling fail or pointless on every process alike (``sync_bn``: the model
+    has SyncBatchNorm layers); what remains is found at the first step (:class:`TrainStep`)."""
     mode = resolve_compile(setting, device)
     if mode is None:
         text = str(setting).lower()  # Hydra gives a bool for true/false
@@ -190,17 +175,11 @@ class NonFiniteGuard:
     """Stops a run at its first non-finite step; see the module docstring for the two modes."""
 
     def __init__(
-        self,
-        mode: str,
-        every: int,
-        optimizer: torch.optim.Optimizer,
-        scaler: Any,
-        device: torch.device,
-    ) -> None:
+        self, mode: str, every: int, optimizer: torch.optim.Optimizer, scaler: Any, device: torch.device
+    ):
         self.mode, self.every, self.optimizer, self.scaler = mode, every, optimizer, scaler
         if mode == "device":
-            fused = all(g.get("fused") for g in optimizer.param_groups)
-            if not fused:
+            if not all(g.get("fused") for g in optimizer.param_groups):
                 raise ValueError(
                     "trainer.finite_check=device needs the fused SGD kernel (it skips updates on the "
                     "device); use trainer.finite_check=sync"

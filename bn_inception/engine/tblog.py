@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,8 +12,14 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-#: Metrics shown as columns of TensorBoard's HParams dashboard (logged as scalars at every evaluation).
-HPARAM_METRICS = ("hparam/best_top1", "hparam/final_top1", "hparam/final_top5", "hparam/steps_to_target")
+#: Metrics shown as columns of TensorBoard's HParams dashboard (logged as scalars at every evaluation), with
+#: their column titles (the scalar tags stay as they are for other readers).
+HPARAM_METRICS = {
+    "hparam/best_top1": "best top-1 (%)",
+    "hparam/final_top1": "final top-1 (%)",
+    "hparam/final_top5": "final top-5 (%)",
+    "hparam/steps_to_target": "steps to target",
+}
 
 #: Figure 1 plots the 15th, 50th and 85th percentiles of a sigmoid's input over training (Sec. 4.1).
 PERCENTILES = (15, 50, 85)
@@ -29,10 +36,9 @@ _MAX_QUANTILE_ELEMENTS = 1 << 22
 
 
 def run_hparams(config: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
-    """The keys that say what a run is, in the order TensorBoard's HParams dashboard shows them: the
-    experiment, seed and dataset, then the paper's levers (Sec. 4.2.1): BN, nonlinearity, initial lr, L2
-    weight, dropout, LRN, decay speed-up, shuffling, distortions, batch. Keys equal in every run of a sweep
-    are harmless; the other 50 config keys (paths, logging) would only push these out of sight."""
+    """The keys that say what a run is: experiment, seed, dataset, then the paper's levers (Sec. 4.2.1): BN,
+    nonlinearity, initial lr, L2 weight, dropout, LRN, decay speed-up, shuffling, distortions, batch. The
+    other 50 config keys (paths, logging) would only push these out of sight in TensorBoard's HParams."""
     model, data = config.get("model", {}), config.get("data", {})
     values = {
         "experiment": info["experiment"],
@@ -58,21 +64,10 @@ def run_hparams(config: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str,
 #: experiment, lr, norm, seed. The other keys stay one click away in the left pane.
 SHOWN_HPARAMS = ("experiment", "seed", "dataset", "norm", "lr")
 
-#: Column titles of the metrics in the HParams table (the scalar tags stay as they are for other readers).
-METRIC_TITLES = {
-    "hparam/best_top1": "best top-1 (%)",
-    "hparam/final_top1": "final top-1 (%)",
-    "hparam/final_top5": "final top-5 (%)",
-    "hparam/steps_to_target": "steps to target",
-}
-
 
 def write_hparams(writer: SummaryWriter, hparams: Mapping[str, Any]) -> None:
-    """Record the run's hyperparameters in the run itself (not in a child run, as ``add_hparams`` does),
-    with :data:`SHOWN_HPARAMS` as the table's visible columns and readable metric titles.
-
-    The metric values arrive later as ordinary scalars under :data:`HPARAM_METRICS`.
-    """
+    """Record the run's hyperparameters in the run itself (not in a child run, as ``add_hparams`` does), with
+    :data:`SHOWN_HPARAMS` visible; the metrics arrive later as scalars (:data:`HPARAM_METRICS`)."""
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     exp, ssi, sei = hparams_summary(dict(hparams), {m: 0.0 for m in HPARAM_METRICS})
@@ -81,7 +76,7 @@ def write_hparams(writer: SummaryWriter, hparams: Mapping[str, Any]) -> None:
     for info in data.experiment.hparam_infos:
         info.differs = info.name in SHOWN_HPARAMS
     for metric in data.experiment.metric_infos:
-        metric.display_name = METRIC_TITLES.get(metric.name.tag, metric.name.tag)
+        metric.display_name = HPARAM_METRICS.get(metric.name.tag, metric.name.tag)
     plugin_data.content = data.SerializeToString()
     for summary in (exp, ssi, sei):
         writer.file_writer.add_summary(summary)
@@ -97,43 +92,26 @@ def write_compare_layout(writer: SummaryWriter) -> None:
     })  # fmt: skip
 
 
-def write_scalars(writer: SummaryWriter, scalars: Mapping[str, float], step: int) -> None:
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
-
-
 class ActivationPercentiles:
-    """Collects the inputs of chosen nonlinearities while :meth:`recording`, then their percentiles.
-
-    Forward pre-hooks see the *input* of a nonlinearity, the quantity Figure 1 (b, c) plots. Hooks stay
-    registered but do nothing outside :meth:`recording`, so training steps pay nothing.
-    """
+    """Collects the inputs of chosen nonlinearities (Figure 1 b, c plots the input) while :meth:`recording`,
+    then their percentiles. The hooks do nothing outside :meth:`recording`: training steps pay nothing."""
 
     def __init__(self, modules: Mapping[str, nn.Module], max_images: int) -> None:
-        self.max_images = max_images
-        self._active = False
-        self._seen: dict[str, int] = {}
-        self._values: dict[str, list[torch.Tensor]] = {}
-        for name in modules:
-            self._values[name] = []
-            self._values[f"{name}/{TYPICAL_UNIT}"] = []
-        self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in modules.items()]
+        self.max_images, self._active, self._seen = max_images, False, dict.fromkeys(modules, 0)
+        self._values = {key: [] for n in modules for key in (n, f"{n}/{TYPICAL_UNIT}")}
+        self._handles = [m.register_forward_pre_hook(partial(self._hook, n)) for n, m in modules.items()]
 
-    def _hook(self, name: str):
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            if not self._active or self._seen.get(name, 0) >= self.max_images:
-                return
-            x = inputs[0].detach()
-            take = min(x.shape[0], self.max_images - self._seen.get(name, 0))
-            self._seen[name] = self._seen.get(name, 0) + take
-            self._values[name].append(x[:take].float().flatten().cpu())
-            self._values[f"{name}/{TYPICAL_UNIT}"].append(x[:take, 0].float().flatten().cpu())
-
-        return hook
+    def _hook(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        take = min(inputs[0].shape[0], self.max_images - self._seen[name]) if self._active else 0
+        if take > 0:
+            x = inputs[0].detach()[:take].float()
+            self._seen[name] += take
+            self._values[name].append(x.flatten().cpu())
+            self._values[f"{name}/{TYPICAL_UNIT}"].append(x[:, 0].flatten().cpu())
 
     @contextmanager
     def recording(self) -> Iterator[None]:
-        self._seen.clear()
+        self._seen = dict.fromkeys(self._seen, 0)
         for values in self._values.values():
             values.clear()
         self._active = True

@@ -1,18 +1,16 @@
 """A training run: ``train(cfg)`` -> :func:`build` -> ``Run`` -> ``train_loop`` -> ``finish`` (in loop.py).
 
-Steps (optimizer updates) are the unit everywhere, as in the paper's Figure 2. ``cfg`` is the schema's
-:class:`~bn_inception.config.TrainConfig`, checked before it gets here (``config.train_config``).
-
-What a run guarantees (docs/design.md): one process owns its directory (the lock of ``files.py``); a signal
-ends it after the current step with ``last.pt`` and ``results.json`` written (``engine/signals.py``);
-``results.json``, ``last.pt`` and ``best.pt`` always agree after a kill at any instant (``results.json`` is a
-function of the checkpoint's content, and ``engine/checkpoint.py`` repairs the pair at start); a non-finite
-loss, gradient, parameter, BN statistic or validation loss is divergence, and no checkpoint holding one is
-ever written.
+Steps (optimizer updates) are the unit everywhere, as in the paper's Figure 2. What a run guarantees
+(docs/design.md): one process owns its directory (the lock of ``files.py``); a signal ends it after the
+current step with ``last.pt`` and ``results.json`` written (``engine/signals.py``); ``results.json``,
+``last.pt`` and ``best.pt`` agree after a kill at any instant (``results.json`` is a function of the
+checkpoint's content, and ``engine/checkpoint.py`` repairs the pair at start); a non-finite loss, gradient,
+parameter, BN statistic or validation loss is divergence, and no checkpoint holding one is ever written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -51,7 +49,7 @@ from bn_inception.engine.precision import (
     resolve_finite_check,
 )
 from bn_inception.engine.progress import Progress
-from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, scaled_lr
+from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps
 from bn_inception.engine.signals import GracefulStop
 from bn_inception.engine.step import NonFiniteGuard, TrainStep, compile_plan
 from bn_inception.files import LockFile, describe, write_atomically
@@ -63,22 +61,17 @@ LARGE_INPUT_MIN = 96
 LOCK_NAME = ".lock"  # the run directory's lock file (bn_inception/files.py's LockFile)
 
 
-# ------------------------------------------------------------------------------------------ entry
-
-
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
     experiment: str | None = None,
     run_files: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Train one run in ``run_dir``; returns the ``results.json`` dict (also written there).
-
-    ``status`` is ``completed``, ``diverged`` (a result, not an exception: the run stopped at its first
-    non-finite step and keeps its last good checkpoint) or ``interrupted`` (a signal; continue it with
-    ``resume=auto``). Another process in ``run_dir`` is refused before anything is written there.
-    ``run_files`` (relative path -> text: Hydra's ``.hydra/``) are written once the launch is accepted, so a
-    refused one leaves the run's record as it was.
+    """Train one run in ``run_dir`` (``cfg`` checked by ``config.train_config``); returns the ``results.json``
+    dict, also written there. ``status``: ``completed``, ``diverged`` (a result, not an exception: the run
+    stopped at its first non-finite step and keeps its last good checkpoint) or ``interrupted`` (a signal;
+    ``resume=auto`` continues it). ``run_files`` (relative path -> text: Hydra's ``.hydra/``) are written
+    once the launch is accepted, so a refused one leaves the run's record as it was.
     """
     run_dir, config = Path(run_dir), dataclasses.asdict(cfg)
     dist, stop = init_distributed(cfg.trainer.device), GracefulStop()
@@ -97,7 +90,7 @@ def train(
             if dist.is_main:
                 for relative, text in (run_files or {}).items():
                     write_atomically(run_dir / relative, text)
-            run = build(cfg, run_dir, dist, stop, ckpt, experiment or cfg.name, resources)
+            run = build(cfg, config, run_dir, dist, stop, ckpt, experiment or cfg.name, resources)
             try:
                 status = train_loop(run)
             except BaseException:
@@ -130,8 +123,8 @@ def record_failure(run: Run) -> None:
 @contextmanager
 def owned_run_dir(run_dir: Path, dist: DistInfo) -> Iterator[None]:
     """Process 0 locks the run directory (every process learns whether it could), removes the temporary
-    files of saves a kill interrupted and starts ``train.log``."""
-    lock, handler, refusal = None, None, None
+    files of saves a kill interrupted (``.<name>.*.tmp``, stray lock temps) and writes ``train.log``."""
+    lock, refusal = None, None
     if dist.is_main:
         try:
             lock = lock_run_dir(run_dir)
@@ -139,25 +132,27 @@ def owned_run_dir(run_dir: Path, dist: DistInfo) -> Iterator[None]:
             refusal = str(e)
         except OSError as e:
             refusal = f"cannot write to {run_dir}: {e.strerror or e}"
-    refusal = broadcast_object(refusal)
-    if refusal:
+    if refusal := broadcast_object(refusal):
         raise TrainingError(refusal)
-    try:
-        if dist.is_main:
-            for path in remove_interrupted_saves(run_dir):
-                log.info("removed %s (a save interrupted by a kill)", path)
-            handler = logging.FileHandler(run_dir / "train.log", mode="a")
-            console = next((h for h in logging.getLogger().handlers if h.formatter is not None), None)
-            fmt = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-            handler.setFormatter(console.formatter if console else logging.Formatter(fmt))
-            logging.getLogger().addHandler(handler)
+    if lock is None:  # not process 0
         yield
-    finally:
-        if handler is not None:
+        return
+    with lock:
+        for path in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp"),
+                     *run_dir.glob(f"{LOCK_NAME}.*")]:  # fmt: skip
+            with contextlib.suppress(OSError):
+                path.unlink()
+                log.info("removed %s (a save interrupted by a kill)", path)
+        handler = logging.FileHandler(run_dir / "train.log", mode="a")
+        console = next((h for h in logging.getLogger().handlers if h.formatter is not None), None)
+        fmt = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+        handler.setFormatter(console.formatter if console else logging.Formatter(fmt))
+        logging.getLogger().addHandler(handler)
+        try:
+            yield
+        finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
-        if lock is not None:
-            lock.release()
 
 
 def lock_run_dir(run_dir: Path) -> LockFile:
@@ -165,28 +160,12 @@ def lock_run_dir(run_dir: Path) -> LockFile:
     :class:`TrainingError` naming the live holder, without changing anything in the directory."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = LockFile(run_dir / LOCK_NAME)
-    holder = lock.try_acquire()
-    if holder is not None:
+    if (holder := lock.try_acquire()) is not None:
         raise TrainingError(
             f"run directory {run_dir} is in use by {describe(holder)}; wait for that run to end or stop it, "
             f"or use another directory (hydra.run.dir=... or another seed)"
         )
     return lock
-
-
-def remove_interrupted_saves(run_dir: Path) -> list[Path]:
-    """Delete the temporary files of saves a kill interrupted (``.<name>.*.tmp``, stray lock temps); call it
-    holding the lock. Returns what was removed."""
-    candidates = [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]
-    candidates += [p for p in run_dir.glob(f"{LOCK_NAME}.*") if p.name != LOCK_NAME]
-    removed = []
-    for path in candidates:
-        try:
-            path.unlink()
-            removed.append(path)
-        except OSError:
-            pass
-    return removed
 
 
 def load_resume_checkpoint(
@@ -268,11 +247,9 @@ def results_if_finished(
     return {**results, "unchanged": True}  # not in the file: tells train.py to print nothing more
 
 
-# ------------------------------------------------------------------------------------------ build
-
-
 def build(
     cfg: TrainConfig,
+    config: dict[str, Any],
     run_dir: Path,
     dist: DistInfo,
     stop: GracefulStop,
@@ -280,8 +257,8 @@ def build(
     experiment: str,
     resources: ExitStack,
 ) -> Run:
-    """Data, model, optimiser and schedule, the saved state, logging: everything the loop needs. What must
-    be released is handed to ``resources`` the moment it exists."""
+    """Data, model, optimiser and schedule, the saved state, logging: everything the loop needs (``config``:
+    ``cfg`` as a dict). What must be released is handed to ``resources`` the moment it exists."""
     trainer, device = cfg.trainer, dist.device
     if trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -316,11 +293,9 @@ def build(
 
     # optimiser and schedule (Sec. 4.2): SGD with momentum, the lr a pure function of the step
     optim, schedule = cfg.optim, cfg.schedule
-    lr0 = scaled_lr(effective_lr(optim), global_batch, optim.reference_batch, optim.scale_lr)
+    lr0 = effective_lr(optim, global_batch)
     finite_check = resolve_finite_check(trainer.finite_check, device)
-    optimizer = build_optimizer(
-        raw_model, optim, lr0, device, fused=True if finite_check == "device" else None
-    )
+    optimizer = build_optimizer(raw_model, optim, lr0, device)
     interval = decay_interval_steps(schedule.decay_epochs, schedule.decay_steps, schedule.speedup,
                                     len(splits.train), global_batch)  # fmt: skip
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -344,7 +319,7 @@ def build(
         "seed": cfg.seed,
         "model": arch,
         "parameters": sum(p.numel() for p in raw_model.parameters()),
-        "config_digest": config_digest(dataclasses.asdict(cfg)),
+        "config_digest": config_digest(config),
         "target_top1": trainer.target_top1,
         "global_batch": global_batch,
         "lr": lr0,
@@ -355,7 +330,6 @@ def build(
     run = Run(
         dir=run_dir,
         dist=dist,
-        model=model,
         raw_model=raw_model,
         optimizer=optimizer,
         scaler=scaler,
@@ -371,7 +345,7 @@ def build(
         meter=meter,
         info=info,
         model_kwargs=model_kwargs,
-        config=dataclasses.asdict(cfg),
+        config=config,
         stop=stop,
         progress=Progress(f"{cfg.name}/seed{cfg.seed}", trainer, dist.is_main, state, global_batch),
     )
@@ -403,19 +377,16 @@ def model_arguments(model: Any, splits: DataSplits) -> tuple[str, dict]:
 def build_optimizer(
     model: nn.Module, opts: OptimConfig, lr: float, device: torch.device, fused: bool | None = None
 ) -> torch.optim.SGD:
-    """SGD with momentum; L2 on every parameter, or (``decay_bn_and_bias=false``) not on 1-d ones.
-
-    The fused kernel (``fused`` None: on CUDA and CPU, the devices torch has one for): one launch for all
-    parameters, and it can skip an update on the device (found_inf). On a CPU it halves the update of the
-    per-tensor loop (0.65 vs 1.26 ms for bn_inception_small's 209 tensors, docs/benchmarks.md).
-    """
+    """SGD with momentum; L2 on every parameter, or (``decay_bn_and_bias=false``) not on 1-d ones. The fused
+    kernel (``fused`` None: on CUDA and CPU) is one launch for all parameters and can skip an update on the
+    device (``finite_check=device``); on a CPU it halves the update of the per-tensor loop (0.65 vs 1.26 ms
+    for bn_inception_small's 209 tensors, docs/benchmarks.md)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": params}]
     if not opts.decay_bn_and_bias:
         groups = [{"params": [p for p in params if p.ndim > 1]},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]  # fmt: skip
-    if fused is None:
-        fused = True if device.type in ("cuda", "cpu") else None
+    fused = (device.type in ("cuda", "cpu") or None) if fused is None else fused
     return torch.optim.SGD(groups, lr=lr, momentum=opts.momentum, weight_decay=effective_weight_decay(opts),
                            fused=fused)  # fmt: skip
 
@@ -458,9 +429,8 @@ def open_logs(run: Run, resumed: bool, resources: ExitStack) -> None:
     state, info = run.state, run.info
     # purge_step = step + 1: events a killed segment wrote after the checkpoint are hidden, the resumed
     # step's own evaluation stays visible. flush_secs=10: the default 120 s could lose two minutes on SIGKILL.
-    run.writer = tblog.SummaryWriter(
-        str(run.dir), purge_step=state.step + 1 if resumed else None, flush_secs=10
-    )
+    purge_step = state.step + 1 if resumed else None
+    run.writer = tblog.SummaryWriter(str(run.dir), purge_step=purge_step, flush_secs=10)
     if run.config.get("logger") == "wandb":  # the same scalars, the HParams and the config, to W&B too
         run.writer = wandb_log.mirror(run.writer, run.dir, run.config, tblog.run_hparams(run.config, info))
     resources.callback(run.writer.close)

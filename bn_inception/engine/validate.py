@@ -24,13 +24,9 @@ def validate(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> dict[str, float]:
-    """Accuracy of ``model`` (in eval mode) over ``batches``; sums over processes when distributed.
-
-    ``batches`` are a loader's (images, labels): 0-255 images turned into the model's input by
-    ``to_model_input`` with ``mean``/``std``, the data's normalisation. Each
-    process evaluates its own exact shard (no padding sampler, which would count images twice).
-    Returns ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy) and ``images``.
-    """
+    """``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy) and ``images`` of ``model`` (in eval mode)
+    over a loader's ``batches``, summed over processes: each evaluates its own exact shard (no padding
+    sampler, which would count images twice). ``to_model_input`` normalises with ``mean``/``std``."""
     was_training = model.training
     model.eval()
     # Sums stay on the device; one transfer at the end instead of a host sync per batch.
@@ -41,17 +37,10 @@ def validate(
         with autocast_context(device, amp_dtype):
             logits = model(images)
         logits = logits.float()
-        k = min(5, logits.shape[1])
-        top5 = logits.topk(k, dim=1).indices
-        hits = top5 == labels[:, None]
-        totals += torch.stack(
-            [
-                hits[:, 0].sum(),
-                hits.any(dim=1).sum(),
-                F.cross_entropy(logits, labels, reduction="sum"),
-                torch.tensor(labels.numel(), device=device),
-            ]
-        ).to(torch.float64)
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        count = torch.full((), labels.numel(), device=device)  # filled on the device: no host sync
+        totals += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), loss, count]).to(torch.float64)
     model.train(was_training)
     top1, top5, loss_sum, n = all_reduce_sum(totals).tolist()
     if n == 0:

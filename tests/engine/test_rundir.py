@@ -12,8 +12,10 @@ import sys
 import time
 
 import pytest
+import torch
 
-from bn_inception.engine.trainer import LOCK_NAME, remove_interrupted_saves
+from bn_inception.engine.distributed import DistInfo
+from bn_inception.engine.trainer import LOCK_NAME, owned_run_dir
 from bn_inception.engine.trainer import TrainingError as RunDirBusy
 from bn_inception.engine.trainer import lock_run_dir as RunLock
 from bn_inception.files import _start_ticks
@@ -159,5 +161,7 @@ def test_saves_a_kill_interrupted_are_removed(tmp_path):
     for p in leftovers:
         p.write_text("half")
     (tmp_path / "checkpoints" / "last.pt").write_text("kept")
-    assert sorted(remove_interrupted_saves(tmp_path)) == sorted(leftovers)
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.pt"]
+    with owned_run_dir(tmp_path, DistInfo(torch.device("cpu"))):
+        assert not any(p.exists() for p in leftovers)
+        assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.pt"]
+    assert not (tmp_path / LOCK_NAME).exists()  # released

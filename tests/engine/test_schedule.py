@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from bn_inception.cli import compose
-from bn_inception.config import ConfigError
-from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, lr_at, scaled_lr
+from bn_inception.config import ConfigError, OptimConfig, effective_lr
+from bn_inception.engine.schedule import build_lr_schedule, decay_interval_steps, lr_at
 
 
 @pytest.mark.parametrize(
@@ -34,8 +34,9 @@ def test_googlenet_interval_and_bn_speedup():
 
 
 def test_linear_lr_scaling_with_global_batch():
-    assert scaled_lr(0.045, 32, 32, "linear") == pytest.approx(0.045)
-    assert scaled_lr(0.045, 256, 32, "linear") == pytest.approx(0.36)
-    assert scaled_lr(0.045, 256, 32, "none") == pytest.approx(0.045)
+    optim = OptimConfig(lr=0.045)
+    assert effective_lr(optim, 32) == pytest.approx(0.045)
+    assert effective_lr(optim, 256) == pytest.approx(0.36)
+    assert effective_lr(OptimConfig(lr=0.045, scale_lr="none"), 256) == pytest.approx(0.045)
     with pytest.raises(ConfigError, match="optim.scale_lr=sqrt is not valid; use one of: linear, none"):
         compose("train", ["optim.scale_lr=sqrt"])
