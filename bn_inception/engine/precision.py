@@ -20,6 +20,8 @@ _MIN_DRIVER = {"13": 580, "12": 525}  # the NVIDIA driver each CUDA major versio
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when a GPU is visible, else cpu; a named device must exist. A machine whose NVIDIA
     driver lists a GPU that torch cannot use is refused, not trained on its CPU without a word."""
+    if device not in ("auto", "cpu", "cuda"):  # a library caller's value (EvalConfig built in Python)
+        raise ValueError(f"device={device!r} is not valid; use auto, cpu or cuda")
     if device == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
