@@ -154,31 +154,18 @@ def table_row(table: dict, variant: str) -> dict | None:
 # ---- paired by seed ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Crossing:
-    """Where a run first reaches a target: an estimate within the evaluation grid's (low, high]."""
-
-    kind: str  # "crossed" (interpolated), "by_first" (at its first evaluation), "never" (by its last)
-    steps: float  # interpolated crossing; for a bound, the bound itself
-    low: float
-    high: float  # math.inf for "never"
-
-
-def crossing(run: RunLog, target: float) -> Crossing | None:
-    """None without a finite evaluation, or still running short of the target (it bounds nothing)."""
-    evals = run.finite_evals()
-    for i, e in enumerate(evals):
-        if e.top1 >= target - TARGET_TOLERANCE:
+def crossing(points: list[tuple[int, float]], target: float) -> tuple[str, float, float, float] | None:
+    """Where a curve [(step, top1)] first reaches `target`, within the evaluation grid's (low, high]:
+    ("crossed", interpolated steps, low, high), or a bound: ("by_first", its first step, 0, it) or
+    ("never", its last step, it, inf); None without points."""
+    for i, (step, top1) in enumerate(points):
+        if top1 >= target - TARGET_TOLERANCE:
             if i == 0:
-                return Crossing("by_first", float(e.step), 0.0, float(e.step))
-            prev = evals[i - 1]
-            frac = min(1.0, max(0.0, (target - prev.top1) / (e.top1 - prev.top1)))
-            return Crossing(
-                "crossed", prev.step + frac * (e.step - prev.step), float(prev.step), float(e.step)
-            )
-    if not evals or run.status == "running":
-        return None
-    return Crossing("never", float(evals[-1].step), float(evals[-1].step), math.inf)
+                return "by_first", float(step), 0.0, float(step)
+            s0, a0 = points[i - 1]
+            frac = min(1.0, max(0.0, (target - a0) / (top1 - a0)))
+            return "crossed", s0 + frac * (step - s0), float(s0), float(step)
+    return ("never", float(points[-1][0]), float(points[-1][0]), math.inf) if points else None
 
 
 def budget_target(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
@@ -194,36 +181,36 @@ class SeedSpeedup:
     seed: int | None
     target: float
     baseline_steps: int
-    crossing: Crossing
+    kind: str  # `crossing`'s: "crossed", "by_first" or "never"
+    steps: float  # the variant's steps to the target, or their bound
+    low: float  # the evaluation grid's (low, high] around it
+    high: float
 
     @property
     def value(self) -> float:  # the speed-up, or its bound
-        return self.baseline_steps / self.crossing.steps
+        return self.baseline_steps / self.steps
 
     @property
     def bound(self) -> str:
-        return {"crossed": "", "by_first": ">=", "never": "<"}[self.crossing.kind]
+        return {"crossed": "", "by_first": ">=", "never": "<"}[self.kind]
 
     @property
     def grid_range(self) -> tuple[float, float]:  # what the evaluation grid allows
-        c = self.crossing
-        return self.baseline_steps / c.high, (self.baseline_steps / c.low if c.low else math.inf)
+        return self.baseline_steps / self.high, (self.baseline_steps / self.low if self.low else math.inf)
 
     def text(self) -> str:
         """Steps and speed-up with the grid's range: "1,830 (1,750-2,000]: 4.37x [4.00, 4.57)"."""
-        c = self.crossing
-        if c.kind == "never":
-            return f"never (ran {c.low:,.0f}): < {self.value:.2f}x"
-        if c.kind == "by_first":
-            return f"<= {c.high:,.0f} (first evaluation): >= {self.value:.2f}x"
+        if self.kind == "never":
+            return f"never (ran {self.low:,.0f}): < {self.value:.2f}x"
+        if self.kind == "by_first":
+            return f"<= {self.high:,.0f} (first evaluation): >= {self.value:.2f}x"
         lo, hi = self.grid_range
-        return f"{c.steps:,.0f} ({c.low:,.0f}-{c.high:,.0f}]: {self.value:.2f}x [{lo:.2f}, {hi:.2f})"
+        return f"{self.steps:,.0f} ({self.low:,.0f}-{self.high:,.0f}]: {self.value:.2f}x [{lo:.2f}, {hi:.2f})"
 
     def to_json(self) -> dict:
-        c = self.crossing
-        grid = [c.low, c.high if math.isfinite(c.high) else None]
-        return dict(seed=self.seed, target=self.target, baseline_steps=self.baseline_steps, kind=c.kind,
-                    steps=c.steps, grid=grid, speedup=self.value)  # fmt: skip
+        grid = [self.low, self.high if math.isfinite(self.high) else None]
+        return dict(seed=self.seed, target=self.target, baseline_steps=self.baseline_steps, kind=self.kind,
+                    steps=self.steps, grid=grid, speedup=self.value)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -279,9 +266,10 @@ def paired_speedup(runs: list[RunLog], baseline: str, variant: str, budget: int 
     for run in sorted((r for r in runs if r.experiment == variant), key=lambda r: (r.seed is None, r.seed)):
         base = bases.get(run.seed)
         target = budget_target(base, budget) if base is not None else None
-        cross = crossing(run, target[0]) if target is not None else None
-        if cross is not None:
-            seeds.append(SeedSpeedup(run.seed, target[0], target[1], cross))
+        points = [(e.step, e.top1) for e in run.finite_evals()]
+        cross = crossing(points, target[0]) if target is not None else None
+        if cross is not None and not (cross[0] == "never" and run.status == "running"):  # bounds nothing yet
+            seeds.append(SeedSpeedup(run.seed, target[0], target[1], *cross))
     return Paired(tuple(seeds))
 
 

@@ -34,14 +34,14 @@ def test_a_constant_true_speedup_comes_out_constant_on_a_misaligned_grid(tmp_pat
     runs = load_runs(tmp_path)
     for budget in BUDGETS:
         p = paired_speedup(runs, "inception", "bn_x5", budget)
-        assert [s.crossing.kind for s in p.seeds] == ["crossed"] * 3 and p.bound == ""
+        assert [s.kind for s in p.seeds] == ["crossed"] * 3 and p.bound == ""
         # The chord under a concave curve crosses a little late: within 1% of the true 4.
         assert p.mean == pytest.approx(4.0, rel=0.01)
         for s in p.seeds:
             low, high = s.grid_range
             assert low <= 4.0 < high and s.baseline_steps == budget
     # The first evaluation at or above the target would have said 2000/600 = 3.33x at B = 2,000.
-    assert paired_speedup(runs, "inception", "bn_x5", 2000).seeds[0].crossing.high == 600
+    assert paired_speedup(runs, "inception", "bn_x5", 2000).seeds[0].high == 600
 
 
 @pytest.mark.parametrize("noise_seed", [0, 1, 2])
@@ -69,8 +69,8 @@ def test_grid_limited_crossings_come_out_as_bounds(tmp_path):
     runs = load_runs(tmp_path)
     p = paired_speedup(runs, "inception", "bn_x30")
     first, never = p.seeds
-    assert (first.bound, first.value) == (">=", 3000 / 150) and first.crossing.low == 0
-    assert (never.bound, never.value, never.crossing.high) == ("<", 3000 / 300, math.inf)
+    assert (first.bound, first.value) == (">=", 3000 / 150) and first.low == 0
+    assert (never.bound, never.value, never.high) == ("<", 3000 / 300, math.inf)
     assert first.text() == "<= 150 (first evaluation): >= 20.00x"
     assert never.text() == "never (ran 300): < 10.00x"
     assert p.bound is None  # bounds both ways: no mean is claimed
@@ -87,7 +87,7 @@ def test_table2_shows_the_paired_speedup_next_to_the_pooled_one(tmp_path):
     table = build_table2(load_runs(tmp_path))
     paired = table_row(table, "bn_x5")["paired_speedup"]
     # Seed 0: 70 crossed at 750 (3000/750 = 4); seed 1: 60 crossed at 750 (3000/750 = 4).
-    assert [s.crossing.steps for s in paired.seeds] == [750.0, 750.0]
+    assert [s.steps for s in paired.seeds] == [750.0, 750.0]
     assert paired.mean == pytest.approx(4.0) and paired.interval() == pytest.approx((4.0, 4.0))
     text = table2_markdown(table)
     assert "| 4.00x [4.00, 4.00] (2 seeds) |" in text
