@@ -282,7 +282,8 @@ TABLE2_HEADER = (
 )
 
 
-def _stats(s: dict | None, digits: int, n_all: int | None = None) -> str:
+def stats_text(s: dict | None, digits: int, n_all: int | None = None) -> str:
+    """ "mean ± std", with " (n=k)" when fewer than `n_all` values; "–" for none."""
     if s is None:
         return "–"
     text = f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
@@ -294,7 +295,7 @@ def _cells(row: dict, has_target: bool) -> list[str]:
     if not has_target:
         steps = "no target (no inception runs)"
     elif row["steps_to_target"] is not None:
-        steps = _stats(row["steps_to_target"], 0)
+        steps = stats_text(row["steps_to_target"], 0)
     elif len(diverged) == row["n_runs"]:
         steps = f"diverged at step{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}"
     else:
@@ -314,7 +315,7 @@ def _cells(row: dict, has_target: bool) -> list[str]:
     return [
         steps,
         f"{row['n_reached']}/{row['n_runs']}" if has_target else "–",
-        "no evaluation" if row["best_top1"] is None else _stats(row["best_top1"], 2, row["n_runs"]),
+        "no evaluation" if row["best_top1"] is None else stats_text(row["best_top1"], 2, row["n_runs"]),
         f"{row['speedup']:.2f}x" if row["speedup"] is not None else "–",
         row["paired_speedup"].text() if row["paired_speedup"] is not None else "–",
         *paper,

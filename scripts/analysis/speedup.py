@@ -17,7 +17,6 @@ Hand-written: the definition is this project's (no library computes a speed-up f
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,8 @@ from bn_inception.report.table2 import (
     figure3_speedup,
     network_name,
     paired_speedup,
+    stats,
+    stats_text,
 )
 
 BASELINE, CONTROL = "inception", "inception_x5"
@@ -115,8 +116,11 @@ def table_markdown(study: BudgetStudy) -> str:
         if not t:
             lines.append(f"| {b:,} | not covered (Inception ran fewer steps) |" + " |" * len(study.labels))
             continue
-        target = f"{statistics.fmean(t):.2f}" + (f" ± {statistics.stdev(t):.2f}" if len(t) > 1 else "")
-        row = [f"{b:,}", target, *(study.cells[(label, b)].text(seeds_word=False) for label in study.labels)]
+        row = [
+            f"{b:,}",
+            stats_text(stats(t), 2),
+            *(study.cells[(label, b)].text(seeds_word=False) for label in study.labels),
+        ]
         lines.append(f"| {' | '.join(row)} |")
     return "\n".join(lines)
 
