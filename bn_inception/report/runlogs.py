@@ -47,17 +47,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# The results.json fields the report reads (docs/design.md): (key, is its value valid, what it must be).
-_FIELDS = (
-    ("experiment", lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
-    ("status", lambda v: isinstance(v, str), "a string (completed|diverged|running)"),
-    *(
-        (key, lambda v: v is None or _is_int(v), "an integer or null")
-        for key in ("seed", "diverged_at_step", "steps")
-    ),
-)
-
-
 def load_run(path: Path, sweep_dir: Path) -> RunLog:
     def malformed(what: str) -> ReportError:
         return ReportError(f"malformed {path}: {what} (see the results.json format in docs/design.md)")
@@ -70,10 +59,14 @@ def load_run(path: Path, sweep_dir: Path) -> RunLog:
         raise ReportError(f"cannot read {path}: {err}") from None
     if not isinstance(data, dict):
         raise malformed("the top level must be a JSON object")
-    for key, valid, what in _FIELDS:
-        if not valid(data.get(key)):
-            raise malformed(f"'{key}' must be {what}, got {data.get(key)!r}")
-    experiment, status = data["experiment"], data["status"]
+    experiment, status = data.get("experiment"), data.get("status")
+    if not isinstance(experiment, str) or not experiment:
+        raise malformed(f"'experiment' must be a non-empty string, got {experiment!r}")
+    if not isinstance(status, str):
+        raise malformed(f"'status' must be a string (completed|diverged|running), got {status!r}")
+    for key in ("seed", "diverged_at_step", "steps"):
+        if data.get(key) is not None and not _is_int(data[key]):
+            raise malformed(f"'{key}' must be an integer or null, got {data[key]!r}")
     if "evals" not in data:
         raise malformed("missing 'evals' (the evaluation history)")
     evals = _evals(data["evals"], malformed)
