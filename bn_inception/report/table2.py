@@ -1,15 +1,11 @@
 """Table 2 (the paper's Figure 3 table): steps to reach Inception's best accuracy, best accuracies, speed-ups.
 
 Two definitions, stated under the table: pooled (`DEFINITION`, the paper's) and paired by seed
-(`PAIRED_DEFINITION`, docs/results.md's, issue 21). Runs are grouped by `experiment` (not `mnist_figure1`).
-A run reaches a target at its first evaluation with top-1 >= target - 1e-9 (so a single Inception run
-reaches its own best despite a mean's rounding); diverged runs count in N, and as reached if they got there.
-Paired: the crossing is interpolated between the evaluations around it, the grid bounding it; bounds enter
-the geometric mean at their value and make it a bound. Known bias: the target is the best of noisy
-evaluations, reached a little late: with 1 point of noise on a curve rising 7 points per doubling a true 4x
-reads 3.7-3.9x at every budget (tests/report/test_paired_speedup.py). The paper's 72.2% is such a best too.
-The table is held as table2.json writes it (`build_table2`): one dict per row, read by the markdown and
-the claims.
+(`PAIRED_DEFINITION`, docs/results.md's, issue 21). A run reaches a target at its first evaluation with
+top-1 >= target - 1e-9 (so a single Inception run reaches its own best despite a mean's rounding); diverged
+runs count in N. Known bias of the paired one: the target is the best of noisy evaluations, reached a little
+late (a true 4x reads 3.7-3.9x with 1 point of noise: tests/report/test_paired_speedup.py), as is the paper's.
+The table is held as table2.json writes it: one dict per row, read by the markdown and the claims.
 """
 
 from __future__ import annotations
@@ -87,12 +83,14 @@ def stats(values: list) -> dict | None:
 
 
 def best_top1(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
-    """(best top-1 within `budget` steps (None: all), first step at it), or None without an evaluation."""
-    evals = [e for e in run.finite_evals() if budget is None or e.step <= budget]
-    if not evals:
+    """(best top-1 within `budget` steps (None: all), first step at it); None without an evaluation there,
+    or when the run stopped short of `budget` (it does not cover it)."""
+    evals = run.finite_evals()
+    within = [e for e in evals if budget is None or e.step <= budget]
+    if not within or evals[-1].step < (budget or 0):
         return None
-    best = max(e.top1 for e in evals)
-    return best, next(e.step for e in evals if e.top1 == best)
+    best = max(e.top1 for e in within)
+    return best, next(e.step for e in within if e.top1 == best)
 
 
 def build_table2(runs: list[RunLog]) -> dict:
@@ -166,14 +164,6 @@ def crossing(points: list[tuple[int, float]], target: float) -> tuple[str, float
             frac = min(1.0, max(0.0, (target - a0) / (top1 - a0)))
             return "crossed", s0 + frac * (step - s0), float(s0), float(step)
     return ("never", float(points[-1][0]), float(points[-1][0]), math.inf) if points else None
-
-
-def budget_target(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
-    """`best_top1`, or None when the run has no evaluation at or beyond `budget` (not covered)."""
-    evals = run.finite_evals()
-    if not evals or (budget is not None and evals[-1].step < budget):
-        return None
-    return best_top1(run, budget)
 
 
 @dataclass(frozen=True)
@@ -265,7 +255,7 @@ def paired_speedup(runs: list[RunLog], baseline: str, variant: str, budget: int 
     seeds = []
     for run in sorted((r for r in runs if r.experiment == variant), key=lambda r: (r.seed is None, r.seed)):
         base = bases.get(run.seed)
-        target = budget_target(base, budget) if base is not None else None
+        target = best_top1(base, budget) if base is not None else None
         points = [(e.step, e.top1) for e in run.finite_evals()]
         cross = crossing(points, target[0]) if target is not None else None
         if cross is not None and not (cross[0] == "never" and run.status == "running"):  # bounds nothing yet

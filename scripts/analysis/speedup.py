@@ -28,7 +28,7 @@ from bn_inception.report.figures import save_figure
 from bn_inception.report.table2 import (
     PAIRED_DEFINITION,
     Paired,
-    budget_target,
+    best_top1,
     figure3_speedup,
     network_name,
     paired_speedup,
@@ -92,7 +92,7 @@ def build_study(runs: list, budgets: list[int]) -> BudgetStudy:
     cells, targets = {}, {}
     for budget in budgets:
         targets[budget] = [
-            t[0] for r in runs if r.experiment == BASELINE and (t := budget_target(r, budget)) is not None
+            t[0] for r in runs if r.experiment == BASELINE and (t := best_top1(r, budget)) is not None
         ]
         for baseline, variant in pairs:
             label = comparison_label(baseline, variant)
