@@ -34,7 +34,6 @@ DATASET_NAMES = {
     "synthetic": "synthetic images",
     "mnist": "MNIST",
 }
-PERCENTILE_NAMES = {"p15": "15th percentile", "p50": "50th percentile", "p85": "85th percentile"}
 
 
 @dataclass(frozen=True)
@@ -190,7 +189,7 @@ def _plot_percentiles(ax, percentiles: Percentiles | None, title: str, color: st
     else:
         for stat, style in zip(PERCENTILE_TAGS, (":", "-", "--"), strict=True):
             steps, values = zip(*percentiles.series[stat], strict=True)
-            ax.plot(steps, values, color=color, ls=style, label=PERCENTILE_NAMES[stat])
+            ax.plot(steps, values, color=color, ls=style, label=f"{stat[1:]}th percentile")
         ax.legend(loc="best", fontsize="small")
     # The paper's words (Figure 1 caption); the probe's internal name stays out of the figure.
     ax.set_title(f"{title}: input to a typical sigmoid", fontsize="medium")
