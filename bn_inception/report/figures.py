@@ -21,7 +21,7 @@ from bn_inception.report.runlogs import (
     last_hidden_probe,
     uses_batch_norm,
 )
-from bn_inception.report.table2 import network_name, variant_order
+from bn_inception.report.table2 import crossing, network_name, variant_order
 
 # Reproducible SVG: element ids come from a salted hash; the default salt is random per process.
 _SVG_RC = {"svg.hashsalt": "bn-inception-report"}
@@ -34,7 +34,6 @@ DATASET_NAMES = {
     "synthetic": "synthetic images",
     "mnist": "MNIST",
 }
-PERCENTILE_NAMES = {"p15": "15th percentile", "p50": "50th percentile", "p85": "85th percentile"}
 
 
 @dataclass(frozen=True)
@@ -87,17 +86,6 @@ def dataset_name(runs: list[RunLog]) -> str | None:
 FIGURE2_BOTTOM = 40.0  # percent: the paper's Figure 2 spans 0.4-0.8 of accuracy
 
 
-def mean_crossing(curve: Curve, target: float) -> float | None:
-    points = list(zip(curve.steps, curve.mean, strict=True))
-    for i, (step, top1) in enumerate(points):
-        if top1 >= target:
-            if i == 0:
-                return float(step)
-            s0, a0 = points[i - 1]
-            return s0 + (target - a0) / (top1 - a0) * (step - s0)
-    return None
-
-
 def _plot_variant(ax, group: list[RunLog], variant: str, color: str) -> tuple[Curve, bool]:
     curve = mean_curve(group)
     label = network_name(variant)
@@ -127,7 +115,8 @@ def figure2(
         any_diverged |= diverged
         top = max([top, *curve.high])
         if target_top1 is not None and variant != "inception":
-            matches += [(step, color)] if (step := mean_crossing(curve, target_top1)) is not None else []
+            cross = crossing(list(zip(curve.steps, curve.mean, strict=True)), target_top1)
+            matches += [(cross[1], color)] if cross and cross[0] != "never" else []
     if any_diverged:  # one neutral legend entry for every variant's x
         ax.plot([], [], marker="x", markersize=9, mew=2, color="k", ls="none", label="diverged")
     if target_top1 is not None:
@@ -200,7 +189,7 @@ def _plot_percentiles(ax, percentiles: Percentiles | None, title: str, color: st
     else:
         for stat, style in zip(PERCENTILE_TAGS, (":", "-", "--"), strict=True):
             steps, values = zip(*percentiles.series[stat], strict=True)
-            ax.plot(steps, values, color=color, ls=style, label=PERCENTILE_NAMES[stat])
+            ax.plot(steps, values, color=color, ls=style, label=f"{stat[1:]}th percentile")
         ax.legend(loc="best", fontsize="small")
     # The paper's words (Figure 1 caption); the probe's internal name stays out of the figure.
     ax.set_title(f"{title}: input to a typical sigmoid", fontsize="medium")

@@ -24,22 +24,20 @@ def sweep_rows(sweep_dir: Path, run_dirs: Iterable[Path] = ()) -> list[list[str]
         try:
             r = json.loads(path.read_text())
         except (OSError, ValueError):
-            rows.append([path.parent.relative_to(sweep_dir).as_posix(), "unreadable", *["-"] * 6])
+            rows.append([_relative(path.parent, sweep_dir), "unreadable", *["-"] * 6])
             continue
-        status = r.get("status", "?")
-        if status == "diverged":
-            status = f"diverged at {r.get('diverged_at_step')}"
-        target = r.get("steps_to_target")
+        status, target, wall = r.get("status", "?"), r.get("steps_to_target"), r.get("wall_s")
+        wall = int(wall) if wall is not None else None
         rows.append(
             [
-                path.parent.relative_to(sweep_dir).as_posix(),
-                status,
+                _relative(path.parent, sweep_dir),
+                f"diverged at {r.get('diverged_at_step')}" if status == "diverged" else status,
                 str(r.get("steps", "-")),
                 _number(r.get("best_top1")),
                 _number(r.get("final_top1")),
                 str(target) if target is not None else ("never" if r.get("target_top1") is not None else "-"),
                 _number(r.get("img_per_s"), 0),
-                _duration(r.get("wall_s")),
+                "-" if wall is None else f"{wall // 3600}:{wall % 3600 // 60:02d}:{wall % 60:02d}",
             ]
         )
     return sorted(rows)
@@ -64,18 +62,8 @@ def sweep_text(rows: list[list[str]]) -> str:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def _number(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _duration(seconds: Any) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

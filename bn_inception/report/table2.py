@@ -1,18 +1,15 @@
 """Table 2 (the paper's Figure 3 table): steps to reach Inception's best accuracy, best accuracies, speed-ups.
 
 Two definitions, stated under the table: pooled (`DEFINITION`, the paper's) and paired by seed
-(`PAIRED_DEFINITION`, docs/results.md's, issue 21). Runs are grouped by `experiment` (not `mnist_figure1`).
-A run reaches a target at its first evaluation with top-1 >= target - 1e-9 (so a single Inception run
-reaches its own best despite a mean's rounding); diverged runs count in N, and as reached if they got there.
-Paired: the crossing is interpolated between the evaluations around it, the grid bounding it; bounds enter
-the geometric mean at their value and make it a bound. Known bias: the target is the best of noisy
-evaluations, reached a little late: with 1 point of noise on a curve rising 7 points per doubling a true 4x
-reads 3.7-3.9x at every budget (tests/report/test_paired_speedup.py). The paper's 72.2% is such a best too.
+(`PAIRED_DEFINITION`, docs/results.md's, issue 21). A run reaches a target at its first evaluation with
+top-1 >= target - 1e-9 (so a single Inception run reaches its own best despite a mean's rounding); diverged
+runs count in N. Known bias of the paired one: the target is the best of noisy evaluations, reached a little
+late (a true 4x reads 3.7-3.9x with 1 point of noise: tests/report/test_paired_speedup.py), as is the paper's.
+The table is held as table2.json writes it: one dict per row, read by the markdown and the claims.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -76,142 +73,97 @@ def variant_order(variants: set[str]) -> list[str]:
     return [v for v in VARIANTS if v in variants] + sorted(variants - set(VARIANTS))
 
 
-@dataclass(frozen=True)
-class Stats:
-    mean: float
-    std: float | None  # sample standard deviation; None for n < 2
-    min: float
-    max: float
-    n: int
-
-    @classmethod
-    def of(cls, values: list) -> Stats | None:
-        values = [float(v) for v in values if v is not None]
-        if not values:
-            return None
-        std = statistics.stdev(values) if len(values) > 1 else None
-        return cls(statistics.fmean(values), std, min(values), max(values), len(values))
-
-
-@dataclass(frozen=True)
-class RunResult:
-    path: str
-    seed: int | None
-    status: str
-    best_top1: float | None  # None: no finite evaluation
-    best_step: int | None  # first step at which best_top1 was evaluated
-    steps_to_target: int | None  # None: never reached (or no target)
-    diverged_at_step: int | None
-
-
-@dataclass(frozen=True)
-class Row:
-    variant: str
-    runs: tuple[RunResult, ...]
-    steps_to_target: Stats | None
-    best_top1: Stats | None
-    best_step: Stats | None  # steps to each run's own best
-    speedup: float | None  # pooled: Inception's mean steps / the variant's
-    paired: PairedSpeedup | None = None  # per seed against the same seed's Inception (None: Inception)
-
-    @property
-    def n_runs(self) -> int:
-        return len(self.runs)
-
-    @property
-    def n_reached(self) -> int:
-        return sum(r.steps_to_target is not None for r in self.runs)
-
-
-@dataclass(frozen=True)
-class Table2:
-    target_top1: float | None  # None: no inception runs
-    n_inception_runs: int
-    rows: tuple[Row, ...]
-
-    def row(self, variant: str) -> Row | None:
-        return next((row for row in self.rows if row.variant == variant), None)
+def stats(values: list) -> dict | None:
+    """Mean, sample std (None for n < 2), min, max and n of the values that are not None."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return dict(mean=statistics.fmean(values), std=std, min=min(values), max=max(values), n=len(values))
 
 
 def best_top1(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
-    """(best top-1 within `budget` steps (None: all), first step at it), or None without an evaluation."""
-    evals = [e for e in run.finite_evals() if budget is None or e.step <= budget]
-    if not evals:
+    """(best top-1 within `budget` steps (None: all), first step at it); None without an evaluation there,
+    or when the run stopped short of `budget` (it does not cover it)."""
+    evals = run.finite_evals()
+    within = [e for e in evals if budget is None or e.step <= budget]
+    if not within or evals[-1].step < (budget or 0):
         return None
-    best = max(e.top1 for e in evals)
-    return best, next(e.step for e in evals if e.top1 == best)
+    best = max(e.top1 for e in within)
+    return best, next(e.step for e in within if e.top1 == best)
 
 
-def build_table2(runs: list[RunLog]) -> Table2:
+def build_table2(runs: list[RunLog]) -> dict:
+    """Table 2 as table2.json holds it (docs/results.md): the target, then one dict per variant."""
     runs = [run for run in runs if not is_mnist_run(run)]
     # The target: the mean best top-1 of the `inception` runs with an evaluation (the paper's 72.2%).
     bests = [b[0] for run in runs if run.experiment == "inception" and (b := best_top1(run)) is not None]
     target = statistics.fmean(bests) if bests else None
-    results: dict[str, list[RunResult]] = {}
+    groups: dict[str, list[dict]] = {}
     for run in runs:
-        best = best_top1(run) or (None, None)
+        best, best_step = best_top1(run) or (None, None)
         reached = None
         if target is not None:
             reached = next((e.step for e in run.finite_evals() if e.top1 >= target - TARGET_TOLERANCE), None)
-        result = RunResult(run.path, run.seed, run.status, *best, reached, run.diverged_at_step)
-        results.setdefault(run.experiment, []).append(result)
-    inception = Stats.of([r.steps_to_target for r in results.get("inception", [])])
+        groups.setdefault(run.experiment, []).append(
+            dict(path=run.path, seed=run.seed, status=run.status, best_top1=best, best_step=best_step,
+                 steps_to_target=reached, diverged_at_step=run.diverged_at_step)
+        )  # fmt: skip
+    inception = stats([r["steps_to_target"] for r in groups.get("inception", [])])
     rows = []
-    for variant in variant_order(set(results)):
-        group = results[variant]
-        steps = Stats.of([r.steps_to_target for r in group])
+    for variant in variant_order(set(groups)):
+        group, steps = groups[variant], stats([r["steps_to_target"] for r in groups[variant]])
+        n_reached = sum(r["steps_to_target"] is not None for r in group)
+        pooled = inception["mean"] / steps["mean"] if inception and steps and steps["mean"] else None
+        paired = paired_speedup(runs, "inception", variant) if variant != "inception" else None
+        e6, top1 = FIGURE3.get(variant, (None, None))
         rows.append(
-            Row(
-                variant=variant,
-                runs=tuple(group),
-                steps_to_target=steps,
-                best_top1=Stats.of([r.best_top1 for r in group]),
-                best_step=Stats.of([r.best_step for r in group]),
-                speedup=inception.mean / steps.mean if inception and steps and steps.mean > 0 else None,
-                paired=paired_speedup(runs, "inception", variant) if variant != "inception" else None,
-            )
+            {
+                "variant": variant,
+                "network": network_name(variant),
+                "n_runs": len(group),
+                "n_reached": n_reached if target is not None else None,
+                "n_diverged": sum(r["diverged_at_step"] is not None for r in group),
+                "steps_to_target": steps,
+                "best_top1": stats([r["best_top1"] for r in group]),
+                "steps_to_best": stats([r["best_step"] for r in group]),
+                "speedup": pooled,
+                "paired_speedup": paired if paired is not None and paired.seeds else None,  # json: to_json
+                "runs": group,
+                "paper": None
+                if variant not in FIGURE3
+                else {"steps_to_72_2_e6": e6, "max_top1": top1, "speedup": figure3_speedup(variant)},
+            }
         )
-    return Table2(target, len(results.get("inception", [])), tuple(rows))
+    return {
+        "target_top1": target,
+        "target_definition": "mean over inception runs of each run's best validation top-1",
+        "n_inception_runs": len(groups.get("inception", [])),
+        "paper_target_top1": FIGURE3_TARGET_TOP1,
+        "definition": DEFINITION,
+        "rows": rows,
+    }
+
+
+def table_row(table: dict, variant: str) -> dict | None:
+    return next((row for row in table["rows"] if row["variant"] == variant), None)
 
 
 # ---- paired by seed ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Crossing:
-    """Where a run first reaches a target: an estimate within the evaluation grid's (low, high]."""
-
-    kind: str  # "crossed" (interpolated), "by_first" (at its first evaluation), "never" (by its last)
-    steps: float  # interpolated crossing; for a bound, the bound itself
-    low: float
-    high: float  # math.inf for "never"
-
-
-def crossing(run: RunLog, target: float) -> Crossing | None:
-    """None without a finite evaluation, or still running short of the target (it bounds nothing)."""
-    evals = run.finite_evals()
-    if not evals:
-        return None
-    for i, e in enumerate(evals):
-        if e.top1 >= target - TARGET_TOLERANCE:
+def crossing(points: list[tuple[int, float]], target: float) -> tuple[str, float, float, float] | None:
+    """Where a curve [(step, top1)] first reaches `target`, within the evaluation grid's (low, high]:
+    ("crossed", interpolated steps, low, high), or a bound: ("by_first", its first step, 0, it) or
+    ("never", its last step, it, inf); None without points."""
+    for i, (step, top1) in enumerate(points):
+        if top1 >= target - TARGET_TOLERANCE:
             if i == 0:
-                return Crossing("by_first", float(e.step), 0.0, float(e.step))
-            prev = evals[i - 1]
-            frac = min(1.0, max(0.0, (target - prev.top1) / (e.top1 - prev.top1)))
-            return Crossing(
-                "crossed", prev.step + frac * (e.step - prev.step), float(prev.step), float(e.step)
-            )
-    if run.status == "running":
-        return None
-    return Crossing("never", float(evals[-1].step), float(evals[-1].step), math.inf)
-
-
-def budget_target(run: RunLog, budget: int | None = None) -> tuple[float, int] | None:
-    """`best_top1`, or None when the run has no evaluation at or beyond `budget` (not covered)."""
-    evals = run.finite_evals()
-    if not evals or (budget is not None and evals[-1].step < budget):
-        return None
-    return best_top1(run, budget)
+                return "by_first", float(step), 0.0, float(step)
+            s0, a0 = points[i - 1]
+            frac = min(1.0, max(0.0, (target - a0) / (top1 - a0)))
+            return "crossed", s0 + frac * (step - s0), float(s0), float(step)
+    return ("never", float(points[-1][0]), float(points[-1][0]), math.inf) if points else None
 
 
 @dataclass(frozen=True)
@@ -219,28 +171,44 @@ class SeedSpeedup:
     seed: int | None
     target: float
     baseline_steps: int
-    crossing: Crossing
+    kind: str  # `crossing`'s: "crossed", "by_first" or "never"
+    steps: float  # the variant's steps to the target, or their bound
+    low: float  # the evaluation grid's (low, high] around it
+    high: float
 
     @property
     def value(self) -> float:  # the speed-up, or its bound
-        return self.baseline_steps / self.crossing.steps
+        return self.baseline_steps / self.steps
 
     @property
     def bound(self) -> str:
-        return {"crossed": "", "by_first": ">=", "never": "<"}[self.crossing.kind]
+        return {"crossed": "", "by_first": ">=", "never": "<"}[self.kind]
 
     @property
     def grid_range(self) -> tuple[float, float]:  # what the evaluation grid allows
-        c = self.crossing
-        return self.baseline_steps / c.high, (self.baseline_steps / c.low if c.low else math.inf)
+        return self.baseline_steps / self.high, (self.baseline_steps / self.low if self.low else math.inf)
+
+    def text(self) -> str:
+        """Steps and speed-up with the grid's range: "1,830 (1,750-2,000]: 4.37x [4.00, 4.57)"."""
+        if self.kind == "never":
+            return f"never (ran {self.low:,.0f}): < {self.value:.2f}x"
+        if self.kind == "by_first":
+            return f"<= {self.high:,.0f} (first evaluation): >= {self.value:.2f}x"
+        lo, hi = self.grid_range
+        return f"{self.steps:,.0f} ({self.low:,.0f}-{self.high:,.0f}]: {self.value:.2f}x [{lo:.2f}, {hi:.2f})"
+
+    def to_json(self) -> dict:
+        grid = [self.low, self.high if math.isfinite(self.high) else None]
+        return dict(seed=self.seed, target=self.target, baseline_steps=self.baseline_steps, kind=self.kind,
+                    steps=self.steps, grid=grid, speedup=self.value)  # fmt: skip
 
 
 @dataclass(frozen=True)
-class PairedSpeedup:
-    baseline: str
-    variant: str
-    budget: int | None
-    seeds: tuple[SeedSpeedup, ...]
+class Paired:
+    """Speed-ups over seeds, each with `.seed`, `.value` and `.bound` ("": estimated, ">=" / "<": a bound,
+    None: bounded both ways); a `SeedSpeedup` each, or the quotients scripts/analysis/speedup.py forms."""
+
+    seeds: tuple
 
     @property
     def bound(self) -> str | None:
@@ -250,109 +218,52 @@ class PairedSpeedup:
 
     @property
     def mean(self) -> float | None:
-        return geo_mean([s.value for s in self.seeds])
+        return float(np.exp(np.mean(np.log([s.value for s in self.seeds])))) if self.seeds else None
 
-    def interval(self) -> tuple[float, float] | None:
-        return seed_interval([s.value for s in self.seeds])
+    def interval(self, resamples: int = SEED_RESAMPLES) -> tuple[float, float] | None:
+        """95% percentile interval of the geometric mean over resampled seeds; fixed draws (reproducible)."""
+        if len(self.seeds) < 2:
+            return None
+        logs = np.log([s.value for s in self.seeds])
+        draws = np.random.default_rng(0).integers(0, len(logs), size=(resamples, len(logs)))
+        low, high = np.percentile(logs[draws].mean(axis=1), [2.5, 97.5])
+        return float(np.exp(low)), float(np.exp(high))
+
+    def text(self, seeds_word: bool = True) -> str:
+        """ "3.91x [3.10, 4.80] (3 seeds)"; a bound as ">= 4.00x ..." with its bounded seeds counted."""
+        n = len(self.seeds)
+        if not n:
+            return "–"
+        if self.bound is None:
+            return f"bounds both ways ({n} seed{'s' * (n != 1)})"
+        ci = self.interval()
+        text = f"{self.bound + ' ' if self.bound else ''}{self.mean:.2f}x"
+        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+        n_bounds = sum(bool(s.bound) for s in self.seeds)
+        count = f"{n} seed{'s' * (n != 1)}" if seeds_word else str(n)
+        return f"{text} ({count}{f', {n_bounds} a bound' if n_bounds else ''})"
+
+    def to_json(self) -> dict:
+        ci = self.interval()
+        seeds = [s.to_json() for s in self.seeds]
+        return {"geo_mean": self.mean, "ci95": list(ci) if ci else None, "bound": self.bound, "seeds": seeds}
 
 
-def geo_mean(values: list[float]) -> float | None:
-    return float(np.exp(np.mean(np.log(values)))) if values else None
-
-
-def seed_interval(values: list[float], resamples: int = SEED_RESAMPLES) -> tuple[float, float] | None:
-    """95% percentile interval of the geometric mean over resampled seeds; fixed draws (reproducible)."""
-    if len(values) < 2:
-        return None
-    logs = np.log(values)
-    draws = np.random.default_rng(0).integers(0, len(logs), size=(resamples, len(logs)))
-    low, high = np.percentile(logs[draws].mean(axis=1), [2.5, 97.5])
-    return float(np.exp(low)), float(np.exp(high))
-
-
-def paired_speedup(
-    runs: list[RunLog], baseline: str, variant: str, budget: int | None = None
-) -> PairedSpeedup:
+def paired_speedup(runs: list[RunLog], baseline: str, variant: str, budget: int | None = None) -> Paired:
     """Seed by seed: each seed's target is its baseline run's best within the budget."""
     bases = {r.seed: r for r in runs if r.experiment == baseline}
     seeds = []
     for run in sorted((r for r in runs if r.experiment == variant), key=lambda r: (r.seed is None, r.seed)):
         base = bases.get(run.seed)
-        target = budget_target(base, budget) if base is not None else None
-        cross = crossing(run, target[0]) if target is not None else None
-        if cross is not None:
-            seeds.append(SeedSpeedup(run.seed, target[0], target[1], cross))
-    return PairedSpeedup(baseline, variant, budget, tuple(seeds))
-
-
-def format_paired(p: PairedSpeedup, digits: int = 2) -> str:
-    """ "3.91x [3.10, 4.80] (3 seeds)"; a bound as ">= 4.00x ..." with its bounded seeds counted."""
-    if p.mean is None:
-        return "–"
-    if p.bound is None:
-        return f"bounds both ways ({len(p.seeds)} seeds)"
-    ci = p.interval()
-    text = f"{p.bound + ' ' if p.bound else ''}{p.mean:.{digits}f}x"
-    if ci is not None:
-        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-    n_bounds = sum(bool(s.bound) for s in p.seeds)
-    bounds = f", {n_bounds} a bound" if n_bounds else ""
-    return f"{text} ({len(p.seeds)} seed{'s' if len(p.seeds) != 1 else ''}{bounds})"
-
-
-def format_seed(s: SeedSpeedup) -> str:
-    """One seed's steps and speed-up with the grid's range: "1,830 (1,750-2,000]: 4.37x [4.00, 4.57)"."""
-    c = s.crossing
-    if c.kind == "never":
-        return f"never (ran {c.low:,.0f}): < {s.value:.2f}x"
-    if c.kind == "by_first":
-        return f"<= {c.high:,.0f} (first evaluation): >= {s.value:.2f}x"
-    lo, hi = s.grid_range
-    return f"{c.steps:,.0f} ({c.low:,.0f}-{c.high:,.0f}]: {s.value:.2f}x [{lo:.2f}, {hi:.2f})"
+        target = best_top1(base, budget) if base is not None else None
+        points = [(e.step, e.top1) for e in run.finite_evals()]
+        cross = crossing(points, target[0]) if target is not None else None
+        if cross is not None and not (cross[0] == "never" and run.status == "running"):  # bounds nothing yet
+            seeds.append(SeedSpeedup(run.seed, target[0], target[1], *cross))
+    return Paired(tuple(seeds))
 
 
 # ---- rendering -----------------------------------------------------------------------------------------
-
-
-def _stats(stats: Stats | None, digits: int, n_all: int | None = None) -> str:
-    if stats is None:
-        return "–"
-    text = f"{stats.mean:.{digits}f}" + (f" ± {stats.std:.{digits}f}" if stats.std is not None else "")
-    return text + (f" (n={stats.n})" if n_all is not None and stats.n != n_all else "")
-
-
-def _cells(row: Row, has_target: bool) -> list[str]:
-    diverged = [r.diverged_at_step for r in row.runs if r.diverged_at_step is not None]
-    if not has_target:
-        steps = "no target (no inception runs)"
-    elif row.steps_to_target is not None:
-        steps = _stats(row.steps_to_target, 0)
-    elif len(diverged) == row.n_runs:
-        steps = f"diverged at step{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}"
-    else:
-        steps = "never"
-    paper = ["–", "–", "–"]
-    if row.variant in FIGURE3:
-        e6, top1 = FIGURE3[row.variant]
-        inception = FIGURE3["inception"][0]
-        paper = ["never", f"{top1:.1f}", "never"] if e6 is None else [f"{e6:.1f}", f"{top1:.1f}"]
-        paper += [] if e6 is None else [f"{figure3_speedup(row.variant):.1f}x ({inception:.1f}/{e6:.1f})"]
-    notes = [
-        (f"seed {r.seed}" if r.seed is not None else r.path)
-        + (f" diverged at step {r.diverged_at_step}" if r.diverged_at_step is not None else f" {r.status}")
-        for r in row.runs
-        if r.diverged_at_step is not None or r.status != "completed"
-    ]
-    return [
-        steps,
-        f"{row.n_reached}/{row.n_runs}" if has_target else "–",
-        "no evaluation" if row.best_top1 is None else _stats(row.best_top1, 2, row.n_runs),
-        f"{row.speedup:.2f}x" if row.speedup is not None else "–",
-        format_paired(row.paired) if row.paired is not None and row.paired.seeds else "–",
-        *paper,
-        "; ".join(notes),
-    ]
-
 
 TABLE2_HEADER = (
     "| network | runs | steps to target | reached | best top-1 (%) | speed-up (pooled) | speed-up, paired "
@@ -361,17 +272,58 @@ TABLE2_HEADER = (
 )
 
 
-def table2_markdown(table: Table2) -> str:
-    has_target = table.target_top1 is not None
+def stats_text(s: dict | None, digits: int, n_all: int | None = None) -> str:
+    """ "mean ± std", with " (n=k)" when fewer than `n_all` values; "–" for none."""
+    if s is None:
+        return "–"
+    text = f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
+    return text + (f" (n={s['n']})" if n_all is not None and s["n"] != n_all else "")
+
+
+def _cells(row: dict, has_target: bool) -> list[str]:
+    diverged = [r["diverged_at_step"] for r in row["runs"] if r["diverged_at_step"] is not None]
+    if not has_target:
+        steps = "no target (no inception runs)"
+    elif row["steps_to_target"] is not None:
+        steps = stats_text(row["steps_to_target"], 0)
+    elif len(diverged) == row["n_runs"]:
+        steps = f"diverged at step{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))}"
+    else:
+        steps = "never"
+    paper = ["–", "–", "–"]
+    if (p := row["paper"]) is not None:
+        e6, top1 = p["steps_to_72_2_e6"], f"{p['max_top1']:.1f}"
+        inception = FIGURE3["inception"][0]
+        paper = ["never", top1, "never"] if e6 is None else [f"{e6:.1f}", top1, f"{p['speedup']:.1f}x "
+                                                             f"({inception:.1f}/{e6:.1f})"]  # fmt: skip
+    notes = [
+        (f"seed {r['seed']}" if r["seed"] is not None else r["path"])
+        + (f" diverged at step {d}" if (d := r["diverged_at_step"]) is not None else f" {r['status']}")
+        for r in row["runs"]
+        if r["diverged_at_step"] is not None or r["status"] != "completed"
+    ]
+    return [
+        steps,
+        f"{row['n_reached']}/{row['n_runs']}" if has_target else "–",
+        "no evaluation" if row["best_top1"] is None else stats_text(row["best_top1"], 2, row["n_runs"]),
+        f"{row['speedup']:.2f}x" if row["speedup"] is not None else "–",
+        row["paired_speedup"].text() if row["paired_speedup"] is not None else "–",
+        *paper,
+        "; ".join(notes),
+    ]
+
+
+def table2_markdown(table: dict) -> str:
+    has_target = (target := table["target_top1"]) is not None
     lines = ["# Table 2 (the paper's Figure 3): steps to reach Inception's best validation top-1", ""]
-    if not table.rows:
+    if not table["rows"]:
         lines.append(
             "**No runs for Table 2 in this sweep** (only `mnist_figure1` runs, which make Figure 1)."
         )
     elif has_target:
-        n = table.n_inception_runs
+        n = table["n_inception_runs"]
         lines.append(
-            f"Target: **{table.target_top1:.2f}%** validation top-1, the mean best of {n} `inception` "
+            f"Target: **{target:.2f}%** validation top-1, the mean best of {n} `inception` "
             f"run{'s' if n != 1 else ''} (paper: {FIGURE3_TARGET_TOP1}%)."
         )
     else:
@@ -380,11 +332,11 @@ def table2_markdown(table: Table2) -> str:
             "not computed; best accuracies are reported."
         )
     lines += ["", TABLE2_HEADER, "|" + "---|" * TABLE2_HEADER.count(" | ") + "---|"]
-    for row in table.rows:
-        cells = [f"{network_name(row.variant)} (`{row.variant}`)", str(row.n_runs), *_cells(row, has_target)]
+    for row in table["rows"]:
+        cells = [f"{row['network']} (`{row['variant']}`)", str(row["n_runs"]), *_cells(row, has_target)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", DEFINITION, "", PAIRED_DEFINITION, ""]
-    paired = [r for r in table.rows if r.paired is not None and r.paired.seeds]
+    paired = [r for r in table["rows"] if r["paired_speedup"] is not None]
     if paired:
         lines += [
             "Paired by seed: each seed's target (its Inception run's best) and the variant's crossing of it, "
@@ -394,68 +346,8 @@ def table2_markdown(table: Table2) -> str:
             "|---|---:|---:|---:|---|",
         ]
         lines += [
-            f"| {network_name(r.variant)} | {s.seed} | {s.target:.2f} | {s.baseline_steps:,} | "
-            f"{format_seed(s)} |"
+            f"| {r['network']} | {s.seed} | {s.target:.2f} | {s.baseline_steps:,} | {s.text()} |"
             for r in paired
-            for s in r.paired.seeds
+            for s in r["paired_speedup"].seeds
         ]
     return "\n".join([*lines, ""])
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _paired_json(p: PairedSpeedup | None) -> dict | None:
-    if p is None or not p.seeds:
-        return None
-    ci = p.interval()
-    seeds = [
-        {
-            "seed": s.seed,
-            "target": s.target,
-            "baseline_steps": s.baseline_steps,
-            "kind": s.crossing.kind,
-            "steps": s.crossing.steps,
-            "grid": [s.crossing.low, _finite_or_none(s.crossing.high)],
-            "speedup": s.value,
-        }
-        for s in p.seeds
-    ]
-    return {"geo_mean": p.mean, "ci95": list(ci) if ci else None, "bound": p.bound, "seeds": seeds}
-
-
-def table2_json(table: Table2) -> dict:
-    rows = []
-    for row in table.rows:
-        e6, top1 = FIGURE3.get(row.variant, (None, None))
-        rows.append(
-            {
-                "variant": row.variant,
-                "network": network_name(row.variant),
-                "n_runs": row.n_runs,
-                "n_reached": row.n_reached if table.target_top1 is not None else None,
-                "n_diverged": sum(r.diverged_at_step is not None for r in row.runs),
-                "steps_to_target": _asdict(row.steps_to_target),
-                "best_top1": _asdict(row.best_top1),
-                "steps_to_best": _asdict(row.best_step),
-                "speedup": _finite_or_none(row.speedup),
-                "paired_speedup": _paired_json(row.paired),
-                "runs": [dataclasses.asdict(r) for r in row.runs],
-                "paper": None
-                if row.variant not in FIGURE3
-                else {"steps_to_72_2_e6": e6, "max_top1": top1, "speedup": figure3_speedup(row.variant)},
-            }
-        )
-    return {
-        "target_top1": table.target_top1,
-        "target_definition": "mean over inception runs of each run's best validation top-1",
-        "n_inception_runs": table.n_inception_runs,
-        "paper_target_top1": FIGURE3_TARGET_TOP1,
-        "definition": DEFINITION,
-        "rows": rows,
-    }
-
-
-def _asdict(stats: Stats | None) -> dict | None:
-    return dataclasses.asdict(stats) if stats is not None else None

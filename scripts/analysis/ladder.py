@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass
 
 from bn_inception.report.runlogs import ReportError, RunLog, hydra_value
-from bn_inception.report.table2 import network_name, variant_order
+from bn_inception.report.table2 import network_name, stats, stats_text, variant_order
 
 CHANCE_FACTOR = 1.5  # "stayed at chance": final top-1 below 1.5 x chance (15% on 10 classes)
 
@@ -66,13 +66,6 @@ def build_ladder(runs: list[RunLog]) -> list[Rung]:
     return [Rung(e, m, tuple(groups[(e, m)])) for e, m in keys]
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    text = f"{statistics.fmean(values):.1f}"
-    return text + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
-
-
 def ladder_markdown(rungs: list[Rung], steps: list[int], chance: float = 10.0) -> str:
     head = ["network", "lr (x Inception's)", "runs", *(f"top-1 @ {s:,} (%)" for s in steps), "best top-1 (%)"]
     head += ["diverged", f"at chance (< {CHANCE_FACTOR * chance:.0f}%)"]
@@ -81,8 +74,8 @@ def ladder_markdown(rungs: list[Rung], steps: list[int], chance: float = 10.0) -
         bests = [max(e.top1 for e in r.finite_evals()) for r in rung.runs if r.finite_evals()]
         n = len(rung.runs)
         cells = [network_name(rung.experiment), f"{rung.lr_mult:g}x", str(n)]
-        cells += [_mean_std(rung.top1_at(s)) for s in steps]
-        cells += [_mean_std(bests), f"{rung.diverged}/{n}", f"{rung.at_chance(chance)}/{n}"]
+        cells += [stats_text(stats(rung.top1_at(s)), 1) for s in steps]
+        cells += [stats_text(stats(bests), 1), f"{rung.diverged}/{n}", f"{rung.at_chance(chance)}/{n}"]
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 

@@ -17,7 +17,6 @@ Hand-written: the definition is this project's (no library computes a speed-up f
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +27,13 @@ from matplotlib.ticker import FuncFormatter
 from bn_inception.report.figures import save_figure
 from bn_inception.report.table2 import (
     PAIRED_DEFINITION,
-    budget_target,
+    Paired,
+    best_top1,
     figure3_speedup,
-    format_seed,
-    geo_mean,
     network_name,
     paired_speedup,
-    seed_interval,
+    stats,
+    stats_text,
 )
 
 BASELINE, CONTROL = "inception", "inception_x5"
@@ -43,67 +42,40 @@ FLIP = {">=": "<", "<": ">=", "": ""}
 
 
 @dataclass(frozen=True)
-class Speedups:
-    """One comparison at one budget: per seed (seed, speed-up or its bound, "" | ">=" | "<")."""
+class Quotient:
+    """One seed's a / b of two speed-ups; bound: a's, or b's flipped, or None (unknown) when they clash."""
 
-    label: str
-    budget: int
-    seeds: tuple[tuple[int | None, float, str | None], ...]
-
-    @property
-    def bound(self) -> str | None:
-        """ "" (every seed estimated), ">=" / "<" (the mean is a bound that way), None: both ways."""
-        kinds = {b for _, _, b in self.seeds} - {""}
-        return "" if not kinds else (kinds.pop() if kinds in ({">="}, {"<"}) else None)
-
-    @property
-    def mean(self) -> float | None:
-        return geo_mean([v for _, v, _ in self.seeds])
-
-    def interval(self) -> tuple[float, float] | None:
-        return seed_interval([v for _, v, _ in self.seeds])
-
-    def text(self) -> str:
-        if not self.seeds:
-            return "–"
-        if self.bound is None:
-            return f"bounds both ways ({len(self.seeds)} seed{'s' * (len(self.seeds) > 1)})"
-        ci = self.interval()
-        text = f"{self.bound + ' ' if self.bound else ''}{self.mean:.2f}x"
-        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-        n_bounds = sum(bool(b) for _, _, b in self.seeds)
-        return text + f" ({len(self.seeds)}{f', {n_bounds} a bound' if n_bounds else ''})"
+    seed: int | None
+    value: float
+    bound: str | None
 
 
-def _divide(a: Speedups, b: Speedups, label: str) -> Speedups:
-    """Seed by seed a / b; the bound of a quotient: a's, or b's flipped, or unknown (None) when they clash."""
-    other = {s: (v, k) for s, v, k in b.seeds}
+def _divide(a: Paired, b: Paired) -> Paired:
+    other = {s.seed: s for s in b.seeds}
     seeds = []
-    for seed, value, kind in a.seeds:
-        if seed in other:
-            v, k = other[seed]
-            if kind is None or k is None:
-                bound = None
-            else:
-                bound = kind if not k else FLIP[k] if not kind or kind == FLIP[k] else None
-            seeds.append((seed, value / v, bound))
-    return Speedups(label, a.budget, tuple(seeds))
+    for s in (s for s in a.seeds if s.seed in other):
+        kind, k = s.bound, other[s.seed].bound
+        if kind is None or k is None:
+            bound = None
+        else:
+            bound = kind if not k else FLIP[k] if not kind or kind == FLIP[k] else None
+        seeds.append(Quotient(s.seed, s.value / other[s.seed].value, bound))
+    return Paired(tuple(seeds))
 
 
 @dataclass(frozen=True)
 class BudgetStudy:
     budgets: tuple[int, ...]
     labels: tuple[str, ...]
-    cells: dict[tuple[str, int], Speedups]
+    cells: dict[tuple[str, int], Paired]
     targets: dict[int, list[float]]  # budget -> each covered seed's Inception target
-    per_seed: dict[tuple[str, int], list[str]]  # (label, budget) -> each seed's formatted crossing
 
-    def growth(self, label: str) -> Speedups | None:
+    def growth(self, label: str) -> Paired | None:
         """Each seed's speed-up at the largest budget over that at the smallest (both covered)."""
         covered = [b for b in self.budgets if self.cells[(label, b)].seeds]
         if len(covered) < 2:
             return None
-        return _divide(self.cells[(label, covered[-1])], self.cells[(label, covered[0])], label)
+        return _divide(self.cells[(label, covered[-1])], self.cells[(label, covered[0])])
 
 
 def comparison_label(baseline: str, variant: str) -> str:
@@ -117,23 +89,20 @@ def build_study(runs: list, budgets: list[int]) -> BudgetStudy:
     """Every comparison at every budget (see the module docstring)."""
     present = {r.experiment for r in runs}
     pairs = [(BASELINE, v) for v in (*VARIANTS, CONTROL) if v in present]
-    cells, per_seed, targets = {}, {}, {}
+    cells, targets = {}, {}
     for budget in budgets:
         targets[budget] = [
-            t[0] for r in runs if r.experiment == BASELINE and (t := budget_target(r, budget)) is not None
+            t[0] for r in runs if r.experiment == BASELINE and (t := best_top1(r, budget)) is not None
         ]
         for baseline, variant in pairs:
-            p = paired_speedup(runs, baseline, variant, budget)
             label = comparison_label(baseline, variant)
-            values = tuple((s.seed, s.value, s.bound) for s in p.seeds)
-            cells[(label, budget)] = Speedups(label, budget, values)
-            per_seed[(label, budget)] = [f"seed {s.seed}: {format_seed(s)}" for s in p.seeds]
+            cells[(label, budget)] = paired_speedup(runs, baseline, variant, budget)
         if CONTROL in present and "bn_x5" in present:
             total = cells[(comparison_label(BASELINE, "bn_x5"), budget)]
             rate = cells[(comparison_label(BASELINE, CONTROL), budget)]
-            cells[(SAME_RATE, budget)] = _divide(total, rate, SAME_RATE)
+            cells[(SAME_RATE, budget)] = _divide(total, rate)
     labels = tuple(dict.fromkeys(label for label, _ in cells))
-    return BudgetStudy(tuple(budgets), labels, cells, targets, per_seed)
+    return BudgetStudy(tuple(budgets), labels, cells, targets)
 
 
 # ---- rendering ----------------------------------------------------------------------------------------
@@ -147,8 +116,11 @@ def table_markdown(study: BudgetStudy) -> str:
         if not t:
             lines.append(f"| {b:,} | not covered (Inception ran fewer steps) |" + " |" * len(study.labels))
             continue
-        target = f"{statistics.fmean(t):.2f}" + (f" ± {statistics.stdev(t):.2f}" if len(t) > 1 else "")
-        row = [f"{b:,}", target, *(study.cells[(label, b)].text() for label in study.labels)]
+        row = [
+            f"{b:,}",
+            stats_text(stats(t), 2),
+            *(study.cells[(label, b)].text(seeds_word=False) for label in study.labels),
+        ]
         lines.append(f"| {' | '.join(row)} |")
     return "\n".join(lines)
 
@@ -158,7 +130,7 @@ def growth_lines(study: BudgetStudy) -> list[str]:
     for label in study.labels:
         g = study.growth(label)
         if g is not None and g.seeds:
-            out.append(f"- {label}: {g.text()}")
+            out.append(f"- {label}: {g.text(seeds_word=False)}")
     return out
 
 
@@ -182,8 +154,9 @@ def report_markdown(study: BudgetStudy, figure: str | None = None, wall_time: st
     parts += ["Per seed (steps to target (grid range]: speed-up [range)):", ""]
     for label in study.labels:
         for b in study.budgets:
-            for line in study.per_seed.get((label, b), []):
-                parts.append(f"- {label}, B = {b:,}, {line}")
+            cell = study.cells[(label, b)]
+            if label != SAME_RATE:  # quotients have no crossing of their own
+                parts += [f"- {label}, B = {b:,}, seed {s.seed}: {s.text()}" for s in cell.seeds]
     if wall_time:
         parts += ["", f"Wall time: {wall_time}"]
     return "\n".join(parts) + "\n"
@@ -199,17 +172,17 @@ def speedup_figure(study: BudgetStudy) -> Figure:
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     any_bound = False
     for i, label in enumerate(study.labels):
-        color, cells = colors[i % len(colors)], [study.cells[(label, b)] for b in study.budgets]
-        seeds = sorted({s for c in cells for s, _, _ in c.seeds}, key=lambda s: (s is None, s))
+        color, cells = colors[i % len(colors)], [(b, study.cells[(label, b)]) for b in study.budgets]
+        seeds = sorted({s.seed for _, c in cells for s in c.seeds}, key=lambda s: (s is None, s))
         for seed in seeds:
-            points = [(c.budget, v, k) for c in cells for s, v, k in c.seeds if s == seed]
+            points = [(b, s.value, s.bound) for b, c in cells for s in c.seeds if s.seed == seed]
             ax.plot([p[0] for p in points], [p[1] for p in points], color=color, lw=0.7, alpha=0.45)
             for marker, kind in (("^", ">="), ("v", "<")):
                 bounded = [(b, v) for b, v, k in points if k == kind]
                 if bounded:
                     ax.plot(*zip(*bounded, strict=True), marker, color=color, alpha=0.7, ls="none")
                     any_bound = True
-        means = [(c.budget, c.mean, c.interval()) for c in cells if c.mean is not None]
+        means = [(b, c.mean, c.interval()) for b, c in cells if c.mean is not None]
         if means:
             x, y = [m[0] for m in means], [m[1] for m in means]
             err = [[m[1] - (m[2] or (m[1], m[1]))[0] for m in means], [(m[2] or (m[1], m[1]))[1] - m[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bn_inception.report.runlogs import load_runs
-from bn_inception.report.table2 import build_table2, format_seed, paired_speedup, table2_markdown
+from bn_inception.report.table2 import build_table2, paired_speedup, table2_markdown, table_row
 from tests.report.sweep_fixtures import write_run
 
 BUDGETS = (2000, 4000, 8000, 16000)
@@ -34,14 +34,14 @@ def test_a_constant_true_speedup_comes_out_constant_on_a_misaligned_grid(tmp_pat
     runs = load_runs(tmp_path)
     for budget in BUDGETS:
         p = paired_speedup(runs, "inception", "bn_x5", budget)
-        assert [s.crossing.kind for s in p.seeds] == ["crossed"] * 3 and p.bound == ""
+        assert [s.kind for s in p.seeds] == ["crossed"] * 3 and p.bound == ""
         # The chord under a concave curve crosses a little late: within 1% of the true 4.
         assert p.mean == pytest.approx(4.0, rel=0.01)
         for s in p.seeds:
             low, high = s.grid_range
             assert low <= 4.0 < high and s.baseline_steps == budget
     # The first evaluation at or above the target would have said 2000/600 = 3.33x at B = 2,000.
-    assert paired_speedup(runs, "inception", "bn_x5", 2000).seeds[0].crossing.high == 600
+    assert paired_speedup(runs, "inception", "bn_x5", 2000).seeds[0].high == 600
 
 
 @pytest.mark.parametrize("noise_seed", [0, 1, 2])
@@ -53,11 +53,11 @@ def test_with_seed_noise_a_constant_speedup_comes_out_constant_within_the_interv
     for seed in range(5):
         write_pair(tmp_path, seed, 4.0, noise=1.0, rng=rng)
     runs = load_runs(tmp_path)
-    cells = [paired_speedup(runs, "inception", "bn_x5", budget) for budget in BUDGETS]
-    pooled = math.exp(np.mean([math.log(p.mean) for p in cells]))
-    for p in cells:
+    cells = {budget: paired_speedup(runs, "inception", "bn_x5", budget) for budget in BUDGETS}
+    pooled = math.exp(np.mean([math.log(p.mean) for p in cells.values()]))
+    for budget, p in cells.items():
         low, high = p.interval()
-        assert low <= pooled <= high and 3.4 < p.mean < 4.2, (p.budget, low, p.mean, high, pooled)
+        assert low <= pooled <= high and 3.4 < p.mean < 4.2, (budget, low, p.mean, high, pooled)
 
 
 def test_grid_limited_crossings_come_out_as_bounds(tmp_path):
@@ -69,10 +69,10 @@ def test_grid_limited_crossings_come_out_as_bounds(tmp_path):
     runs = load_runs(tmp_path)
     p = paired_speedup(runs, "inception", "bn_x30")
     first, never = p.seeds
-    assert (first.bound, first.value) == (">=", 3000 / 150) and first.crossing.low == 0
-    assert (never.bound, never.value, never.crossing.high) == ("<", 3000 / 300, math.inf)
-    assert format_seed(first) == "<= 150 (first evaluation): >= 20.00x"
-    assert format_seed(never) == "never (ran 300): < 10.00x"
+    assert (first.bound, first.value) == (">=", 3000 / 150) and first.low == 0
+    assert (never.bound, never.value, never.high) == ("<", 3000 / 300, math.inf)
+    assert first.text() == "<= 150 (first evaluation): >= 20.00x"
+    assert never.text() == "never (ran 300): < 10.00x"
     assert p.bound is None  # bounds both ways: no mean is claimed
     only_first = paired_speedup([r for r in runs if r.seed == 0], "inception", "bn_x30")
     assert only_first.bound == ">=" and only_first.interval() is None
@@ -85,10 +85,10 @@ def test_table2_shows_the_paired_speedup_next_to_the_pooled_one(tmp_path):
     write_run(tmp_path, "bn_x5/seed0", "bn_x5", [60, 80], seed=0, steps=(500, 1000))
     write_run(tmp_path, "bn_x5/seed1", "bn_x5", [50, 70], seed=1, steps=(500, 1000))
     table = build_table2(load_runs(tmp_path))
-    row = table.row("bn_x5")
+    paired = table_row(table, "bn_x5")["paired_speedup"]
     # Seed 0: 70 crossed at 750 (3000/750 = 4); seed 1: 60 crossed at 750 (3000/750 = 4).
-    assert [s.crossing.steps for s in row.paired.seeds] == [750.0, 750.0]
-    assert row.paired.mean == pytest.approx(4.0) and row.paired.interval() == pytest.approx((4.0, 4.0))
+    assert [s.steps for s in paired.seeds] == [750.0, 750.0]
+    assert paired.mean == pytest.approx(4.0) and paired.interval() == pytest.approx((4.0, 4.0))
     text = table2_markdown(table)
     assert "| 4.00x [4.00, 4.00] (2 seeds) |" in text
     assert "| BN-x5 | 1 | 60.00 | 3,000 | 750 (500-1,000]: 4.00x [3.00, 6.00) |" in text

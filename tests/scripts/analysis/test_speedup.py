@@ -44,7 +44,7 @@ def test_the_same_rate_control_splits_the_speedup_into_two_factors(sweep):
         assert t.mean == pytest.approx(8.0, rel=0.01) and r.mean == pytest.approx(2.0, rel=0.01)
         assert same.mean == pytest.approx(t.mean / r.mean) and same.bound == ""
     x30 = study.cells[("BN-x30 vs Inception", 8000)]
-    assert x30.bound == ">=" and x30.text() == ">= 64.00x (1, 1 a bound)"
+    assert x30.bound == ">=" and x30.text(seeds_word=False) == ">= 64.00x (1, 1 a bound)"
     # Beyond Inception's 8,000 steps nothing is covered; growth compares 2,000 with 8,000.
     assert study.targets[16000] == [] and study.cells[(total, 16000)].seeds == ()
     assert study.growth(total).mean == pytest.approx(1.0, abs=0.01)
