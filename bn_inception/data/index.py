@@ -97,16 +97,31 @@ def write_index(path: str | os.PathLike, listing: TreeListing, key: dict[str, An
     write_atomically(path, write)
 
 
-def _next_array(f, path: str) -> np.ndarray:
-    # Memory-mapped, as a plain ndarray view: indexing a memmap costs more.
+def _next_array(f, path: str, regions: list[tuple[int, int]]) -> np.ndarray:
+    # Memory-mapped, as a plain ndarray view: indexing a memmap costs more. Its bytes' place goes to regions.
     version = np.lib.format.read_magic(f)
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read(f)
     offset, count = f.tell(), int(np.prod(shape))
     f.seek(offset + count * dtype.itemsize)
+    regions.append((offset, count * dtype.itemsize))
     if not count:
         return np.empty(shape, dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape).view(np.ndarray)
+
+
+def _file_crc(f, regions: list[tuple[int, int]]) -> int:
+    """``_crc`` of the arrays, read through the file rather than their maps: touching every mapped page would
+    put the whole index in each process's resident memory; reads leave it in the node's shared page cache."""
+    crc = 0
+    for offset, size in regions:
+        f.seek(offset)
+        while size > 0:
+            chunk = f.read(min(size, 1 << 20))
+            if not chunk:
+                raise EOFError("index cut short")
+            crc, size = zlib.crc32(chunk, crc), size - len(chunk)
+    return crc
 
 
 def _read_meta(f) -> dict[str, Any]:
@@ -122,13 +137,15 @@ def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], TreeListing]:
         with open(path, "rb") as f:
             meta = _read_meta(f)
             f.seek(0)
-            arrays = [_next_array(f, path) for _ in range(len(_ARRAYS) + 1)]
-            stored = _next_array(f, path)
+            regions: list[tuple[int, int]] = []
+            arrays = [_next_array(f, path, regions) for _ in range(len(_ARRAYS) + 1)]
+            stored = _next_array(f, path, [])
+            crc = _file_crc(f, regions)
     except FileNotFoundError as e:
         raise IndexUnusable("missing") from e
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise IndexUnusable("corrupt, cut short or from an older version") from e
-    if stored.shape != (1,) or _crc(arrays) != int(stored[0]):
+    if stored.shape != (1,) or crc != int(stored[0]):
         raise IndexUnusable("corrupt (checksum mismatch)")
     base = str(meta["base"])
     train, val = (
